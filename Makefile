@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv from the lock file first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all venv lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/landslide demo --out demo-output
+
+# The test command (CI runs exactly this): the whole suite but the tests marked slow.
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Maintainers: re-resolve dependencies (uv) and export the hash-pinned requirements pip installs from.
+lock:
+	uv lock --python 3.11
+	uv export --frozen --extra test --no-emit-project --format requirements-txt -o requirements.lock
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

@@ -1,0 +1,192 @@
+"""The ``landslide`` command. Errors a user can fix print one line and exit with code 2 (``--debug`` shows
+the traceback); Ctrl-C exits with 130 and finished work stays on disk (re-run to resume)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+from landslide import __version__
+from landslide.errors import ConfigError, LandslideError
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_demo(args) -> int:
+    from landslide.demo import run_demo
+
+    s = run_demo(args.out, seed=args.seed, quick=args.quick)
+    run, ev = s["output_dir"], f"{s['output_dir']}/eval"
+    m = s.get("test_metrics", {})
+    print(f"\nDemo finished in {s['seconds']:.0f} s. {s['note']}")
+    print(f"  data (synthetic):    {s['data']}")
+    print(f"  model checkpoint:    {s['model_dir']}  (model.safetensors + model_card.json)")
+    print(f"  report:              {ev}/report.md")
+    print(f"  metrics:             {ev}/metrics.json")
+    print(f"  Grad-CAM galleries:  {ev}/gallery/ (TP/FP/FN/TN)")
+    print(f"  plots:               {ev}/*.png, training history: {run}/history.json")
+    if m:
+        print("  test split:          " + ", ".join(f"{k}={m[k]:.3f}" for k in ("accuracy", "f1", "mcc", "roc_auc")
+                                                      if m.get(k) is not None))
+    return 0
+
+
+def cmd_preprocess(args) -> int:
+    from landslide.data.preprocess import PreprocessOptions, preprocess
+
+    opts = PreprocessOptions(max_side=args.max_side, quality=args.quality, overwrite=args.overwrite)
+    r = preprocess(args.src, args.dst, opts, workers=args.workers, progress=not args.no_progress)
+    print(f"{r['images']} images: {r['written']} written, {r['skipped_existing']} already done, "
+          f"{r['failed']} failed ({r['seconds']} s). Report: {args.dst}/preprocess_report.csv")
+    for f in r["failures"][:10]:
+        print(f"  failed: {f['source']}: {f['reason']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from landslide.config import load_config
+    from landslide.training.run import run_training
+
+    overrides = _parse_set(args.set)
+    if args.init_from:
+        overrides["train.init_from"] = args.init_from
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    cfg = load_config(args.config, overrides)
+    s = run_training(cfg)
+    print(json.dumps({k: s[k] for k in ("output_dir", "model_dir", "epochs_run", "best_epoch", "threshold")},
+                     indent=2))
+    if "test_metrics" in s:
+        print("test: " + ", ".join(f"{k}={v:.3f}" for k, v in s["test_metrics"].items() if v is not None))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from landslide.config import EvalConfig
+    from landslide.data import manifest as manifest_lib
+    from landslide.evaluation.evaluate import evaluate_model
+    from landslide.models.checkpoint import load_checkpoint
+    from landslide.training.engine import resolve_device
+
+    model, card = load_checkpoint(args.model)
+    data = manifest_lib.load(args.data)
+    if args.split:
+        if "split" not in data.frame.columns:
+            raise ConfigError(f"--split {args.split}: {args.data} has no 'split' column")
+        data = data.subset(data.frame["split"] == args.split)
+    if len(data) == 0:
+        raise ConfigError(f"{args.data}: no labelled images to evaluate")
+    cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images)
+    device = resolve_device(args.device)
+    m = evaluate_model(model, card, data, args.out, cfg, device=device, batch_size=args.batch_size,
+                       title=f"{card.get('name')} on {args.data}", extra_report={"data": args.data})
+    print(f"{m['n']} images, threshold {m['threshold']:.3f}: " + ", ".join(
+        f"{k}={m[k]:.3f}" for k in ("accuracy", "precision", "recall", "specificity", "f1", "mcc") if m[k] == m[k]))
+    print(f"Report: {args.out}/report.md")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from landslide.models.registry import get_spec, list_backbones
+
+    for name in list_backbones():
+        spec = get_spec(name)
+        weights = "offline weights" if spec.offline_weights else ("from scratch" if spec.timm_name is None
+                                                                   else "hub or weights URI")
+        print(f"{name:24s} {spec.input_size:4d} px  {len(spec.blocks):2d} blocks  CAM {spec.cam_layer:16s} {weights}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from landslide.data.synthetic import SYNTHETIC_NOTE, generate_dataset
+
+    uri = generate_dataset(args.out, n_per_class=args.n_per_class, size=args.size, seed=args.seed)
+    print(f"{SYNTHETIC_NOTE}\nManifest: {uri}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="landslide", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"landslide {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="synthetic data -> train -> evaluate -> Grad-CAM report")
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny version for smoke tests (seconds)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("preprocess", help="centre-crop, downscale and JPEG-encode a folder of images")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--max-side", type=int, default=1000, help="largest output side in px (default 1000)")
+    p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1-100")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("train", help="train from a YAML run config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--init-from", help="stage-2 weight transfer: start from this checkpoint folder")
+    p.add_argument("--output-dir")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, plots, Grad-CAM galleries and report for a model")
+    p.add_argument("--model", required=True, help="checkpoint folder (model.safetensors + model_card.json)")
+    p.add_argument("--data", required=True, help="manifest (CSV/Parquet) or class-folder tree")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", choices=["train", "val", "test"], help="only rows of this split")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++", "eigencam"])
+    p.add_argument("--cam-max-images", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list the backbone registry")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("synth", help="generate a synthetic labelled data set")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-per-class", type=int, default=160)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except LandslideError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs and files are kept; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

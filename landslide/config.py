@@ -1,0 +1,162 @@
+"""Typed run configuration (pydantic), loaded from YAML. Unknown keys and bad values are errors that name
+the field, e.g. ``train.epochs: Input should be greater than 0``. The resolved config is written into every
+run folder."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from landslide import storage
+from landslide.errors import ConfigError, StorageError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Strict):
+    method: Literal["auto", "predefined", "random", "stratified", "group", "spatial"] = "auto"
+    """auto: predefined if the manifest has a split column, else group, else spatial (lat/lon), else stratified."""
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    seed: int = 0
+    block_size_m: float = Field(1000.0, gt=0)
+    buffer_m: float = Field(0.0, ge=0)
+
+
+class DataConfig(_Strict):
+    train: str
+    """Manifest (CSV/Parquet) or class-folder tree; split into train/val/test unless val/test are given."""
+    val: str | None = None
+    test: str | None = None
+    split: SplitConfig = SplitConfig()
+    max_image_pixels: int = Field(64_000_000, gt=0)
+    num_workers: int = Field(0, ge=0)
+
+
+class FreezeConfig(_Strict):
+    strategy: Literal["head", "last_blocks", "last_layers", "all"] = "all"
+    n: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _n_needed(self) -> "FreezeConfig":
+        if self.strategy in ("last_blocks", "last_layers") and self.n < 1:
+            raise ValueError(f"strategy {self.strategy!r} needs n >= 1")
+        return self
+
+
+class ModelConfig(_Strict):
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: str = "auto"
+    """none | offline | hub | auto | a weights path/URI (see landslide.models.weights)."""
+    image_size: int | None = Field(None, ge=16, le=2048)
+    """Input size in px; default: the backbone's size from the registry."""
+    dropout: float = Field(0.2, ge=0, lt=1)
+    freeze: FreezeConfig = FreezeConfig()
+
+    @field_validator("backbone")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from landslide.models.registry import get_spec
+
+        try:
+            return get_spec(value).name
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class AugmentConfig(_Strict):
+    flips: bool = True
+    rot90: bool = True
+    color_jitter: float = Field(0.1, ge=0, le=1)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(15, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    plateau_factor: float = Field(0.1, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
+    early_stopping_patience: int | None = Field(5, ge=1)
+    monitor: Literal["val_loss", "val_f1", "val_accuracy", "val_auc"] = "val_loss"
+    class_weighting: Literal["none", "balanced"] = "balanced"
+    seed: int = 0
+    amp: Literal["auto", "on", "off"] = "auto"
+    device: str = "auto"
+    init_from: str | None = None
+    """Weight transfer: start from this checkpoint folder (stage 2)."""
+    max_steps_per_epoch: int | None = Field(None, gt=0)
+    augment: AugmentConfig = AugmentConfig()
+    progress: bool = True
+
+
+class EvalConfig(_Strict):
+    threshold: Literal["f1", "youden", "fixed"] = "f1"
+    """How the decision threshold is chosen on the validation split."""
+    fixed_threshold: float = Field(0.5, gt=0, lt=1)
+    bootstrap: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    cam_method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
+    cam_max_images: int = Field(200, ge=0)
+    gallery_size: int = Field(12, ge=0)
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    output_dir: str = "runs/run"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{source}: invalid config: " + "; ".join(parts)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_config(raw: dict, source: str = "<config>", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Validate a config tree; ``overrides`` maps dotted keys (``train.epochs``) to values."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: config must be a mapping, got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_config(uri: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a YAML run config from a path or URI."""
+    try:
+        text = storage.read_text(uri)
+    except StorageError as exc:
+        raise ConfigError(f"config file {exc}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{uri}: not valid YAML ({exc})") from exc
+    return parse_config(raw, uri, overrides)
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """YAML text of a config, as written into run folders."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

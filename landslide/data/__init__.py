@@ -1,0 +1,1 @@
+"""Data: safe image decoding, manifests, splits, transforms, datasets, preprocessing, synthetic demo data."""

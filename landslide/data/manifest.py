@@ -1,0 +1,169 @@
+"""Labelled image collections: a folder per class, or a manifest table (CSV/Parquet) of paths and labels.
+
+Labels: ``landslide`` / ``non_landslide`` (also ``non-landslide``), or the study's digits where
+``0`` = landslide and ``1`` = non-landslide. Internally the target is 1 for landslide, 0 otherwise.
+Rows with any other label (``ambiguous``, blanks) are skipped and counted, never guessed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from landslide import storage
+from landslide.errors import DataError, StorageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif")
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}
+RESERVED_COLUMNS = ("uri", "path", "label", "target", "split", "group", "lat", "lon")
+
+_LABELS = {"landslide": 1, "non_landslide": 0, "non-landslide": 0, "nonlandslide": 0,
+           "0": 1, "1": 0}  # digits follow the study: 0 = landslide, 1 = non-landslide
+_FOLDER_LABELS = {"landslide": 1, "non_landslide": 0, "non-landslide": 0, "0": 1, "1": 0}
+
+
+def parse_label(value: object) -> int | None:
+    """Map a label cell to 1 (landslide), 0 (non-landslide) or None (skip)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip().lower()
+    if text.endswith(".0"):  # numeric columns read back as floats
+        text = text[:-2]
+    return _LABELS.get(text)
+
+
+@dataclass
+class Manifest:
+    """A table of samples with resolved ``uri``, integer ``target`` and optional columns; plus what was skipped."""
+
+    frame: pd.DataFrame
+    source: str
+    skipped: Counter = field(default_factory=Counter)
+    skipped_examples: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def tag_columns(self) -> list[str]:
+        """Columns other than the reserved ones (catalog tags etc.)."""
+        return [c for c in self.frame.columns if c not in RESERVED_COLUMNS]
+
+    def class_counts(self) -> dict[str, int]:
+        """Sample counts per class name."""
+        counts = self.frame["target"].value_counts()
+        return {"landslide": int(counts.get(1, 0)), "non_landslide": int(counts.get(0, 0))}
+
+    def subset(self, mask_or_index) -> "Manifest":
+        """A new manifest with the selected rows (skip statistics are kept)."""
+        frame = self.frame.loc[mask_or_index].reset_index(drop=True)
+        return Manifest(frame, self.source, Counter(self.skipped), list(self.skipped_examples))
+
+    def summary(self) -> dict:
+        """A JSON-able description for model cards and reports."""
+        out = {"source": self.source, "samples": len(self), "classes": self.class_counts(),
+               "skipped": dict(self.skipped)}
+        if "group" in self.frame:
+            out["groups"] = int(self.frame["group"].nunique())
+        return out
+
+
+def _read_table(uri: str) -> pd.DataFrame:
+    lower = uri.lower()
+    data = storage.read_bytes(uri)
+    try:
+        if lower.endswith((".parquet", ".pq")):
+            return pd.read_parquet(io.BytesIO(data))
+        if lower.endswith((".csv", ".txt")):
+            return pd.read_csv(io.BytesIO(data), dtype={"label": str, "path": str, "group": str, "split": str})
+    except Exception as exc:  # pandas/pyarrow parse errors
+        raise DataError(f"{uri}: cannot parse manifest ({type(exc).__name__}: {exc})") from exc
+    raise DataError(f"{uri}: unsupported manifest format (use .csv or .parquet)")
+
+
+def from_table(uri: str, check_files: bool = True) -> Manifest:
+    """Load a CSV/Parquet manifest; relative paths are resolved against the manifest's folder."""
+    frame = _read_table(uri)
+    missing = [c for c in ("path", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{uri}: manifest lacks required column(s) {missing}; found {list(frame.columns)}")
+    base = storage.parent(uri)
+    frame = frame.copy()
+    frame["uri"] = [storage.resolve(str(p), base) for p in frame["path"]]
+    return _finish(frame, uri, check_files)
+
+
+def from_folder(uri: str, check_files: bool = True) -> Manifest:
+    """Load ``landslide/`` + ``non_landslide/`` (or the study's ``0/`` + ``1/``) sub-folders of images."""
+    rows = []
+    found_any = False
+    for name, _target in _FOLDER_LABELS.items():
+        sub = storage.join(uri, name)
+        if not storage.isdir(sub):
+            continue
+        found_any = True
+        for file_uri in storage.list_files(sub, IMAGE_SUFFIXES):
+            rows.append({"path": os.path.relpath(file_uri, uri) if not storage.is_remote(uri) else file_uri,
+                         "uri": file_uri, "label": name})
+    if not found_any:
+        raise DataError(f"{uri}: no class folders found; expected 'landslide/' and 'non_landslide/' "
+                        "(or the study's '0/' = landslide and '1/' = non-landslide)")
+    frame = pd.DataFrame(rows, columns=["path", "uri", "label"])
+    return _finish(frame, uri, check_files=False)
+
+
+def _finish(frame: pd.DataFrame, source: str, check_files: bool) -> Manifest:
+    skipped: Counter = Counter()
+    examples: list[dict] = []
+    targets = [parse_label(v) for v in frame["label"]]
+    frame["target"] = pd.array(targets, dtype="Int64")
+    unknown = frame["target"].isna()
+    for value in frame.loc[unknown, "label"]:
+        key = "label:" + (str(value).strip().lower() if not pd.isna(value) else "<blank>")
+        skipped[key] += 1
+    for _, row in frame.loc[unknown].head(20).iterrows():
+        examples.append({"path": str(row["path"]), "reason": f"label {row['label']!r} is not a known class"})
+    frame = frame.loc[~unknown].copy()
+    frame["target"] = frame["target"].astype(int)
+    if check_files and len(frame):
+        local = [not storage.is_remote(u) for u in frame["uri"]]
+        exists = [os.path.exists(u.removeprefix("file://")) if is_local else True
+                  for u, is_local in zip(frame["uri"], local)]
+        absent = ~pd.Series(exists, index=frame.index)
+        if absent.any():
+            skipped["missing_file"] += int(absent.sum())
+            for u in frame.loc[absent, "uri"].head(20):
+                examples.append({"path": u, "reason": "file not found"})
+            frame = frame.loc[~absent]
+    if "split" in frame.columns:
+        raw = frame["split"].astype(str).str.strip().str.lower()
+        bad = sorted(set(raw[~raw.isin(SPLIT_NAMES) & (raw != "nan")]))
+        if bad:
+            raise DataError(f"{source}: column 'split' has unknown value(s) {bad}; use train, val or test")
+        frame["split"] = raw.map(SPLIT_NAMES)
+    for col in ("lat", "lon"):
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    if "group" in frame.columns:
+        frame["group"] = frame["group"].astype(str)
+    return Manifest(frame.reset_index(drop=True), source, skipped, examples)
+
+
+def load(source: str, check_files: bool = True) -> Manifest:
+    """Load a manifest file or a class-folder tree from a local path or URI."""
+    lower = source.lower().rstrip("/")
+    try:
+        if lower.endswith((".csv", ".txt", ".parquet", ".pq")):
+            if not storage.exists(source):
+                raise DataError(f"{source}: manifest not found")
+            return from_table(source, check_files)
+        if not storage.exists(source):
+            raise DataError(f"{source}: data folder not found")
+        return from_folder(source, check_files)
+    except StorageError as exc:
+        raise DataError(str(exc)) from exc

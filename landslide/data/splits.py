@@ -1,0 +1,181 @@
+"""Train/val/test splits that do not leak.
+
+Methods: ``predefined`` (the manifest's ``split`` column), ``random``, ``stratified``, ``group`` (whole
+``group`` values go to one split) and ``spatial`` (groups are square blocks of ``block_size_m`` metres from
+lat/lon, optionally with a ``buffer_m`` band of training chips dropped around every held-out chip, so no
+training chip touches a test chip across a block edge). Grouped methods try many seeded group orders and
+keep the one whose split sizes and class ratios come closest to the targets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from landslide.data.manifest import Manifest
+from landslide.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+METHODS = ("predefined", "random", "stratified", "group", "spatial")
+EARTH_RADIUS_M = 6_371_000.0
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(f"split fractions val={val_fraction}, test={test_fraction}: each must be in [0, 1) "
+                          "and together below 1")
+
+
+def _random(targets: np.ndarray, val_f: float, test_f: float, rng: np.random.Generator,
+            stratify: bool) -> np.ndarray:
+    out = np.empty(len(targets), dtype=object)
+    pools = [np.flatnonzero(targets == c) for c in np.unique(targets)] if stratify else [np.arange(len(targets))]
+    for idx in pools:
+        idx = rng.permutation(idx)
+        n_test = int(round(len(idx) * test_f))
+        n_val = int(round(len(idx) * val_f))
+        out[idx[:n_test]] = "test"
+        out[idx[n_test:n_test + n_val]] = "val"
+        out[idx[n_test + n_val:]] = "train"
+    return out
+
+
+def _grouped(groups: np.ndarray, targets: np.ndarray, val_f: float, test_f: float, seed: int,
+             tries: int = 200) -> np.ndarray:
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    if len(uniq) < 3 and (val_f > 0 and test_f > 0):
+        raise DataError(f"grouped split needs at least 3 groups for train/val/test, found {len(uniq)}")
+    sizes = np.bincount(inverse)
+    positives = np.bincount(inverse, weights=targets)
+    n, pos_rate = len(targets), targets.mean()
+    goals = {"test": test_f * n, "val": val_f * n}
+    best, best_cost = None, math.inf
+    for attempt in range(tries):
+        order = np.random.default_rng(seed + attempt).permutation(len(uniq))
+        assign = np.full(len(uniq), "train", dtype=object)
+        filled = {"test": 0.0, "val": 0.0}
+        for g in order:
+            for name in ("test", "val"):
+                if goals[name] > 0 and filled[name] < goals[name] and filled[name] + sizes[g] / 2 <= goals[name]:
+                    assign[g] = name
+                    filled[name] += sizes[g]
+                    break
+        cost = 0.0
+        for name in SPLITS:
+            sel = assign == name
+            count, pos = sizes[sel].sum(), positives[sel].sum()
+            goal = goals.get(name, n - goals["test"] - goals["val"])
+            if goal > 0 and count == 0:
+                cost += 1e6
+                continue
+            cost += abs(count - goal) / n
+            if count:
+                cost += abs(pos / count - pos_rate)
+                if 0 < pos_rate < 1 and (pos == 0 or pos == count):
+                    cost += 10.0  # a split without one of the classes cannot be evaluated
+        if cost < best_cost:
+            best, best_cost = assign, cost
+    return best[inverse]
+
+
+def spatial_blocks(lat: np.ndarray, lon: np.ndarray, block_size_m: float) -> np.ndarray:
+    """Block ids of ``block_size_m`` squares on an equal-area-ish grid (latitude rows, scaled longitude)."""
+    if block_size_m <= 0:
+        raise ConfigError(f"split.block_size_m={block_size_m}: must be positive")
+    dlat = block_size_m / (EARTH_RADIUS_M * math.pi / 180)
+    rows = np.floor(lat / dlat).astype(int)
+    # longitude blocks shrink with latitude; use each row's centre latitude for the width
+    widths = dlat / np.maximum(np.cos(np.radians((rows + 0.5) * dlat)), 1e-6)
+    cols = np.floor(lon / widths).astype(int)
+    return np.array([f"blk_{r}_{c}" for r, c in zip(rows, cols)], dtype=object)
+
+
+def _xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    la, lo = np.radians(lat), np.radians(lon)
+    return EARTH_RADIUS_M * np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
+
+
+def apply_buffer(split: np.ndarray, lat: np.ndarray, lon: np.ndarray, buffer_m: float) -> np.ndarray:
+    """Mark training chips within ``buffer_m`` of any val/test chip as ``excluded``."""
+    held = np.flatnonzero(split != "train")
+    train = np.flatnonzero(split == "train")
+    if buffer_m <= 0 or len(held) == 0 or len(train) == 0:
+        return split
+    tree = cKDTree(_xyz(lat[held], lon[held]))
+    dist, _ = tree.query(_xyz(lat[train], lon[train]), k=1, distance_upper_bound=buffer_m)
+    out = split.copy()
+    out[train[np.isfinite(dist)]] = "excluded"
+    return out
+
+
+def assign_splits(manifest: Manifest, method: str = "group", val_fraction: float = 0.15,
+                  test_fraction: float = 0.15, seed: int = 0, block_size_m: float = 1000.0,
+                  buffer_m: float = 0.0) -> Manifest:
+    """Return a copy of ``manifest`` with a ``split`` column (train/val/test, or ``excluded`` in buffers)."""
+    if method not in METHODS:
+        raise ConfigError(f"split.method={method!r}: choose one of {list(METHODS)}")
+    _check_fractions(val_fraction, test_fraction)
+    frame = manifest.frame.copy()
+    if len(frame) == 0:
+        raise DataError(f"{manifest.source}: no labelled samples to split")
+    targets = frame["target"].to_numpy()
+    if method == "predefined":
+        if "split" not in frame.columns or frame["split"].isna().any():
+            raise ConfigError(f"split.method='predefined' but {manifest.source} has no complete 'split' column")
+        split = frame["split"].to_numpy(dtype=object)
+    elif method in ("random", "stratified"):
+        split = _random(targets, val_fraction, test_fraction, np.random.default_rng(seed), method == "stratified")
+    else:
+        if method == "group":
+            if "group" not in frame.columns:
+                raise ConfigError(f"split.method='group' but {manifest.source} has no 'group' column")
+            groups = frame["group"].astype(str).to_numpy()
+        else:
+            if not {"lat", "lon"} <= set(frame.columns) or frame[["lat", "lon"]].isna().any().any():
+                raise ConfigError(f"split.method='spatial' needs 'lat' and 'lon' on every row of {manifest.source}")
+            groups = spatial_blocks(frame["lat"].to_numpy(), frame["lon"].to_numpy(), block_size_m)
+            frame["group"] = groups
+        split = _grouped(groups, targets, val_fraction, test_fraction, seed)
+        if buffer_m > 0:
+            if not {"lat", "lon"} <= set(frame.columns):
+                raise ConfigError("split.buffer_m needs 'lat' and 'lon' columns")
+            split = apply_buffer(split, frame["lat"].to_numpy(), frame["lon"].to_numpy(), buffer_m)
+    frame["split"] = split
+    out = Manifest(frame, manifest.source, manifest.skipped, manifest.skipped_examples)
+    if "group" in frame.columns:
+        check_no_group_leakage(out)
+    return out
+
+
+def check_no_group_leakage(manifest: Manifest) -> None:
+    """Raise if any group has chips in more than one of train/val/test."""
+    frame = manifest.frame[manifest.frame["split"].isin(SPLITS)]
+    per_group = frame.groupby("group")["split"].nunique()
+    leaking = per_group[per_group > 1]
+    if len(leaking):
+        raise DataError(f"group leakage: groups {list(leaking.index[:5])} appear in several splits")
+
+
+def split_summary(manifest: Manifest) -> dict:
+    """Counts per split and class, for reports."""
+    frame = manifest.frame
+    out = {}
+    for name, part in frame.groupby("split"):
+        out[str(name)] = {"samples": int(len(part)), "landslide": int((part["target"] == 1).sum()),
+                          "non_landslide": int((part["target"] == 0).sum())}
+        if "group" in part:
+            out[str(name)]["groups"] = int(part["group"].nunique())
+    return out
+
+
+def get_split(manifest: Manifest, name: str) -> Manifest:
+    """Rows of one split."""
+    return manifest.subset(manifest.frame["split"] == name)
+
+
+def as_series(manifest: Manifest) -> pd.Series:
+    """The split column."""
+    return manifest.frame["split"]

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap intervals, threshold choice, plots and reports."""

@@ -1,0 +1,143 @@
+"""Evaluate a model on a labelled set: predictions, metrics with intervals, plots, Grad-CAM analysis, report."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from landslide import storage
+from landslide.config import EvalConfig
+from landslide.data.dataset import ChipDataset, collate_skip_bad
+from landslide.data.manifest import Manifest
+from landslide.data.transforms import build_transform, denormalize
+from landslide.evaluation import plots
+from landslide.evaluation.metrics import evaluate_predictions, outcome
+from landslide.evaluation.report import write_report
+from landslide.explain import attention_stats
+from landslide.explain.gallery import write_galleries
+from landslide.explain.gradcam import CamExplainer, overlay
+from landslide.models.classifier import LandslideClassifier
+
+
+def eval_transform(card: dict):
+    """The deterministic transform a model card prescribes."""
+    norm = card["normalization"]
+    return build_transform(int(card["input_size"]), tuple(norm["mean"]), tuple(norm["std"]), train=False)
+
+
+@torch.no_grad()
+def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest, batch_size: int = 32,
+                     device: torch.device | str = "cpu", num_workers: int = 0, max_pixels: int = 64_000_000,
+                     progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
+    """Probability of landslide for every readable image; unreadable ones are returned separately."""
+    from tqdm.auto import tqdm
+
+    dataset = ChipDataset(manifest, eval_transform(card), max_pixels=max_pixels)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_skip_bad)
+    model.eval().to(device)
+    rows, errors = [], []
+    for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
+        errors.extend(batch["errors"])
+        if batch["image"] is None:
+            continue
+        probs = torch.sigmoid(model(batch["image"].to(device)).squeeze(1).float()).cpu().numpy()
+        for i, p in zip(batch["index"].tolist(), probs):
+            rows.append({"index": i, "uri": dataset.uris[i], "target": dataset.targets[i], "probability": float(p)})
+    return pd.DataFrame(rows, columns=["index", "uri", "target", "probability"]), errors
+
+
+def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manifest, preds: pd.DataFrame,
+                        threshold: float, method: str, max_images: int, batch_size: int = 16,
+                        device: torch.device | str = "cpu", seed: int = 0) -> list[dict]:
+    """Grad-CAM for up to ``max_images`` predictions (all errors first, then a seeded sample of the rest)."""
+    if max_images <= 0 or preds.empty:
+        return []
+    preds = preds.assign(pred=(preds["probability"] >= threshold).astype(int))
+    wrong = preds[preds["pred"] != preds["target"]]
+    right = preds[preds["pred"] == preds["target"]].sample(frac=1.0, random_state=seed)
+    chosen = pd.concat([wrong, right]).head(max_images)
+    dataset = ChipDataset(manifest, eval_transform(card))
+    loader = DataLoader(Subset(dataset, chosen["index"].tolist()), batch_size=batch_size,
+                        collate_fn=collate_skip_bad)
+    lookup = chosen.set_index("index")
+    explainer = CamExplainer(model.to(device), method)
+    norm = card["normalization"]
+    items = []
+    try:
+        for batch in loader:
+            if batch["image"] is None:
+                continue
+            images = batch["image"].to(device)
+            indices = batch["index"].tolist()
+            preds_b = [int(lookup.loc[i, "pred"]) for i in indices]
+            cams = explainer(images, classes=preds_b)
+            for img, cam, i, pred in zip(images, cams, indices, preds_b):
+                row = lookup.loc[i]
+                items.append({
+                    "uri": row["uri"], "probability": float(row["probability"]), "target": int(row["target"]),
+                    "outcome": outcome(int(row["target"]), pred), "shares": attention_stats.region_shares(cam),
+                    "overlay": overlay(denormalize(img, norm["mean"], norm["std"]), cam)})
+    finally:
+        explainer.close()
+    return items
+
+
+def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, out_dir: str, cfg: EvalConfig,
+                   history: list[dict] | None = None, device: torch.device | str = "cpu", batch_size: int = 32,
+                   num_workers: int = 0, seed: int = 0, title: str = "Evaluation",
+                   extra_report: dict[str, Any] | None = None) -> dict:
+    """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics."""
+    storage.makedirs(out_dir)
+    threshold = float(card.get("threshold", 0.5))
+    preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers)
+    if preds.empty:
+        from landslide.errors import DataError
+        raise DataError(f"{manifest.source}: no readable images to evaluate ({len(errors)} unreadable)")
+    y, p = preds["target"].to_numpy(), preds["probability"].to_numpy()
+    metrics = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
+    metrics["unreadable_images"] = errors
+    metrics["model"] = {"name": card.get("name"), "backbone": card["backbone"], "input_size": card["input_size"]}
+    preds = preds.assign(prediction=(p >= threshold).astype(int))
+    preds["outcome"] = [outcome(t, q) for t, q in zip(preds["target"], preds["prediction"])]
+    storage.write_text(storage.join(out_dir, "predictions.csv"), preds.drop(columns="index").to_csv(index=False))
+
+    figures = {"confusion": "confusion_matrix.png", "roc": "roc_curve.png", "pr": "pr_curve.png"}
+    plots.confusion_matrix(metrics["confusion"], storage.join(out_dir, figures["confusion"]))
+    plots.roc_pr_curves(y, p, storage.join(out_dir, figures["roc"]), storage.join(out_dir, figures["pr"]), threshold)
+    if history:
+        figures["training"] = "training_curves.png"
+        plots.training_curves(history, storage.join(out_dir, figures["training"]))
+
+    items = explain_predictions(model, card, manifest, preds, threshold, cfg.cam_method, cfg.cam_max_images,
+                                device=device, seed=seed)
+    attention, galleries = {}, {}
+    if items:
+        attention = attention_stats.aggregate([it["shares"] for it in items], [it["outcome"] for it in items])
+        attention["method"] = cfg.cam_method
+        galleries = write_galleries(storage.join(out_dir, "gallery"), items, cfg.gallery_size)
+        shares = pd.DataFrame([{"uri": it["uri"], "outcome": it["outcome"], **it["shares"]} for it in items])
+        storage.write_text(storage.join(out_dir, "attention_per_image.csv"), shares.to_csv(index=False))
+    metrics["attention"] = attention
+    storage.write_json(storage.join(out_dir, "metrics.json"), _finite(metrics))
+    write_report(storage.join(out_dir, "report.md"), title, metrics, card, figures, galleries, history,
+                 extra_report or {})
+    return metrics
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN: write null instead."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj

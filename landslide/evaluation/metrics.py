@@ -1,0 +1,114 @@
+"""Binary classification metrics (positive class = landslide), bootstrap intervals and threshold choice."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from landslide.errors import ConfigError
+
+POINT_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "balanced_accuracy")
+RANK_METRICS = ("roc_auc", "pr_auc")
+
+
+def _safe_div(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def confusion(y: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """TP/FP/FN/TN counts."""
+    y, pred = np.asarray(y).astype(int), np.asarray(pred).astype(int)
+    return {"tp": int(((y == 1) & (pred == 1)).sum()), "fp": int(((y == 0) & (pred == 1)).sum()),
+            "fn": int(((y == 1) & (pred == 0)).sum()), "tn": int(((y == 0) & (pred == 0)).sum())}
+
+
+def _from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+    specificity = _safe_div(tn, tn + fp)
+    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return {
+        "accuracy": _safe_div(tp + tn, tp + fp + fn + tn),
+        "precision": precision, "recall": recall, "specificity": specificity,
+        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "mcc": (tp * tn - fp * fn) / denom if denom else 0.0,
+        "balanced_accuracy": (recall + specificity) / 2 if not (math.isnan(recall) or math.isnan(specificity))
+        else math.nan,
+    }
+
+
+def _rank(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    if len(np.unique(y)) < 2:
+        return {"roc_auc": math.nan, "pr_auc": math.nan}
+    return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p))}
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
+    """Point metrics at ``threshold`` (predict landslide when p >= threshold), AUCs and the confusion matrix."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    counts = confusion(y, p >= threshold)
+    out = {**_from_counts(**counts), **_rank(y, p), "confusion": counts, "threshold": float(threshold),
+           "n": int(len(y)), "positives": int(y.sum()), "negatives": int(len(y) - y.sum())}
+    return out
+
+
+def bootstrap_intervals(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000,
+                        confidence: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals (resampling images with replacement) for every metric."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    if n_boot <= 0 or len(y) == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    pred = (p >= threshold).astype(int)
+    samples: dict[str, list[float]] = {k: [] for k in (*POINT_METRICS, *RANK_METRICS)}
+    n = len(y)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        yb, pb = y[idx], pred[idx]
+        values = _from_counts(**confusion(yb, pb))
+        values.update(_rank(yb, p[idx]))
+        for key, value in values.items():
+            if not math.isnan(value):
+                samples[key].append(value)
+    alpha = (1 - confidence) / 2
+    return {k: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
+            for k, v in samples.items() if len(v) >= max(10, n_boot // 10)}
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, method: str = "f1", fixed: float = 0.5) -> float:
+    """Decision threshold from validation data: max F1, max Youden's J, or a fixed value."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    if method == "fixed" or len(np.unique(y)) < 2:
+        return float(fixed)
+    if method == "youden":
+        fpr, tpr, thr = roc_curve(y, p)
+        finite = np.isfinite(thr)
+        best = np.argmax((tpr - fpr)[finite])
+        return float(np.clip(thr[finite][best], 1e-6, 1 - 1e-6))
+    if method != "f1":
+        raise ConfigError(f"eval.threshold={method!r}: choose f1, youden or fixed")
+    candidates = np.unique(p)
+    best_t, best_f1 = fixed, -1.0
+    for t in candidates:
+        f1 = _from_counts(**confusion(y, p >= t))["f1"]
+        if not math.isnan(f1) and f1 > best_f1:
+            best_t, best_f1 = float(t), f1
+    # place the threshold halfway to the next lower score, so it generalises rather than sitting on a sample
+    lower = candidates[candidates < best_t]
+    return float((best_t + lower.max()) / 2) if len(lower) else float(best_t)
+
+
+def evaluate_predictions(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000,
+                         confidence: float = 0.95, seed: int = 0) -> dict:
+    """Metrics plus their intervals, JSON-able."""
+    out = binary_metrics(y, p, threshold)
+    out["intervals"] = bootstrap_intervals(y, p, threshold, n_boot, confidence, seed)
+    out["confidence"] = confidence
+    out["bootstrap"] = n_boot
+    return out
+
+
+def outcome(y: int, pred: int) -> str:
+    """TP/FP/FN/TN of one prediction."""
+    return {(1, 1): "TP", (0, 1): "FP", (1, 0): "FN", (0, 0): "TN"}[(int(y), int(pred))]

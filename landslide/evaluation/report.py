@@ -1,0 +1,82 @@
+"""The Markdown report written next to every evaluation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from landslide import storage
+from landslide.explain.attention_stats import REGIONS
+
+_ROWS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "balanced_accuracy", "roc_auc", "pr_auc")
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def metrics_table(metrics: dict) -> list[str]:
+    """Metric | value | interval rows."""
+    ci = metrics.get("intervals", {})
+    pct = int(round(metrics.get("confidence", 0.95) * 100))
+    lines = [f"| metric | value | {pct}% bootstrap interval |", "|---|---|---|"]
+    for key in _ROWS:
+        interval = ci.get(key)
+        lines.append(f"| {key} | {_fmt(metrics.get(key))} | "
+                     f"{f'{interval[0]:.3f} – {interval[1]:.3f}' if interval else 'n/a'} |")
+    return lines
+
+
+def attention_table(attention: dict) -> list[str]:
+    """Mean share of heat-map mass per region and outcome (enrichment vs an even map in brackets)."""
+    order = [o for o in ("TP", "FP", "FN", "TN", "correct", "errors") if o in attention]
+    if not order:
+        return []
+    lines = ["| region | " + " | ".join(f"{o} (n={attention[o]['n']})" for o in order) + " |",
+             "|---|" + "---|" * len(order)]
+    for region in REGIONS:
+        cells = [f"{attention[o][region]['mean']:.3f} (×{attention[o][region]['enrichment']:.2f})" for o in order]
+        lines.append(f"| {region} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(uri: str, title: str, metrics: dict, card: dict, figures: dict[str, str],
+                 galleries: dict[str, dict], history: list[dict] | None, extra: dict[str, Any]) -> None:
+    """Write report.md."""
+    c = metrics["confusion"]
+    lines = [f"# {title}", ""]
+    for key, value in extra.items():
+        lines.append(f"- **{key}**: {value}")
+    lines += [f"- **model**: {card.get('name')} (backbone `{card['backbone']}`, input {card['input_size']} px, "
+              f"weights from {card.get('pretrained', {}).get('source', 'n/a')})",
+              f"- **images**: {metrics['n']} ({metrics['positives']} landslide, {metrics['negatives']} non-landslide); "
+              f"unreadable: {len(metrics.get('unreadable_images', []))}",
+              f"- **threshold**: {metrics['threshold']:.3f} (chosen on validation data; stored in the model card)",
+              "", "## Metrics", "", *metrics_table(metrics), "",
+              f"Confusion matrix: TP={c['tp']} FP={c['fp']} FN={c['fn']} TN={c['tn']}", ""]
+    for key, caption in (("confusion", "Confusion matrix"), ("roc", "ROC curve"), ("pr", "Precision-recall curve"),
+                         ("training", "Training curves")):
+        if key in figures:
+            lines.append(f"![{caption}]({figures[key]})")
+    if history:
+        lines += ["", "## Training history", "", "| epoch | lr | train loss | train acc | val loss | val acc | val F1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for h in history:
+            lines.append(f"| {h['epoch'] + 1} | {h['lr']:.2e} | {_fmt(h.get('train_loss'))} | "
+                         f"{_fmt(h.get('train_accuracy'))} | {_fmt(h.get('val_loss'))} | "
+                         f"{_fmt(h.get('val_accuracy'))} | {_fmt(h.get('val_f1'))} |")
+    attention = metrics.get("attention") or {}
+    if attention:
+        lines += ["", f"## Where the model looks ({attention.get('method', 'gradcam')})", "",
+                  "Share of heat-map mass per region of a 3×3 grid (corners and centre are cells; top/bottom/left/"
+                  "right are border strips). An even map gives 0.111 per cell and 0.333 per strip; ×N is the "
+                  "enrichment over that. Compare errors with correct predictions, e.g. `top_right`.", "",
+                  *attention_table(attention)]
+    if galleries:
+        lines += ["", "## Grad-CAM galleries", ""]
+        for name, g in galleries.items():
+            sheet = f"![{name}](gallery/{g['sheet']})" if g.get("sheet") else "(none)"
+            lines.append(f"- **{name}**: {g['count']} images, {g['shown']} shown  \n  {sheet}")
+    storage.write_text(uri, "\n".join(lines) + "\n")

@@ -1,0 +1,1 @@
+"""Explanations: Grad-CAM heat maps, attention statistics and TP/FP/FN/TN galleries."""

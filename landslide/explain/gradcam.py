@@ -1,0 +1,48 @@
+"""Grad-CAM family heat maps through pytorch-grad-cam, on the registry's target layer.
+
+pytorch-grad-cam registers hooks on the target layer; an explainer is therefore not safe to share between
+threads (Ray Serve gives explanations their own deployment for that reason).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+from landslide.errors import ConfigError
+from landslide.models.classifier import LandslideClassifier
+
+CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
+
+
+class CamExplainer:
+    """Heat maps in [0, 1] at input resolution for a batch of normalised images."""
+
+    def __init__(self, model: LandslideClassifier, method: str = "gradcam"):
+        if method not in CAM_METHODS:
+            raise ConfigError(f"cam method {method!r}: choose one of {list(CAM_METHODS)}")
+        self.model = model.eval()
+        self.method = method
+        self._cam = CAM_METHODS[method](model=model, target_layers=[model.cam_target_layer()])
+
+    def __call__(self, images: torch.Tensor, classes: list[int] | None = None) -> np.ndarray:
+        """CAMs of shape (B, H, W); ``classes`` picks the explained class per image (default: predicted)."""
+        if classes is None:
+            with torch.no_grad():
+                classes = (self.model(images).squeeze(1) > 0).long().tolist()
+        targets = [BinaryClassifierOutputTarget(int(c)) for c in classes]
+        with torch.enable_grad():
+            cams = self._cam(input_tensor=images, targets=targets)
+        return np.nan_to_num(np.asarray(cams, dtype=np.float32))
+
+    def close(self) -> None:
+        """Remove the hooks."""
+        self._cam.activations_and_grads.release()
+
+
+def overlay(rgb01: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend a heat map over an RGB image (floats in [0, 1]) -> uint8 RGB."""
+    return show_cam_on_image(rgb01.astype(np.float32), cam, use_rgb=True, image_weight=1 - alpha)

@@ -1,0 +1,1 @@
+"""Models: one registry of backbones, the baseline CNN, weight sources, freezing, the classifier, checkpoints."""

@@ -1,0 +1,175 @@
+"""Storage through fsspec: every path in the library is a local path or a URI (gs://, s3://, file://, memory://).
+
+gcsfs honours ``STORAGE_EMULATOR_HOST`` (a local GCS emulator); we also switch off its slow
+hierarchical-namespace probe unless the user chose otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from contextlib import contextmanager
+from typing import IO, Any, Iterator
+
+import fsspec
+
+from landslide.errors import StorageError
+
+# gcsfs probes every bucket for hierarchical namespaces over gRPC; against an emulator or without
+# that API each probe waits ~60 s. Users who need HNS can set the variable themselves.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def is_remote(uri: str) -> bool:
+    """True for URIs with a protocol other than file://."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and in-filesystem path for ``uri``."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as exc:
+        raise StorageError(f"{uri}: unsupported storage URI ({exc})") from exc
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI."""
+    if is_remote(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def resolve(path: str, relative_to: str) -> str:
+    """Resolve ``path`` against the folder ``relative_to`` unless it is absolute or a URI."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return join(relative_to, path)
+
+
+def parent(uri: str) -> str:
+    """The folder holding ``uri``."""
+    if is_remote(uri):
+        return posixpath.dirname(uri.rstrip("/"))
+    return os.path.dirname(os.path.abspath(uri))
+
+
+def _wrap(uri: str, exc: Exception) -> StorageError:
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(f"{uri}: not found")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"{uri}: permission denied")
+    return StorageError(f"{uri}: cannot access storage ({type(exc).__name__}: {exc})")
+
+
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
+    """Read a whole object, refusing objects larger than ``max_bytes``."""
+    fs, path = filesystem(uri)
+    try:
+        if max_bytes is not None:
+            size = fs.size(path)
+            if size is not None and size > max_bytes:
+                raise StorageError(f"{uri}: {size} bytes exceeds the limit of {max_bytes} bytes")
+        return fs.cat_file(path)
+    except StorageError:
+        raise
+    except Exception as exc:  # fsspec backends raise many types; name the URI in all of them
+        raise _wrap(uri, exc) from exc
+
+
+def exists(uri: str) -> bool:
+    """True if ``uri`` exists; storage errors other than absence are raised."""
+    fs, path = filesystem(uri)
+    try:
+        return fs.exists(path)
+    except Exception as exc:
+        raise _wrap(uri, exc) from exc
+
+
+def isdir(uri: str) -> bool:
+    """True if ``uri`` is a folder (or prefix)."""
+    fs, path = filesystem(uri)
+    try:
+        return fs.isdir(path)
+    except Exception as exc:
+        raise _wrap(uri, exc) from exc
+
+
+def makedirs(uri: str) -> None:
+    """Create a folder (a no-op on object stores)."""
+    fs, path = filesystem(uri)
+    try:
+        fs.makedirs(path, exist_ok=True)
+    except Exception as exc:
+        raise _wrap(uri, exc) from exc
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write an object atomically where the backend allows it (local: temp file + rename)."""
+    if not is_remote(uri):
+        target = uri[len("file://"):] if uri.startswith("file://") else uri
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        tmp = f"{target}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+        return
+    fs, path = filesystem(uri)
+    try:
+        fs.pipe_file(path, data)
+    except Exception as exc:
+        raise _wrap(uri, exc) from exc
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write UTF-8 text."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def read_text(uri: str) -> str:
+    """Read UTF-8 text."""
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_json(uri: str, obj: Any) -> None:
+    """Write JSON, pretty-printed and key-sorted so outputs diff cleanly."""
+    write_text(uri, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(uri: str) -> Any:
+    """Read JSON, naming the file when it is malformed."""
+    text = read_text(uri)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{uri}: invalid JSON ({exc})") from exc
+
+
+@contextmanager
+def open_uri(uri: str, mode: str = "rb") -> Iterator[IO[Any]]:
+    """Open a URI like ``open``; errors name the URI."""
+    fs, path = filesystem(uri)
+    try:
+        fh = fs.open(path, mode)
+    except Exception as exc:
+        raise _wrap(uri, exc) from exc
+    with fh:
+        yield fh
+
+
+def list_files(uri: str, suffixes: tuple[str, ...] | None = None) -> list[str]:
+    """All files below a folder/prefix, as URIs in the same style as ``uri``, sorted."""
+    fs, path = filesystem(uri)
+    try:
+        found = fs.find(path)
+    except Exception as exc:
+        raise _wrap(uri, exc) from exc
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    out = []
+    for item in sorted(found):
+        if suffixes and not item.lower().endswith(suffixes):
+            continue
+        out.append(item if protocol in ("file", "local") else f"{protocol}://{item}")
+    return out

@@ -1,0 +1,227 @@
+"""The training engine: one loop for local runs and Ray Train workers alike.
+
+It takes a model and data loaders and knows nothing about where data lives. Per epoch it trains,
+validates, steps ReduceLROnPlateau, keeps the best weights by the monitored metric, writes resumable
+state, and calls ``callbacks`` (Ray Train reports through one). Bad images are dropped from their batch
+and recorded, never fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from landslide.config import TrainConfig
+from landslide.evaluation.metrics import binary_metrics
+from landslide.models.freezing import set_frozen_batchnorm_eval
+from landslide.training import state as train_state
+
+EpochCallback = Callable[[int, dict, "Trainer"], None]
+_MINIMIZE = {"val_loss"}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_epoch: int
+    best_score: float
+    best_state: dict[str, torch.Tensor]
+    skipped_images: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    resumed_from_epoch: int | None = None
+
+
+class Trainer:
+    """Fits a binary classifier (one logit) with BCE, Adam and ReduceLROnPlateau."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device | None = None,
+                 pos_weight: float | None = None, state_dir: str | None = None,
+                 callbacks: list[EpochCallback] | None = None):
+        self.model = model
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        self.model.to(self.device)
+        self.state_dir = state_dir
+        self.callbacks = callbacks or []
+        weight = torch.tensor([pos_weight], device=self.device) if pos_weight else None
+        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters: check model.freeze")
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        mode = "min" if cfg.monitor in _MINIMIZE else "max"
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        use_amp = cfg.amp == "on" or (cfg.amp == "auto" and self.device.type == "cuda")
+        self.amp_dtype = None
+        if use_amp and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif use_amp:
+            self.amp_dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.skipped: dict[str, str] = {}
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _record(self, errors: list[dict]) -> None:
+        for err in errors:
+            self.skipped.setdefault(err["uri"], err["reason"])
+
+    def train_epoch(self, loader: DataLoader, epoch: int) -> dict:
+        """One pass over ``loader``; returns loss, accuracy, throughput."""
+        self.model.train()
+        set_frozen_batchnorm_eval(self.model)
+        total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+        limit = self.cfg.max_steps_per_epoch
+        bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not self.cfg.progress)
+        for step, batch in enumerate(bar):
+            if limit is not None and step >= limit:
+                break
+            self._record(batch["errors"])
+            if batch["image"] is None:
+                continue
+            x = batch["image"].to(self.device, non_blocking=True)
+            y = batch["target"].to(self.device, non_blocking=True).float()
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                logits = self.model(x).squeeze(1)
+                loss = self.loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch} step {step}; "
+                                         "lower train.lr or check the data")
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            n = y.numel()
+            total_loss += loss.item() * n
+            correct += int(((logits.detach() > 0).float() == y).sum().item())
+            seen += n
+            bar.set_postfix(loss=f"{total_loss / max(seen, 1):.4f}")
+        elapsed = time.perf_counter() - start
+        return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                "train_images": seen, "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0,
+                "train_seconds": elapsed}
+
+    @torch.no_grad()
+    def predict(self, loader: DataLoader, desc: str = "predict") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices, targets, probabilities) for every good image of ``loader``."""
+        self.model.eval()
+        idx, ys, ps = [], [], []
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not self.cfg.progress):
+            self._record(batch["errors"])
+            if batch["image"] is None:
+                continue
+            with self._autocast():
+                logits = self.model(batch["image"].to(self.device)).squeeze(1).float()
+            ps.append(torch.sigmoid(logits).cpu().numpy())
+            ys.append(batch["target"].numpy())
+            idx.append(batch["index"].numpy())
+        if not ps:
+            return np.zeros(0, int), np.zeros(0), np.zeros(0)
+        return np.concatenate(idx), np.concatenate(ys), np.concatenate(ps)
+
+    def validate(self, loader: DataLoader) -> dict:
+        """Validation loss and metrics at threshold 0.5."""
+        _, y, p = self.predict(loader, desc="validate")
+        if len(y) == 0:
+            return {"val_loss": math.nan}
+        eps = 1e-7
+        pc = np.clip(p, eps, 1 - eps)
+        loss = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
+        m = binary_metrics(y, p, 0.5)
+        return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_f1": m["f1"], "val_auc": m["roc_auc"],
+                "val_images": int(len(y))}
+
+    def _score(self, metrics: dict) -> float:
+        value = metrics.get(self.cfg.monitor, math.nan)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return math.inf if self.cfg.monitor in _MINIMIZE else -math.inf
+        return float(value)
+
+    def _better(self, score: float, best: float) -> bool:
+        return score < best if self.cfg.monitor in _MINIMIZE else score > best
+
+    def _raw_model(self) -> nn.Module:
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def fit(self, train_loader: DataLoader, val_loader: DataLoader | None,
+            set_epoch: Callable[[int], None] | None = None) -> FitResult:
+        """Train for ``cfg.epochs`` (resuming from ``state_dir`` when it holds state)."""
+        cfg = self.cfg
+        history: list[dict] = []
+        best_score = math.inf if cfg.monitor in _MINIMIZE else -math.inf
+        best_epoch, bad_epochs, start_epoch, resumed = -1, 0, 0, None
+        raw = self._raw_model()
+        best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
+        if self.state_dir:
+            loaded = train_state.load_state(self.state_dir)
+            if loaded is not None:
+                model_state, opt_state, extra = loaded
+                raw.load_state_dict(model_state)
+                self.optimizer.load_state_dict(opt_state)
+                self.scheduler.load_state_dict(extra["scheduler"])
+                history = extra["history"]
+                best_score, best_epoch, bad_epochs = extra["best_score"], extra["best_epoch"], extra["bad_epochs"]
+                self.skipped.update(extra.get("skipped", {}))
+                start_epoch = resumed = extra["epoch"] + 1
+                best_uri_state = train_state.load_best(self.state_dir)
+                if best_uri_state is not None:
+                    best_state = best_uri_state
+        stopped_early = bool(history and history[-1].get("stopped_early"))
+        for epoch in range(start_epoch, cfg.epochs):
+            if stopped_early:
+                break
+            torch.manual_seed(cfg.seed + epoch)
+            if set_epoch is not None:
+                set_epoch(epoch)
+            metrics = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            metrics.update(self.train_epoch(train_loader, epoch))
+            if val_loader is not None:
+                metrics.update(self.validate(val_loader))
+            score = self._score(metrics)
+            self.scheduler.step(score)
+            if self._better(score, best_score) or best_epoch < 0:
+                best_score, best_epoch, bad_epochs = score, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
+                if self.state_dir:
+                    train_state.save_best(self.state_dir, best_state, epoch)
+            else:
+                bad_epochs += 1
+            metrics["skipped_images_total"] = len(self.skipped)
+            if cfg.early_stopping_patience is not None and bad_epochs >= cfg.early_stopping_patience:
+                stopped_early = True
+                metrics["stopped_early"] = True
+            history.append(metrics)
+            if self.state_dir:
+                train_state.save_state(self.state_dir, raw.state_dict(), self.optimizer.state_dict(), {
+                    "epoch": epoch, "history": history, "scheduler": self.scheduler.state_dict(),
+                    "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                    "skipped": self.skipped})
+            for callback in self.callbacks:
+                callback(epoch, metrics, self)
+        return FitResult(history=history, best_epoch=best_epoch, best_score=best_score, best_state=best_state,
+                         skipped_images=[{"uri": u, "reason": r} for u, r in self.skipped.items()],
+                         stopped_early=stopped_early, resumed_from_epoch=resumed)
