@@ -9,6 +9,7 @@ keep the one whose split sizes and class ratios come closest to the targets.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from landslide.errors import ConfigError, DataError
 SPLITS = ("train", "val", "test")
 METHODS = ("predefined", "random", "stratified", "group", "spatial")
 EARTH_RADIUS_M = 6_371_000.0
+log = logging.getLogger(__name__)
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -145,8 +147,11 @@ def assign_splits(manifest: Manifest, method: str = "group", val_fraction: float
             split = apply_buffer(split, frame["lat"].to_numpy(), frame["lon"].to_numpy(), buffer_m)
     frame["split"] = split
     out = Manifest(frame, manifest.source, manifest.skipped, manifest.skipped_examples)
-    if "group" in frame.columns:
+    if method in ("group", "spatial"):
         check_no_group_leakage(out)
+    elif "group" in frame.columns and frame.groupby("group")["split"].nunique().max() > 1:
+        log.warning("split.method=%r puts chips of one group into several splits; neighbouring chips leak "
+                    "between train and test. Use method 'group' or 'spatial' for honest estimates.", method)
     return out
 
 
@@ -174,8 +179,3 @@ def split_summary(manifest: Manifest) -> dict:
 def get_split(manifest: Manifest, name: str) -> Manifest:
     """Rows of one split."""
     return manifest.subset(manifest.frame["split"] == name)
-
-
-def as_series(manifest: Manifest) -> pd.Series:
-    """The split column."""
-    return manifest.frame["split"]

@@ -194,7 +194,11 @@ class Trainer:
         for epoch in range(start_epoch, cfg.epochs):
             if stopped_early:
                 break
+            # seed per epoch (global RNG for augmentation/dropout, loader generator for shuffling), so a
+            # resumed run sees exactly the batches an uninterrupted one would have
             torch.manual_seed(cfg.seed + epoch)
+            if getattr(train_loader, "generator", None) is not None:
+                train_loader.generator.manual_seed(cfg.seed + epoch)
             if set_epoch is not None:
                 set_epoch(epoch)
             metrics = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}

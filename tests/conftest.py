@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny synthetic data, a tiny trained model, a real local GCS emulator."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# No model hub here: make hub lookups fail at once instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def synth_manifest(tmp_path_factory) -> str:
+    """24 synthetic 64-px chips (12 per class) with groups and lat/lon."""
+    from landslide.data.synthetic import generate_dataset
+
+    return generate_dataset(str(tmp_path_factory.mktemp("synth")), n_per_class=12, size=64, seed=1, block=2)
+
+
+def tiny_config(manifest: str, out: str, **sections) -> dict:
+    """A run config that trains the baseline CNN at 32 px in a few seconds."""
+    cfg = {
+        "name": "tiny", "output_dir": out,
+        "data": {"train": manifest, "split": {"method": "group", "val_fraction": 0.25, "test_fraction": 0.25}},
+        "model": {"backbone": "baseline_cnn", "pretrained": "none", "image_size": 32},
+        "train": {"epochs": 2, "batch_size": 8, "progress": False, "early_stopping_patience": None},
+        "eval": {"bootstrap": 50, "cam_max_images": 6, "gallery_size": 2},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_manifest, tmp_path_factory) -> dict:
+    """A finished tiny training run (summary dict)."""
+    from landslide.config import parse_config
+    from landslide.training.run import run_training
+
+    out = str(tmp_path_factory.mktemp("run"))
+    return run_training(parse_config(tiny_config(synth_manifest, out)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A real GCS emulator (gcp-storage-emulator) on 127.0.0.1; yields (endpoint, bucket)."""
+    pytest.importorskip("gcp_storage_emulator")
+    port, bucket = _free_port(), "landslide-test"
+    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+                             f"--port={port}", "--in-memory", f"--default-bucket={bucket}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("GCS emulator did not start within 30 s")
+    endpoint = f"http://127.0.0.1:{port}"
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    import gcsfs
+
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    yield endpoint, bucket
+    proc.terminate()
+    proc.wait(timeout=10)
+    if old is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = old
+    gcsfs.GCSFileSystem.clear_instance_cache()

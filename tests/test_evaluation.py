@@ -1,0 +1,115 @@
+"""Metrics, intervals, thresholds, attention statistics and Grad-CAM."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score, matthews_corrcoef, precision_score, recall_score, roc_auc_score
+
+from landslide.evaluation.metrics import binary_metrics, bootstrap_intervals, choose_threshold
+from landslide.explain.attention_stats import aggregate, dominant_region, region_shares
+from landslide.explain.gradcam import CamExplainer
+from landslide.models.checkpoint import load_checkpoint
+
+
+def test_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
+    m = binary_metrics(y, p, 0.5)
+    pred = p >= 0.5
+    assert m["precision"] == pytest.approx(precision_score(y, pred))
+    assert m["recall"] == pytest.approx(recall_score(y, pred))
+    assert m["specificity"] == pytest.approx(recall_score(1 - y, ~pred))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(y, pred))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    c = m["confusion"]
+    assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == 300
+
+
+def test_bootstrap_intervals_bracket_the_estimate():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.4 + rng.random(200) * 0.6, 0, 1)
+    m = binary_metrics(y, p, 0.5)
+    ci = bootstrap_intervals(y, p, 0.5, n_boot=300, seed=0)
+    for key in ("accuracy", "f1", "mcc", "roc_auc"):
+        lo, hi = ci[key]
+        assert lo <= m[key] <= hi and hi - lo < 0.3
+    small = bootstrap_intervals(y[:20], p[:20], 0.5, n_boot=300, seed=0)
+    assert small["accuracy"][1] - small["accuracy"][0] > ci["accuracy"][1] - ci["accuracy"][0]
+
+
+def test_threshold_choice():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.8, 0.9])
+    t = choose_threshold(y, p, "f1")
+    assert 0.3 < t <= 0.35
+    assert binary_metrics(y, p, t)["f1"] == 1.0
+    assert 0.3 < choose_threshold(y, p, "youden") <= 0.35
+    assert choose_threshold(y, p, "fixed", 0.42) == 0.42
+
+
+def test_region_shares():
+    cam = np.zeros((90, 90))
+    cam[:30, 60:] = 1.0
+    s = region_shares(cam)
+    assert s["top_right"] == pytest.approx(1.0) and s["top"] == pytest.approx(1.0) and s["right"] == pytest.approx(1.0)
+    assert s["centre"] == 0 and dominant_region(s) == "top_right"
+    even = region_shares(np.ones((90, 90)))
+    assert even["centre"] == pytest.approx(1 / 9) and even["left"] == pytest.approx(1 / 3)
+    agg = aggregate([s, even], ["FP", "TP"])
+    assert agg["FP"]["top_right"]["enrichment"] == pytest.approx(9.0)
+    assert agg["errors"]["n"] == 1 and agg["correct"]["n"] == 1
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam"])
+def test_cam_methods_produce_maps(trained_run, method):
+    model, card = load_checkpoint(trained_run["model_dir"])
+    explainer = CamExplainer(model, method)
+    cams = explainer(torch.randn(3, 3, 32, 32))
+    explainer.close()
+    assert cams.shape == (3, 32, 32) and np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1.0 + 1e-6
+
+
+def test_cam_follows_the_evidence():
+    """A model whose logit is the brightness of the top-right quadrant gets its heat map there."""
+    from landslide.models.classifier import build_model
+
+    model = build_model("baseline_cnn").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        conv = model.backbone.features[0][0]
+        conv.weight[:, :, 1, 1] = 1.0
+        for block in model.backbone.features:
+            bn = block[1]
+            bn.weight.fill_(1.0)
+            bn.running_var.fill_(1.0)
+            bn.running_mean.zero_()
+        for block in list(model.backbone.features)[1:]:
+            block[0].weight[:, :, 1, 1] = torch.eye(block[0].weight.shape[0], block[0].weight.shape[1])
+        fc = model.backbone.fc[1]
+        fc.weight[:] = 0
+        fc.weight[0, 0] = 1.0
+        model.head.weight[0, 0] = 1.0
+    x = torch.zeros(1, 3, 96, 96)
+    x[:, :, 8:32, 64:88] = 3.0
+    cams = CamExplainer(model, "gradcam")(x, classes=[1])
+    assert dominant_region(region_shares(cams[0])) == "top_right"
+
+
+def test_evaluation_report_contents(trained_run):
+    ev = os.path.join(trained_run["output_dir"], "eval")
+    metrics = json.load(open(os.path.join(ev, "metrics.json")))
+    for key in ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc", "pr_auc", "confusion",
+                "intervals", "attention", "threshold"):
+        assert key in metrics
+    report = open(os.path.join(ev, "report.md")).read()
+    assert "95% bootstrap interval" in report and "top_right" in report and "Confusion matrix" in report
+    assert os.path.exists(os.path.join(ev, "attention_per_image.csv"))
+    sheets = [f for f in os.listdir(os.path.join(ev, "gallery")) if f.endswith("_sheet.png")]
+    assert sheets

@@ -1,0 +1,98 @@
+"""Manifests and class folders, local and on a real GCS emulator."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from landslide import storage
+from landslide.data import manifest as manifest_lib
+from landslide.data.manifest import parse_label
+from landslide.errors import DataError
+
+
+def _png(path, colour=(10, 200, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), colour).save(path)
+
+
+def test_parse_label_study_convention():
+    assert parse_label("landslide") == 1 and parse_label("Non_Landslide") == 0 and parse_label("non-landslide") == 0
+    assert parse_label("0") == 1 and parse_label("1") == 0 and parse_label(0.0) == 1  # study: 0 = landslide
+    assert parse_label("ambiguous") is None and parse_label(None) is None and parse_label(float("nan")) is None
+
+
+@pytest.mark.parametrize("names", [("landslide", "non_landslide"), ("0", "1")])
+def test_class_folders(tmp_path, names):
+    for i in range(3):
+        _png(tmp_path / names[0] / f"a{i}.png")
+    for i in range(2):
+        _png(tmp_path / names[1] / f"b{i}.jpg")
+    (tmp_path / names[1] / "notes.txt").write_text("ignored")
+    m = manifest_lib.load(str(tmp_path))
+    assert m.class_counts() == {"landslide": 3, "non_landslide": 2}
+
+
+def test_folder_without_classes(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DataError, match="no class folders found"):
+        manifest_lib.load(str(tmp_path))
+
+
+def test_csv_manifest_relative_paths_unknown_labels_missing_files(tmp_path):
+    _png(tmp_path / "img" / "a.png")
+    _png(tmp_path / "img" / "b.png")
+    _png(tmp_path / "img" / "c.png")
+    pd.DataFrame({"path": ["img/a.png", "img/b.png", "img/c.png", "img/gone.png"],
+                  "label": ["landslide", "non_landslide", "ambiguous", "landslide"],
+                  "group": ["g1", "g1", "g2", "g2"], "lat": [1, 1, 2, 2], "lon": [3, 3, 4, 4],
+                  "landslide_size": ["small", None, None, "large"]}).to_csv(tmp_path / "m.csv", index=False)
+    m = manifest_lib.load(str(tmp_path / "m.csv"))
+    assert len(m) == 2
+    assert m.skipped == {"label:ambiguous": 1, "missing_file": 1}
+    assert any("gone.png" in e["path"] and e["reason"] == "file not found" for e in m.skipped_examples)
+    assert m.frame["uri"].iloc[0] == str(tmp_path / "img" / "a.png")
+    assert "landslide_size" in m.tag_columns
+
+
+def test_parquet_manifest(tmp_path):
+    _png(tmp_path / "a.png")
+    pd.DataFrame({"path": ["a.png"], "label": ["1"], "split": ["Validation"]}).to_parquet(tmp_path / "m.parquet")
+    m = manifest_lib.load(str(tmp_path / "m.parquet"))
+    assert m.frame["target"].tolist() == [0] and m.frame["split"].tolist() == ["val"]
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(DataError, match="manifest not found"):
+        manifest_lib.load(str(tmp_path / "nope.csv"))
+    (tmp_path / "m.csv").write_text("file,class\na.png,landslide\n")
+    with pytest.raises(DataError, match=r"lacks required column\(s\) \['path', 'label'\]"):
+        manifest_lib.load(str(tmp_path / "m.csv"))
+    _png(tmp_path / "a.png")
+    (tmp_path / "s.csv").write_text("path,label,split\na.png,landslide,holdout\n")
+    with pytest.raises(DataError, match="unknown value"):
+        manifest_lib.load(str(tmp_path / "s.csv"))
+    (tmp_path / "m.json").write_text("{}")
+    with pytest.raises(DataError, match="data folder not found|no class folders"):
+        manifest_lib.load(str(tmp_path / "m.json"))
+
+
+def test_gs_manifest_and_images_through_emulator(gcs_emulator):
+    from landslide.data.images import read_image
+
+    _, bucket = gcs_emulator
+    base = f"gs://{bucket}/chips"
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 12, 3), 99, np.uint8)).save(buf, format="PNG")
+    storage.write_bytes(f"{base}/landslide/a.png", buf.getvalue())
+    storage.write_bytes(f"{base}/non_landslide/b.png", buf.getvalue())
+    storage.write_text(f"{base}/m.csv", "path,label\nlandslide/a.png,landslide\nnon_landslide/b.png,0\n")
+    m = manifest_lib.load(f"{base}/m.csv")
+    assert m.frame["uri"].tolist() == [f"{base}/landslide/a.png", f"{base}/non_landslide/b.png"]
+    assert read_image(m.frame["uri"][0]).shape == (12, 12, 3)
+    folder = manifest_lib.load(base)
+    assert folder.class_counts() == {"landslide": 1, "non_landslide": 1}
+    with pytest.raises(DataError, match="not found"):
+        manifest_lib.load(f"gs://{bucket}/nothing/m.csv")
