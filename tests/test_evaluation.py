@@ -113,3 +113,13 @@ def test_evaluation_report_contents(trained_run):
     assert os.path.exists(os.path.join(ev, "attention_per_image.csv"))
     sheets = [f for f in os.listdir(os.path.join(ev, "gallery")) if f.endswith("_sheet.png")]
     assert sheets
+
+
+def test_cam_on_frozen_backbone(trained_run):
+    """Feature-extraction models (frozen backbone) still get heat maps."""
+    from landslide.models.freezing import apply_freezing
+
+    model, _ = load_checkpoint(trained_run["model_dir"])
+    apply_freezing(model, "head")
+    cams = CamExplainer(model, "gradcam")(torch.randn(2, 3, 128, 128))  # 4x4 feature map
+    assert cams.shape == (2, 128, 128) and cams.max() > 0

@@ -34,6 +34,8 @@ class CamExplainer:
             with torch.no_grad():
                 classes = (self.model(images).squeeze(1) > 0).long().tolist()
         targets = [BinaryClassifierOutputTarget(int(c)) for c in classes]
+        # an input that requires grad makes every activation differentiable, also in frozen backbones
+        images = images.detach().requires_grad_(True)
         with torch.enable_grad():
             cams = self._cam(input_tensor=images, targets=targets)
         return np.nan_to_num(np.asarray(cams, dtype=np.float32))

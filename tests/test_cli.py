@@ -1,0 +1,104 @@
+"""The command line: one-line errors with exit code 2, and the main commands end to end."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import traceback
+import types
+
+import pytest
+import yaml
+
+from landslide.cli import main
+from tests.conftest import tiny_config
+
+
+def run_cli(*args):
+    """Run the CLI in-process (fast); returns an object like CompletedProcess."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except Exception:
+            traceback.print_exc(file=err)
+            code = 1
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def run_cli_process(*args):
+    """Run the installed module as a real process, for exit codes as the shell sees them."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "landslide.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def _assert_clean_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, synth_manifest):
+    _assert_clean_error(run_cli("train", "--config", str(tmp_path / "nope.yaml")), "nope.yaml", "not found")
+    bad = tiny_config(synth_manifest, str(tmp_path / "o"), model={"backbone": "efficientnet_b9"})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    _assert_clean_error(run_cli("train", "--config", str(tmp_path / "bad.yaml")), "model.backbone",
+                        "efficientnet_b9")
+    ok = tiny_config(str(tmp_path / "missing.csv"), str(tmp_path / "o"))
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(ok))
+    _assert_clean_error(run_cli("train", "--config", str(tmp_path / "ok.yaml")), "missing.csv", "not found")
+    _assert_clean_error(run_cli("train", "--config", str(tmp_path / "ok.yaml"), "--set", "train.lr=-1"),
+                        "train.lr")
+    _assert_clean_error(run_cli("evaluate", "--model", str(tmp_path / "nomodel"), "--data", synth_manifest,
+                                "--out", str(tmp_path / "e")), "model card")
+    _assert_clean_error(run_cli("preprocess", str(tmp_path / "nothing"), str(tmp_path / "d")), "not found")
+    debug = run_cli("--debug", "train", "--config", str(tmp_path / "nope.yaml"))
+    assert "Traceback" in debug.stderr
+    proc = run_cli_process("train", "--config", str(tmp_path / "nope.yaml"))
+    _assert_clean_error(proc, "nope.yaml")
+
+
+def test_train_and_evaluate_commands(tmp_path, synth_manifest):
+    cfg = tiny_config(synth_manifest, str(tmp_path / "run"), train={"epochs": 1})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run_cli("train", "--config", str(tmp_path / "c.yaml"), "--set", "eval.bootstrap=20")
+    assert proc.returncode == 0, proc.stderr
+    model_dir = json.loads(proc.stdout[: proc.stdout.index("}") + 1])["model_dir"]
+    proc = run_cli("evaluate", "--model", model_dir, "--data", synth_manifest, "--out", str(tmp_path / "ev"),
+                   "--bootstrap", "20", "--cam-method", "gradcam++", "--cam-max-images", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "24 images" in proc.stdout
+    metrics = json.load(open(tmp_path / "ev" / "metrics.json"))
+    assert metrics["n"] == 24 and metrics["attention"]["method"] == "gradcam++"
+
+
+def test_models_command_lists_registry():
+    proc = run_cli_process("models")
+    assert proc.returncode == 0
+    assert "efficientnet_b3" in proc.stdout and "300 px" in proc.stdout and "offline weights" in proc.stdout
+
+
+def test_demo_quick(tmp_path):
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--quick")
+    assert proc.returncode == 0, proc.stderr
+    assert "SYNTHETIC DATA" in proc.stdout and "report.md" in proc.stdout
+    assert os.path.exists(tmp_path / "demo" / "run" / "eval" / "report.md")
+    card = json.load(open(tmp_path / "demo" / "run" / "model" / "model_card.json"))
+    assert card["pretrained"]["source"].startswith("offline:")
+
+
+@pytest.mark.slow
+def test_full_demo_under_five_minutes(tmp_path):
+    import time
+    start = time.time()
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stderr
+    assert time.time() - start < 300
+    metrics = json.load(open(tmp_path / "demo" / "run" / "eval" / "metrics.json"))
+    assert metrics["f1"] > 0.8
