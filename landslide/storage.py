@@ -79,31 +79,28 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
         raise _wrap(uri, exc) from exc
 
 
-def exists(uri: str) -> bool:
-    """True if ``uri`` exists; storage errors other than absence are raised."""
+def _call(uri: str, method: str, **kwargs: Any) -> Any:
+    """Call a filesystem method on ``uri``'s path; any backend error becomes a StorageError naming the URI."""
     fs, path = filesystem(uri)
     try:
-        return fs.exists(path)
+        return getattr(fs, method)(path, **kwargs)
     except Exception as exc:
         raise _wrap(uri, exc) from exc
+
+
+def exists(uri: str) -> bool:
+    """True if ``uri`` exists; storage errors other than absence are raised."""
+    return _call(uri, "exists")
 
 
 def isdir(uri: str) -> bool:
     """True if ``uri`` is a folder (or prefix)."""
-    fs, path = filesystem(uri)
-    try:
-        return fs.isdir(path)
-    except Exception as exc:
-        raise _wrap(uri, exc) from exc
+    return _call(uri, "isdir")
 
 
 def makedirs(uri: str) -> None:
     """Create a folder (a no-op on object stores)."""
-    fs, path = filesystem(uri)
-    try:
-        fs.makedirs(path, exist_ok=True)
-    except Exception as exc:
-        raise _wrap(uri, exc) from exc
+    _call(uri, "makedirs", exist_ok=True)
 
 
 def write_bytes(uri: str, data: bytes) -> None:
