@@ -68,6 +68,11 @@ def test_resume_after_interruption(synth_manifest, tmp_path):
     # a finished run re-run with the same config does not train again
     again = run_training(cfg)
     assert again["resumed_from_epoch"] == 3
+    # the same folder with another model is refused, not silently mixed
+    other = parse_config(tiny_config(synth_manifest, out, model={"freeze": {"strategy": "head"}}))
+    from landslide.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="different model or freezing"):
+        run_training(other)
 
 
 def test_weight_transfer_init_from(trained_run, synth_manifest, tmp_path):

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from landslide.config import TrainConfig
+from landslide.errors import CheckpointError
 from landslide.evaluation.metrics import binary_metrics
 from landslide.models.freezing import set_frozen_batchnorm_eval
 from landslide.training import state as train_state
@@ -180,8 +181,14 @@ class Trainer:
             loaded = train_state.load_state(self.state_dir)
             if loaded is not None:
                 model_state, opt_state, extra = loaded
-                raw.load_state_dict(model_state)
-                self.optimizer.load_state_dict(opt_state)
+                try:
+                    raw.load_state_dict(model_state)
+                    self.optimizer.load_state_dict(opt_state)
+                except (RuntimeError, ValueError, KeyError) as exc:
+                    raise CheckpointError(
+                        f"{self.state_dir}: its train_state belongs to a different model or freezing setup "
+                        f"({str(exc).splitlines()[0][:160]}); use a new output_dir or delete its train_state/"
+                    ) from None
                 self.scheduler.load_state_dict(extra["scheduler"])
                 history = extra["history"]
                 best_score, best_epoch, bad_epochs = extra["best_score"], extra["best_epoch"], extra["bad_epochs"]
