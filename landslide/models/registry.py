@@ -68,10 +68,12 @@ register(BackboneSpec(
     description="The study's baseline: 5 conv layers + a dense layer, ~2.8M parameters, trained from scratch",
     aliases=("baseline",)))
 
-for _b, _size in (("b0", 224), ("b1", 240), ("b2", 260), ("b3", 300)):
+# normalisation follows timm's default weights for each name (B1's default tag ra4_e3600_r240 uses 0.5/0.5)
+for _b, _size, _norm in (("b0", 224, (IMAGENET_MEAN, IMAGENET_STD)), ("b1", 240, (HALF, HALF)),
+                         ("b2", 260, (IMAGENET_MEAN, IMAGENET_STD)), ("b3", 300, (IMAGENET_MEAN, IMAGENET_STD))):
     register(BackboneSpec(
-        name=f"efficientnet_{_b}", timm_name=f"efficientnet_{_b}", input_size=_size, mean=IMAGENET_MEAN,
-        std=IMAGENET_STD, cam_layer="bn2", blocks=_efficientnet_blocks(7),
+        name=f"efficientnet_{_b}", timm_name=f"efficientnet_{_b}", input_size=_size, mean=_norm[0],
+        std=_norm[1], cam_layer="bn2", blocks=_efficientnet_blocks(7),
         description=f"EfficientNet-{_b.upper()} (study's input size {_size} px)"))
 
 register(BackboneSpec(
