@@ -22,6 +22,7 @@ from landslide.explain import attention_stats
 from landslide.explain.gallery import write_galleries
 from landslide.explain.gradcam import CamExplainer, overlay
 from landslide.models.classifier import LandslideClassifier
+from landslide.training.engine import predict_loader
 
 
 def eval_transform(card: dict):
@@ -30,26 +31,18 @@ def eval_transform(card: dict):
     return build_transform(int(card["input_size"]), tuple(norm["mean"]), tuple(norm["std"]), train=False)
 
 
-@torch.no_grad()
 def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest, batch_size: int = 32,
                      device: torch.device | str = "cpu", num_workers: int = 0, max_pixels: int = 64_000_000,
                      progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
     """Probability of landslide for every readable image; unreadable ones are returned separately."""
-    from tqdm.auto import tqdm
-
     dataset = ChipDataset(manifest, eval_transform(card), max_pixels=max_pixels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_skip_bad)
-    model.eval().to(device)
-    rows, errors = [], []
-    for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
-        errors.extend(batch["errors"])
-        if batch["image"] is None:
-            continue
-        probs = torch.sigmoid(model(batch["image"].to(device)).squeeze(1).float()).cpu().numpy()
-        for i, p in zip(batch["index"].tolist(), probs):
-            rows.append({"index": i, "uri": dataset.uris[i], "target": dataset.targets[i], "probability": float(p)})
-    return pd.DataFrame(rows, columns=["index", "uri", "target", "probability"]), errors
+    device = torch.device(device)
+    idx, _, probs, errors = predict_loader(model.to(device), loader, device, progress=progress)
+    frame = pd.DataFrame({"index": idx.astype(int), "uri": [dataset.uris[i] for i in idx],
+                          "target": [dataset.targets[i] for i in idx], "probability": probs.astype(float)})
+    return frame, errors
 
 
 def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manifest, preds: pd.DataFrame,

@@ -37,6 +37,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@torch.no_grad()
+def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
+                   autocast: Callable = contextlib.nullcontext, desc: str = "predict",
+                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """(indices, targets, probabilities, errors) over a loader of ``collate_skip_bad`` batches."""
+    model.eval()
+    idx, ys, ps, errors = [], [], [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        errors.extend(batch["errors"])
+        if batch["image"] is None:
+            continue
+        with autocast():
+            logits = model(batch["image"].to(device)).squeeze(1).float()
+        ps.append(torch.sigmoid(logits).cpu().numpy())
+        ys.append(batch["target"].numpy())
+        idx.append(batch["index"].numpy())
+    if not ps:
+        return np.zeros(0, int), np.zeros(0), np.zeros(0), errors
+    return np.concatenate(idx), np.concatenate(ys), np.concatenate(ps), errors
+
+
 @dataclass
 class FitResult:
     history: list[dict]
@@ -126,23 +147,12 @@ class Trainer:
                 "train_images": seen, "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0,
                 "train_seconds": elapsed}
 
-    @torch.no_grad()
     def predict(self, loader: DataLoader, desc: str = "predict") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices, targets, probabilities) for every good image of ``loader``."""
-        self.model.eval()
-        idx, ys, ps = [], [], []
-        for batch in tqdm(loader, desc=desc, leave=False, disable=not self.cfg.progress):
-            self._record(batch["errors"])
-            if batch["image"] is None:
-                continue
-            with self._autocast():
-                logits = self.model(batch["image"].to(self.device)).squeeze(1).float()
-            ps.append(torch.sigmoid(logits).cpu().numpy())
-            ys.append(batch["target"].numpy())
-            idx.append(batch["index"].numpy())
-        if not ps:
-            return np.zeros(0, int), np.zeros(0), np.zeros(0)
-        return np.concatenate(idx), np.concatenate(ys), np.concatenate(ps)
+        idx, ys, ps, errors = predict_loader(self.model, loader, self.device, self._autocast, desc,
+                                             self.cfg.progress)
+        self._record(errors)
+        return idx, ys, ps
 
     def validate(self, loader: DataLoader) -> dict:
         """Validation loss and metrics at threshold 0.5."""
