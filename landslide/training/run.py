@@ -123,8 +123,9 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
                        {"during_training": result.skipped_images, "at_load": data.skipped_examples,
                         "at_load_counts": dict(data.skipped)})
 
+    splits = split_summary(data)
     card = make_card(model, image_size, name=cfg.name, freezing=freezing, init_from=cfg.train.init_from,
-                     training={"data": data.summary(), "splits": split_summary(data), "epochs_run": len(result.history),
+                     training={"data": data.summary(), "splits": splits, "epochs_run": len(result.history),
                                "best_epoch": result.best_epoch, "monitor": cfg.train.monitor,
                                "stopped_early": result.stopped_early, "seed": cfg.train.seed,
                                "split_method": cfg.data.split.method, "history": result.history})
@@ -140,13 +141,15 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
     card["threshold"] = float(threshold_info["value"])
     card["threshold_selection"] = threshold_info
     model_dir = storage.join(out, "model")
+    # saved before the test evaluation so a failure there never loses the trained model; the card is
+    # rewritten with the test metrics afterwards
     save_checkpoint(model, card, model_dir)
 
     summary = {"name": cfg.name, "output_dir": out, "model_dir": model_dir, "best_epoch": result.best_epoch,
                "epochs_run": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
                "threshold": card["threshold"], "trainable_params": freezing["trainable_params"],
                "total_params": freezing["total_params"], "skipped_images": len(result.skipped_images),
-               "splits": split_summary(data)}
+               "splits": splits}
     if evaluate and len(test_m):
         metrics = evaluate_model(model, card, test_m, storage.join(out, "eval"), cfg.eval, result.history, device,
                                  cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
