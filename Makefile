@@ -27,7 +27,7 @@ test-all: $(STAMP)
 # Maintainers: re-resolve dependencies (uv) and export the hash-pinned requirements pip installs from.
 lock:
 	uv lock --python 3.11
-	uv export --frozen --extra test --no-emit-project --format requirements-txt -o requirements.lock
+	uv export --frozen --all-extras --no-emit-project --format requirements-txt -o requirements.lock
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -58,6 +58,7 @@ def cmd_preprocess(args) -> int:
 
 def cmd_train(args) -> int:
     from landslide.config import load_config
+    from landslide.training.experiment import format_summary, run_experiment
     from landslide.training.run import run_training
 
     overrides = _parse_set(args.set)
@@ -66,12 +67,9 @@ def cmd_train(args) -> int:
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     cfg = load_config(args.config, overrides)
-    s = run_training(cfg)
-    print(json.dumps({k: s[k] for k in ("output_dir", "model_dir", "epochs_run", "best_epoch", "threshold")},
-                     indent=2))
-    if "test_metrics" in s:
-        print("test: " + ", ".join(f"{k}={v:.3f}" for k, v in s["test_metrics"].items() if v is not None))
-    return 0
+    summary = run_experiment(cfg, run_training)
+    print(format_summary(summary))
+    return 1 if summary.get("failed") else 0
 
 
 def cmd_evaluate(args) -> int:

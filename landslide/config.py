@@ -35,6 +35,11 @@ class DataConfig(_Strict):
     split: SplitConfig = SplitConfig()
     max_image_pixels: int = Field(64_000_000, gt=0)
     num_workers: int = Field(0, ge=0)
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    """Train on this stratified fraction of the training split (nested: a smaller fraction is a subset of a
+    larger one with the same split seed); validation and test splits are untouched."""
+    train_filter: dict[str, list[Any]] | None = None
+    """Train only on training-split rows whose column matches one of the values, e.g. ``{scene: [A, B]}``."""
 
 
 class FreezeConfig(_Strict):
@@ -105,6 +110,78 @@ class EvalConfig(_Strict):
     gallery_size: int = Field(12, ge=0)
 
 
+class RayConfig(_Strict):
+    """How ``ray_jobs.train`` runs this config on a Ray cluster; local runs ignore it. Ray's ``storage_path``
+    is the parent of ``output_dir`` (so Ray's run folder is ``output_dir`` itself)."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+    """e.g. ``{CPU: 4, GPU: 1}``; default: 1 CPU (and 1 GPU with use_gpu)."""
+    max_failures: int = Field(3, ge=-1)
+    """Worker-group restarts allowed after a failure (-1: unlimited); each resumes from the last checkpoint."""
+    checkpoints_to_keep: int = Field(2, ge=1)
+    """Checkpoints kept in storage: the best ones by ``train.monitor``, plus always the latest."""
+    wait_for_resources: bool = False
+    """Submit even when the cluster lacks the resources now (it autoscales); otherwise fail fast."""
+
+
+class ExperimentVariantSet(_Strict):
+    strategy: Literal["head", "last_blocks", "last_layers", "all"]
+    n: list[int] = Field(default_factory=lambda: [0])
+
+
+class SubsetConfig(_Strict):
+    name: str
+    filter: dict[str, list[Any]]
+    """Training rows kept, by column value (e.g. ``{scene: [A, B]}``)."""
+
+
+class StageConfig(_Strict):
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    """Dotted overrides for this stage, e.g. ``{data.train: gs://b/set2.csv, model.freeze.n: 6}``."""
+
+
+class ExperimentConfig(_Strict):
+    """Several runs from one config (see landslide.training.experiment). ``single`` is one plain run."""
+
+    kind: Literal["single", "compare", "finetune", "transfer", "data_size"] = "single"
+    backbones: list[str] = Field(default_factory=list)
+    """compare: backbones trained with identical splits and budget."""
+    model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """compare: per-backbone model settings, e.g. ``{efficientnet_b3: {pretrained: hub}}``."""
+    freeze: list[ExperimentVariantSet] = Field(default_factory=list)
+    """finetune: strategies with the depths (blocks or layers) to unfreeze."""
+    stages: list[StageConfig] = Field(default_factory=list)
+    """transfer: stages in order; each later stage starts from the previous stage's model."""
+    fractions: list[float] = Field(default_factory=list)
+    """data_size: training fractions (the same val/test splits for all)."""
+    subsets: list[SubsetConfig] = Field(default_factory=list)
+    """data_size: named training subsets (e.g. growing sets of scenes or sources)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ExperimentConfig":
+        need = {"compare": ("backbones", "at least one backbone"), "finetune": ("freeze", "at least one strategy"),
+                "transfer": ("stages", "at least two stages")}
+        if self.kind in need:
+            attr, what = need[self.kind]
+            if len(getattr(self, attr)) < (2 if self.kind == "transfer" else 1):
+                raise ValueError(f"kind {self.kind!r} needs {attr} with {what}")
+        if self.kind == "data_size" and not (self.fractions or self.subsets):
+            raise ValueError("kind 'data_size' needs fractions or subsets")
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError("fractions must be in (0, 1]")
+        if self.kind == "compare":
+            from landslide.models.registry import get_spec
+
+            try:
+                self.__dict__["backbones"] = [get_spec(b).name for b in self.backbones]
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
 class RunConfig(_Strict):
     name: str = "run"
     output_dir: str = "runs/run"
@@ -112,6 +189,8 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    ray: RayConfig = RayConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

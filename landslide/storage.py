@@ -93,6 +93,11 @@ def exists(uri: str) -> bool:
     return _call(uri, "exists")
 
 
+def size(uri: str) -> int:
+    """Size of an object in bytes."""
+    return int(_call(uri, "size"))
+
+
 def isdir(uri: str) -> bool:
     """True if ``uri`` is a folder (or prefix)."""
     return _call(uri, "isdir")

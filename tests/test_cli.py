@@ -69,7 +69,10 @@ def test_train_and_evaluate_commands(tmp_path, synth_manifest):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     proc = run_cli("train", "--config", str(tmp_path / "c.yaml"), "--set", "eval.bootstrap=20")
     assert proc.returncode == 0, proc.stderr
-    model_dir = json.loads(proc.stdout[: proc.stdout.index("}") + 1])["model_dir"]
+    assert "test:" in proc.stdout and "report.md" in proc.stdout
+    model_dir = str(tmp_path / "run" / "model")
+    again = run_cli("train", "--config", str(tmp_path / "c.yaml"))
+    assert again.returncode == 0 and "already finished" in again.stdout
     proc = run_cli("evaluate", "--model", model_dir, "--data", synth_manifest, "--out", str(tmp_path / "ev"),
                    "--bootstrap", "20", "--cam-method", "gradcam++", "--cam-max-images", "4")
     assert proc.returncode == 0, proc.stderr

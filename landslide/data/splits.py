@@ -179,3 +179,41 @@ def split_summary(manifest: Manifest) -> dict:
 def get_split(manifest: Manifest, name: str) -> Manifest:
     """Rows of one split."""
     return manifest.subset(manifest.frame["split"] == name)
+
+
+def limit_training(manifest: Manifest, fraction: float = 1.0, keep: dict[str, list] | None = None,
+                   seed: int = 0) -> Manifest:
+    """Mark training rows outside a subset as ``unused``; validation and test rows are untouched.
+
+    ``keep`` filters training rows by column values; ``fraction`` then keeps a class-stratified share of what
+    is left. Each class is ordered by one seeded permutation, so with the same seed a smaller fraction is
+    always a subset of a larger one (learning curves compare nested training sets).
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"data.train_fraction={fraction}: must be in (0, 1]")
+    frame = manifest.frame
+    split = frame["split"].to_numpy(dtype=object).copy()
+    train = split == "train"
+    for column, values in (keep or {}).items():
+        if column not in frame.columns:
+            raise ConfigError(f"data.train_filter: {manifest.source} has no column {column!r} "
+                              f"(columns: {sorted(frame.columns)})")
+        wanted = {str(v) for v in values}
+        match = frame[column].astype(str).isin(wanted).to_numpy()
+        if not (match & train).any():
+            raise DataError(f"data.train_filter {column}={sorted(wanted)} keeps no training rows of "
+                            f"{manifest.source}")
+        split[train & ~match] = "unused"
+        train &= match
+    if fraction < 1:
+        rng = np.random.default_rng(seed)
+        targets = frame["target"].to_numpy()
+        for c in np.unique(targets):
+            # permute the whole class, then filter: the order of a row never depends on the filter
+            order = rng.permutation(np.flatnonzero(targets == c))
+            idx = order[train[order]]
+            n_keep = max(1, math.ceil(fraction * len(idx))) if len(idx) else 0
+            split[idx[n_keep:]] = "unused"
+    out = manifest.subset(slice(None))
+    out.frame["split"] = split
+    return out

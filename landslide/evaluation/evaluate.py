@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -88,13 +89,17 @@ def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, o
     """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics."""
     storage.makedirs(out_dir)
     threshold = float(card.get("threshold", 0.5))
+    started = time.perf_counter()
     preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers)
+    predict_seconds = time.perf_counter() - started
     if preds.empty:
         from landslide.errors import DataError
         raise DataError(f"{manifest.source}: no readable images to evaluate ({len(errors)} unreadable)")
     y, p = preds["target"].to_numpy(), preds["probability"].to_numpy()
     metrics = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
     metrics["unreadable_images"] = errors
+    # end-to-end: decoding, transforms and the model, as a sweep would see it
+    metrics["images_per_s"] = len(preds) / predict_seconds if predict_seconds > 0 else None
     metrics["model"] = {"name": card.get("name"), "backbone": card["backbone"], "input_size": card["input_size"]}
     preds = preds.assign(prediction=(p >= threshold).astype(int))
     preds["outcome"] = [outcome(t, q) for t, q in zip(preds["target"], preds["prediction"])]

@@ -85,3 +85,60 @@ def roc_pr_curves(y: np.ndarray, p: np.ndarray, roc_uri: str, pr_uri: str, thres
     ax.set_title("Precision-recall curve")
     _save(fig, pr_uri)
     return roc_uri, pr_uri
+
+
+_BAR_METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
+                ("specificity", "specificity"), ("f1", "F1"))
+
+
+def _err(table, key: str) -> np.ndarray | None:
+    low, high, value = table.get(f"test_{key}_low"), table.get(f"test_{key}_high"), table.get(f"test_{key}")
+    if low is None or high is None or value is None:
+        return None
+    low, high, value = (np.asarray(x, dtype=float) for x in (low, high, value))
+    if np.isnan(low).all():
+        return None
+    return np.vstack([np.nan_to_num(value - low), np.nan_to_num(high - value)])
+
+
+def metric_bars(table, uri: str, title: str) -> str:
+    """Grouped bars: test metrics per variant, with bootstrap intervals as error bars."""
+    names = [str(v) for v in table["variant"]]
+    x = np.arange(len(names))
+    width = 0.8 / len(_BAR_METRICS)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.2))
+    for i, (key, label) in enumerate(_BAR_METRICS):
+        values = np.asarray(table[f"test_{key}"], dtype=float)
+        ax.bar(x + (i - (len(_BAR_METRICS) - 1) / 2) * width, values, width, yerr=_err(table, key), capsize=2,
+               label=label)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test metric")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncol=len(_BAR_METRICS), fontsize=8, loc="lower center")
+    return _save(fig, uri)
+
+
+def metric_lines(table, x_key: str, group_key: str | None, uri: str, xlabel: str, title: str) -> str:
+    """Each test metric against ``x_key`` (one panel per metric, one line per group, F1 with its interval)."""
+    groups = [(None, table)] if group_key is None else list(table.groupby(group_key))
+    fig, axes = plt.subplots(1, len(_BAR_METRICS), figsize=(3.2 * len(_BAR_METRICS), 3.4), sharey=True)
+    for ax, (key, label) in zip(axes, _BAR_METRICS):
+        for name, part in groups:
+            part = part.sort_values(x_key)
+            xs = np.asarray(part[x_key], dtype=float)
+            ys = np.asarray(part[f"test_{key}"], dtype=float)
+            ax.plot(xs, ys, "o-", label=str(name) if name is not None else label)
+            low, high = part.get(f"test_{key}_low"), part.get(f"test_{key}_high")
+            if low is not None and high is not None:
+                ax.fill_between(xs, np.asarray(low, dtype=float), np.asarray(high, dtype=float), alpha=0.15)
+        ax.set_title(label)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test metric (with interval)")
+    axes[0].set_ylim(0, 1.05)
+    if group_key is not None:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title, y=1.04)
+    return _save(fig, uri)

@@ -21,13 +21,30 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from landslide.config import TrainConfig
-from landslide.errors import CheckpointError
+from landslide.errors import CheckpointError, ImageError
 from landslide.evaluation.metrics import binary_metrics
 from landslide.models.freezing import set_frozen_batchnorm_eval
 from landslide.training import state as train_state
 
 EpochCallback = Callable[[int, dict, "Trainer"], None]
 _MINIMIZE = {"val_loss"}
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def _gather_predictions(idx, ys, ps, errors):
+    """All ranks' predictions of a sharded loader, each sample once (samplers pad shards with repeats)."""
+    parts: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, (idx, ys, ps, errors))
+    idx = np.concatenate([p[0] for p in parts])
+    ys = np.concatenate([p[1] for p in parts])
+    ps = np.concatenate([p[2] for p in parts])
+    errors = list({e["uri"]: e for p in parts for e in p[3]}.values())
+    idx, first = np.unique(idx, return_index=True)
+    return idx, ys[first], ps[first], errors
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -74,8 +91,11 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device | None = None,
                  pos_weight: float | None = None, state_dir: str | None = None,
-                 callbacks: list[EpochCallback] | None = None):
+                 callbacks: list[EpochCallback] | None = None, save_state: bool = True):
+        """``state_dir``: resume from and (if ``save_state``) write resumable state there. ``model`` may be
+        wrapped in DistributedDataParallel: batches are then per rank, and metrics are reduced over ranks."""
         self.model = model
+        self.save_state = save_state
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
         self.model.to(self.device)
@@ -98,6 +118,7 @@ class Trainer:
             self.amp_dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.skipped: dict[str, str] = {}
+        self._spare_input: torch.Tensor | None = None
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -119,14 +140,27 @@ class Trainer:
             if limit is not None and step >= limit:
                 break
             self._record(batch["errors"])
-            if batch["image"] is None:
+            empty = batch["image"] is None
+            if empty and not _distributed():
                 continue
-            x = batch["image"].to(self.device, non_blocking=True)
-            y = batch["target"].to(self.device, non_blocking=True).float()
+            if empty:
+                # every image of this rank's batch was unreadable, but DDP needs every rank in every gradient
+                # all-reduce: step on a zero-weighted stand-in batch instead of skipping
+                if self._spare_input is None:
+                    raise ImageError(batch["errors"][0]["uri"] if batch["errors"] else "<batch>",
+                                     "the first batch of this worker had no readable image; cannot stand in "
+                                     "for it in distributed training")
+                x, y = self._spare_input, torch.zeros(len(self._spare_input), device=self.device)
+            else:
+                x = batch["image"].to(self.device, non_blocking=True)
+                y = batch["target"].to(self.device, non_blocking=True).float()
+                self._spare_input = x[:1].detach()
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 logits = self.model(x).squeeze(1)
                 loss = self.loss_fn(logits.float(), y)
+                if empty:
+                    loss = loss * 0.0
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch} step {step}; "
                                          "lower train.lr or check the data")
@@ -137,20 +171,29 @@ class Trainer:
             else:
                 loss.backward()
                 self.optimizer.step()
+            if empty:
+                continue
             n = y.numel()
             total_loss += loss.item() * n
             correct += int(((logits.detach() > 0).float() == y).sum().item())
             seen += n
             bar.set_postfix(loss=f"{total_loss / max(seen, 1):.4f}")
         elapsed = time.perf_counter() - start
+        if _distributed():
+            sums = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(sums)  # on the training device: NCCL reduces CUDA tensors only
+            total_loss, correct, seen = float(sums[0]), int(sums[1]), int(sums[2])
         return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                 "train_images": seen, "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0,
                 "train_seconds": elapsed}
 
     def predict(self, loader: DataLoader, desc: str = "predict") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices, targets, probabilities) for every good image of ``loader``."""
-        idx, ys, ps, errors = predict_loader(self.model, loader, self.device, self._autocast, desc,
+        # the bare model: DDP's forward would sync buffers and needs equal batch counts on every rank
+        idx, ys, ps, errors = predict_loader(self._raw_model(), loader, self.device, self._autocast, desc,
                                              self.cfg.progress)
+        if _distributed():
+            idx, ys, ps, errors = _gather_predictions(idx, ys, ps, errors)
         self._record(errors)
         return idx, ys, ps
 
@@ -227,7 +270,7 @@ class Trainer:
             if self._better(score, best_score) or best_epoch < 0:
                 best_score, best_epoch, bad_epochs = score, epoch, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
-                if self.state_dir:
+                if self.state_dir and self.save_state:
                     train_state.save_best(self.state_dir, best_state, epoch)
             else:
                 bad_epochs += 1
@@ -236,7 +279,7 @@ class Trainer:
                 stopped_early = True
                 metrics["stopped_early"] = True
             history.append(metrics)
-            if self.state_dir:
+            if self.state_dir and self.save_state:
                 train_state.save_state(self.state_dir, raw.state_dict(), self.optimizer.state_dict(), {
                     "epoch": epoch, "history": history, "scheduler": self.scheduler.state_dict(),
                     "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,

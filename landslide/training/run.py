@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
@@ -25,15 +26,15 @@ from landslide.config import RunConfig, dump_config
 from landslide.data import manifest as manifest_lib
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
-from landslide.data.splits import assign_splits, get_split, split_summary
+from landslide.data.splits import assign_splits, get_split, limit_training, split_summary
 from landslide.data.transforms import build_transform
 from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
 from landslide.evaluation.metrics import binary_metrics, choose_threshold
 from landslide.models.checkpoint import load_checkpoint, make_card, save_checkpoint
 from landslide.models.classifier import LandslideClassifier, build_model
-from landslide.models.freezing import apply_freezing
-from landslide.training.engine import Trainer, resolve_device
+from landslide.models.freezing import apply_freezing, parameter_layers
+from landslide.training.engine import FitResult, Trainer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +77,48 @@ def make_model(cfg: RunConfig) -> tuple[LandslideClassifier, dict | None]:
     return build_model(cfg.model.backbone, cfg.model.pretrained, cfg.model.dropout), None
 
 
-def _loader(manifest: Manifest, transform, cfg: RunConfig, shuffle: bool, seed: int) -> DataLoader:
+def make_loader(manifest: Manifest, transform, cfg: RunConfig, shuffle: bool, seed: int,
+                sampler=None) -> DataLoader:
+    """A loader of ``collate_skip_bad`` batches; with a (distributed) ``sampler`` it does no shuffling itself."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(ChipDataset(manifest, transform, cfg.data.max_image_pixels), batch_size=cfg.train.batch_size,
-                      shuffle=shuffle, num_workers=cfg.data.num_workers, collate_fn=collate_skip_bad,
-                      generator=generator, persistent_workers=False)
+                      shuffle=shuffle and sampler is None, sampler=sampler, num_workers=cfg.data.num_workers,
+                      collate_fn=collate_skip_bad, generator=generator, persistent_workers=False)
 
 
-def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
-    """Train, pick the threshold on validation data, save the model, evaluate on the test split."""
+@dataclass
+class PreparedRun:
+    """Everything a training run needs before the first epoch; shared by local runs and Ray Train workers."""
+
+    cfg: RunConfig
+    data: Manifest
+    train: Manifest
+    val: Manifest
+    test: Manifest
+    model: LandslideClassifier
+    image_size: int
+    freezing: dict
+    train_transform: object
+    eval_transform: object
+    pos_weight: float | None
+    start_time: float = field(default_factory=time.perf_counter)
+
+
+def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
+    """Load data and splits, build the model and apply freezing; ``write_files`` writes config and splits."""
     start = time.perf_counter()
     out = cfg.output_dir
-    storage.makedirs(out)
-    storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
+    if write_files:
+        storage.makedirs(out)
+        storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
     torch.manual_seed(cfg.train.seed)
-
     data = prepare_data(cfg)
-    storage.write_text(storage.join(out, "splits.csv"),
-                       data.frame[[c for c in ("uri", "label", "target", "split", "group") if c in data.frame]]
-                       .to_csv(index=False))
+    if cfg.data.train_fraction < 1 or cfg.data.train_filter:
+        data = limit_training(data, cfg.data.train_fraction, cfg.data.train_filter, cfg.data.split.seed)
+    if write_files:
+        storage.write_text(storage.join(out, "splits.csv"),
+                           data.frame[[c for c in ("uri", "label", "target", "split", "group") if c in data.frame]]
+                           .to_csv(index=False))
     train_m, val_m, test_m = (get_split(data, s) for s in ("train", "val", "test"))
     counts = train_m.class_counts()
     if min(counts.values()) == 0:
@@ -113,25 +137,28 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
                                color_jitter=aug.color_jitter)
     eval_tf = build_transform(image_size, spec.mean, spec.std, train=False)
     pos_weight = counts["non_landslide"] / counts["landslide"] if cfg.train.class_weighting == "balanced" else None
-    device = resolve_device(cfg.train.device)
-    trainer = Trainer(model, cfg.train, device=device, pos_weight=pos_weight, state_dir=out)
-    result = trainer.fit(_loader(train_m, train_tf, cfg, True, cfg.train.seed),
-                         _loader(val_m, eval_tf, cfg, False, 0) if len(val_m) else None)
+    return PreparedRun(cfg, data, train_m, val_m, test_m, model, image_size, freezing, train_tf, eval_tf,
+                       pos_weight, start)
+
+
+def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evaluate: bool = True) -> dict:
+    """After fitting: best weights, validation threshold, model checkpoint, test evaluation, summary.json."""
+    cfg, model, out = run.cfg, run.model, run.cfg.output_dir
     model.load_state_dict(result.best_state)
     storage.write_json(storage.join(out, "history.json"), result.history)
     storage.write_json(storage.join(out, "skipped_images.json"),
-                       {"during_training": result.skipped_images, "at_load": data.skipped_examples,
-                        "at_load_counts": dict(data.skipped)})
+                       {"during_training": result.skipped_images, "at_load": run.data.skipped_examples,
+                        "at_load_counts": dict(run.data.skipped)})
 
-    splits = split_summary(data)
-    card = make_card(model, image_size, name=cfg.name, freezing=freezing, init_from=cfg.train.init_from,
-                     training={"data": data.summary(), "splits": splits, "epochs_run": len(result.history),
+    splits = split_summary(run.data)
+    card = make_card(model, run.image_size, name=cfg.name, freezing=run.freezing, init_from=cfg.train.init_from,
+                     training={"data": run.data.summary(), "splits": splits, "epochs_run": len(result.history),
                                "best_epoch": result.best_epoch, "monitor": cfg.train.monitor,
                                "stopped_early": result.stopped_early, "seed": cfg.train.seed,
                                "split_method": cfg.data.split.method, "history": result.history})
     threshold_info = {"method": "fixed", "value": cfg.eval.fixed_threshold}
-    if len(val_m):
-        vpreds, _ = predict_manifest(model, card, val_m, cfg.train.batch_size, device, cfg.data.num_workers,
+    if len(run.val):
+        vpreds, _ = predict_manifest(model, card, run.val, cfg.train.batch_size, device, cfg.data.num_workers,
                                      cfg.data.max_image_pixels)
         if len(vpreds):
             t = choose_threshold(vpreds["target"].to_numpy(), vpreds["probability"].to_numpy(), cfg.eval.threshold,
@@ -145,21 +172,43 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
     # rewritten with the test metrics afterwards
     save_checkpoint(model, card, model_dir)
 
-    summary = {"name": cfg.name, "output_dir": out, "model_dir": model_dir, "best_epoch": result.best_epoch,
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+    epoch_speed = [h["train_images_per_s"] for h in result.history if h.get("train_images_per_s")]
+    summary = {"name": cfg.name, "output_dir": out, "model_dir": model_dir, "backbone": model.spec.name,
+               "image_size": run.image_size, "best_epoch": result.best_epoch,
                "epochs_run": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
-               "threshold": card["threshold"], "trainable_params": freezing["trainable_params"],
-               "total_params": freezing["total_params"], "skipped_images": len(result.skipped_images),
+               "threshold": card["threshold"], "trainable_params": run.freezing["trainable_params"],
+               "total_params": run.freezing["total_params"], "freeze": {"strategy": run.freezing["strategy"],
+                                                                        "n": run.freezing["n"]},
+               "model_size_mb": storage.size(storage.join(model_dir, "model.safetensors")) / 1e6,
+               "depth": len(parameter_layers(model)),
+               "train_images": len(run.train), "skipped_images": len(result.skipped_images),
+               "best_epoch_metrics": {k: v for k, v in best.items() if isinstance(v, (int, float))},
+               "train_images_per_s": float(sum(epoch_speed) / len(epoch_speed)) if epoch_speed else None,
                "splits": splits}
-    if evaluate and len(test_m):
-        metrics = evaluate_model(model, card, test_m, storage.join(out, "eval"), cfg.eval, result.history, device,
-                                 cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
+    if evaluate and len(run.test):
+        metrics = evaluate_model(model, card, run.test, storage.join(out, "eval"), cfg.eval, result.history,
+                                 device, cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
                                  title=f"{cfg.name}: test split",
                                  extra_report={"data": cfg.data.train, "split method": cfg.data.split.method})
         summary["test_metrics"] = {k: metrics[k] for k in ("accuracy", "precision", "recall", "specificity", "f1",
                                                            "mcc", "roc_auc", "pr_auc")}
         summary["test_intervals"] = metrics.get("intervals", {})
+        summary["test_images"] = int(metrics.get("n", len(run.test)))
+        if metrics.get("images_per_s"):
+            summary["inference_images_per_s"] = metrics["images_per_s"]
         card["metrics"] = {"test": summary["test_metrics"], "test_intervals": summary["test_intervals"]}
         storage.write_json(storage.join(model_dir, "model_card.json"), card)
-    summary["seconds"] = time.perf_counter() - start
+    summary["seconds"] = time.perf_counter() - run.start_time
     storage.write_json(storage.join(out, "summary.json"), summary)
     return summary
+
+
+def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
+    """Train locally (one process), pick the threshold on validation data, save the model, evaluate on test."""
+    run = prepare_run(cfg)
+    device = resolve_device(cfg.train.device)
+    trainer = Trainer(run.model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=cfg.output_dir)
+    result = trainer.fit(make_loader(run.train, run.train_transform, cfg, True, cfg.train.seed),
+                         make_loader(run.val, run.eval_transform, cfg, False, 0) if len(run.val) else None)
+    return finish_run(run, result, device, evaluate)

@@ -1,0 +1,286 @@
+"""Experiments: several training runs planned from one config, run by any runner, compared in one table.
+
+Kinds (``experiment.kind``), after the study's experiments:
+
+- ``single``: one run in ``output_dir``.
+- ``compare``: the same data, splits and budget for several backbones.
+- ``finetune``: a grid over freezing strategy and depth (last N blocks / last N layers).
+- ``transfer``: stages in order; each later stage starts from the previous stage's model (weight transfer).
+- ``data_size``: growing training subsets (fractions or named sets) against fixed val/test splits.
+
+Each variant is a plain :class:`RunConfig` with its own folder ``output_dir/variants/<name>``; the runner is
+``run_training`` locally and a Ray TorchTrainer in ``ray_jobs.train``, so both produce the same files. A
+variant whose ``summary.json`` exists is finished and never re-run or overwritten, which makes a re-submitted
+experiment resume where it stopped. A failing variant is recorded and the others still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from landslide import storage
+from landslide.config import RunConfig, dump_config, parse_config
+from landslide.errors import ConfigError, LandslideError, StorageError
+from landslide.evaluation import plots
+from landslide.models.registry import get_spec
+
+log = logging.getLogger(__name__)
+Runner = Callable[[RunConfig], dict]
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
+
+
+@dataclass
+class Variant:
+    name: str
+    cfg: RunConfig
+    params: dict[str, Any] = field(default_factory=dict)
+    depends_on: str | None = None
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "variant"
+
+
+def _derive(cfg: RunConfig, name: str, overrides: dict[str, Any]) -> RunConfig:
+    raw = cfg.model_dump(mode="json")
+    raw.pop("experiment")
+    raw["name"] = f"{cfg.name}-{name}"
+    raw["output_dir"] = storage.join(cfg.output_dir, "variants", name)
+    return parse_config(raw, f"experiment variant {name!r}", overrides)
+
+
+def plan(cfg: RunConfig) -> list[Variant]:
+    """The runs an experiment consists of, in the order they must run."""
+    exp = cfg.experiment
+    variants: list[Variant] = []
+    if exp.kind == "single":
+        return [Variant(cfg.name, cfg)]
+    if exp.kind == "compare":
+        extra = {get_spec(k).name: v for k, v in exp.model_overrides.items()}
+        unknown = set(extra) - set(exp.backbones)
+        if unknown:
+            raise ConfigError(f"experiment.model_overrides names backbones not in experiment.backbones: "
+                              f"{sorted(unknown)}")
+        for backbone in exp.backbones:
+            overrides = {"model.backbone": backbone, **{f"model.{k}": v for k, v in extra.get(backbone, {}).items()}}
+            variants.append(Variant(_slug(backbone), _derive(cfg, _slug(backbone), overrides),
+                                    {"backbone": backbone}))
+    elif exp.kind == "finetune":
+        for entry in exp.freeze:
+            depths = [0] if entry.strategy in ("head", "all") else entry.n
+            for n in depths:
+                name = entry.strategy if entry.strategy in ("head", "all") else f"{entry.strategy}-{n}"
+                overrides = {"model.freeze.strategy": entry.strategy, "model.freeze.n": n}
+                variants.append(Variant(name, _derive(cfg, name, overrides), {"strategy": entry.strategy, "n": n}))
+    elif exp.kind == "transfer":
+        previous: Variant | None = None
+        for i, stage in enumerate(exp.stages):
+            name = _slug(stage.name)
+            overrides = dict(stage.set)
+            if previous is not None:
+                overrides.setdefault("train.init_from", storage.join(previous.cfg.output_dir, "model"))
+            variant = Variant(name, _derive(cfg, name, overrides), {"stage": i + 1, "stage_name": stage.name},
+                              previous.name if previous else None)
+            variants.append(variant)
+            previous = variant
+    elif exp.kind == "data_size":
+        for f in exp.fractions:
+            name = f"fraction-{f:g}"
+            variants.append(Variant(name, _derive(cfg, name, {"data.train_fraction": f}), {"fraction": f}))
+        for subset in exp.subsets:
+            name = _slug(subset.name)
+            variants.append(Variant(name, _derive(cfg, name, {"data.train_filter": subset.filter}),
+                                    {"subset": subset.name}))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"experiment {exp.kind!r}: variant names repeat ({names}); make them unique")
+    return variants
+
+
+def finished_summary(cfg: RunConfig) -> dict | None:
+    """The summary of a finished run folder, or None when the run has not finished."""
+    uri = storage.join(cfg.output_dir, "summary.json")
+    try:
+        return storage.read_json(uri) if storage.exists(uri) else None
+    except StorageError:
+        return None
+
+
+def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None] = print) -> dict:
+    """Run every variant not yet finished, then write the comparison. Returns the experiment summary."""
+    variants = plan(cfg)
+    start = time.perf_counter()
+    if cfg.experiment.kind == "single":
+        done = finished_summary(cfg)
+        if done is not None:
+            report(f"{cfg.name}: already finished in {cfg.output_dir}; nothing to do (use a new output_dir "
+                   "or name to train again)")
+            return done
+        return runner(cfg)
+
+    storage.makedirs(cfg.output_dir)
+    storage.write_text(storage.join(cfg.output_dir, "experiment.yaml"), dump_config(cfg))
+    results: dict[str, dict] = {}
+    for i, variant in enumerate(variants, 1):
+        head = f"[{i}/{len(variants)}] {variant.name}"
+        if variant.depends_on and "error" in results.get(variant.depends_on, {}):
+            results[variant.name] = {"error": f"not run: stage {variant.depends_on!r} failed"}
+            report(f"{head}: skipped, {results[variant.name]['error']}")
+            continue
+        done = finished_summary(variant.cfg)
+        if done is not None:
+            report(f"{head}: already finished, kept as is ({variant.cfg.output_dir})")
+            results[variant.name] = done
+            continue
+        report(f"{head}: training -> {variant.cfg.output_dir}")
+        try:
+            results[variant.name] = runner(variant.cfg)
+        except LandslideError as exc:
+            results[variant.name] = {"error": str(exc)}
+            report(f"{head}: FAILED: {exc}")
+            continue
+        report(f"{head}: {_one_line(results[variant.name])}")
+    table = comparison_table(variants, results)
+    files = write_comparison(cfg, table)
+    summary = {"name": cfg.name, "kind": cfg.experiment.kind, "output_dir": cfg.output_dir,
+               "variants": len(variants), "failed": [n for n, r in results.items() if "error" in r],
+               "files": files, "seconds": time.perf_counter() - start,
+               "rows": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
+    storage.write_json(storage.join(cfg.output_dir, "experiment_summary.json"), summary)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The end-of-run summary printed by ``landslide train`` and the Ray job (plain text, log friendly)."""
+    if "kind" not in summary:  # a single run
+        lines = [f"run {summary['name']}: {summary.get('epochs_run')} epochs (best {summary.get('best_epoch')}), "
+                 f"{summary.get('seconds', 0):.0f} s",
+                 f"  model:   {summary.get('model_dir')}  (threshold {summary.get('threshold', 0.5):.3f})"]
+        if summary.get("test_metrics"):
+            ci = summary.get("test_intervals", {})
+            lines.append("  test:    " + ", ".join(
+                f"{k}={v:.3f}" + (f" [{ci[k][0]:.3f}-{ci[k][1]:.3f}]" if k in ci and k in ("f1", "accuracy") else "")
+                for k, v in summary["test_metrics"].items() if v is not None))
+            lines.append(f"  report:  {storage.join(summary['output_dir'], 'eval', 'report.md')}")
+        return "\n".join(lines)
+    lines = [f"experiment {summary['name']} ({summary['kind']}): {summary['variants']} variants, "
+             f"{len(summary['failed'])} failed, {summary['seconds']:.0f} s"]
+    for row in summary["rows"]:
+        if row.get("status") == "failed":
+            lines.append(f"  {row['variant']:<24} FAILED: {row.get('error')}")
+        else:
+            lines.append(f"  {row['variant']:<24} test acc {_fmt(row.get('test_accuracy'))}  "
+                         f"F1 {_fmt(row.get('test_f1'))}  MCC {_fmt(row.get('test_mcc'))}  "
+                         f"{_fmt(row.get('seconds'), 0)} s")
+    lines += [f"  {k}: {v}" for k, v in summary["files"].items()]
+    return "\n".join(lines)
+
+
+def _one_line(summary: dict) -> str:
+    m = summary.get("test_metrics")
+    if not m:
+        return f"done in {summary.get('seconds', 0):.0f} s (no test split)"
+    return (f"test accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, MCC {m['mcc']:.3f} "
+            f"in {summary.get('seconds', 0):.0f} s")
+
+
+def comparison_table(variants: list[Variant], results: dict[str, dict]) -> pd.DataFrame:
+    """One row per variant: size, depth, accuracy by split, test metrics with intervals, time, speed."""
+    rows = []
+    for variant in variants:
+        res = results.get(variant.name, {})
+        row: dict[str, Any] = {"variant": variant.name, **variant.params,
+                               "backbone": res.get("backbone", variant.cfg.model.backbone)}
+        if "error" in res:
+            rows.append({**row, "status": "failed", "error": res["error"]})
+            continue
+        best = res.get("best_epoch_metrics", {})
+        test = res.get("test_metrics", {})
+        intervals = res.get("test_intervals", {})
+        row.update({
+            "status": "ok", "freeze": f"{res['freeze']['strategy']}"
+            + (f" {res['freeze']['n']}" if res['freeze']['strategy'] in ("last_blocks", "last_layers") else ""),
+            "train_images": res.get("train_images"), "total_params": res.get("total_params"),
+            "trainable_params": res.get("trainable_params"), "size_mb": res.get("model_size_mb"),
+            "depth": res.get("depth"), "image_size": res.get("image_size"),
+            "train_accuracy": best.get("train_accuracy"), "val_accuracy": best.get("val_accuracy"),
+            "test_images": res.get("test_images")})
+        for key in METRICS:
+            row[f"test_{key}"] = test.get(key)
+            row[f"test_{key}_low"], row[f"test_{key}_high"] = intervals.get(key) or (None, None)
+        row.update({"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
+                    "seconds": res.get("seconds"), "train_images_per_s": res.get("train_images_per_s"),
+                    "inference_images_per_s": res.get("inference_images_per_s"), "output_dir": res.get("output_dir")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """The comparison as a Markdown table (metrics with their intervals), like the study's tables."""
+    cols = ["variant", "backbone", "freeze", "train images", "params", "size (MB)", "depth", "train acc",
+            "val acc"] + [f"test {m}" for m in ("accuracy", "precision", "recall", "specificity", "F1", "MCC")] \
+        + ["time (s)", "train img/s", "infer img/s"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in table.iterrows():
+        if r.get("status") == "failed":
+            lines.append(f"| {r['variant']} | {r.get('backbone', '')} | failed: {r.get('error', '')} |"
+                         + " |" * (len(cols) - 3))
+            continue
+
+        def ci(key: str) -> str:
+            value, low, high = r.get(f"test_{key}"), r.get(f"test_{key}_low"), r.get(f"test_{key}_high")
+            if value is None or pd.isna(value):
+                return "–"
+            return f"{value:.3f}" + (f" [{low:.3f}–{high:.3f}]" if low is not None and not pd.isna(low) else "")
+
+        params = r.get("total_params")
+        lines.append("| " + " | ".join([
+            str(r["variant"]), str(r["backbone"]), str(r.get("freeze", "")), _fmt(r.get("train_images")),
+            f"{params / 1e6:.2f}M" if params and not pd.isna(params) else "–", _fmt(r.get("size_mb"), 1),
+            _fmt(r.get("depth")), _fmt(r.get("train_accuracy")), _fmt(r.get("val_accuracy")),
+            ci("accuracy"), ci("precision"), ci("recall"), ci("specificity"), ci("f1"), ci("mcc"),
+            _fmt(r.get("seconds"), 0), _fmt(r.get("train_images_per_s"), 1),
+            _fmt(r.get("inference_images_per_s"), 1)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
+    """comparison.csv / .md / .png, plus the kind's own plot (metric vs depth, learning curve)."""
+    out = cfg.output_dir
+    kind = cfg.experiment.kind
+    files = {"csv": storage.join(out, "comparison.csv"), "markdown": storage.join(out, "comparison.md")}
+    storage.write_text(files["csv"], table.to_csv(index=False))
+    title = {"compare": "Backbone comparison", "finetune": "Fine-tuning scenarios", "transfer": "Weight transfer",
+             "data_size": "Training data size"}[kind]
+    storage.write_text(files["markdown"], f"# {title}: {cfg.name}\n\nTest metrics with "
+                       f"{cfg.eval.confidence:.0%} bootstrap intervals; identical val/test splits for every "
+                       f"variant.\n\n" + markdown_table(table))
+    ok = table[table["status"] == "ok"] if "status" in table else table.iloc[0:0]
+    if ok.empty:
+        return files
+    files["plot"] = plots.metric_bars(ok, storage.join(out, "comparison.png"), title)
+    if kind == "finetune":
+        depth = ok[ok["strategy"].isin(["last_blocks", "last_layers"])]
+        if not depth.empty:
+            files["depth_plot"] = plots.metric_lines(depth, "n", "strategy", storage.join(out, "finetune_depth.png"),
+                                                     "unfrozen blocks / layers (N)", "Metrics vs. unfrozen depth")
+    if kind == "data_size":
+        files["learning_curve"] = plots.metric_lines(ok, "train_images", None,
+                                                     storage.join(out, "learning_curve.png"),
+                                                     "training images", "Learning curve")
+    return files
+

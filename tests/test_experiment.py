@@ -1,0 +1,125 @@
+"""Experiments (compare / finetune / transfer / data_size): planning, resuming, comparison tables, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+from conftest import tiny_config
+
+from landslide.config import parse_config
+from landslide.data.manifest import load as load_manifest
+from landslide.data.splits import assign_splits, limit_training
+from landslide.errors import ConfigError, LandslideError
+from landslide.training.experiment import plan, run_experiment
+from landslide.training.run import run_training
+
+
+def _cfg(manifest, out, **experiment):
+    return parse_config(tiny_config(manifest, str(out), experiment=experiment))
+
+
+def test_plan_compare_finetune_transfer_data_size(synth_manifest, tmp_path):
+    v = plan(_cfg(synth_manifest, tmp_path, kind="compare", backbones=["baseline", "lite0"],
+                  model_overrides={"lite0": {"dropout": 0.3}}))
+    assert [x.name for x in v] == ["baseline_cnn", "tf_efficientnet_lite0"]
+    assert v[1].cfg.model.dropout == 0.3 and v[0].cfg.model.dropout == 0.2
+    assert v[0].cfg.output_dir == str(tmp_path / "variants" / "baseline_cnn")
+    assert v[0].cfg.experiment.kind == "single" and v[0].cfg.train.epochs == v[1].cfg.train.epochs
+
+    v = plan(_cfg(synth_manifest, tmp_path, kind="finetune",
+                  freeze=[{"strategy": "head"}, {"strategy": "last_blocks", "n": [1, 2]},
+                          {"strategy": "last_layers", "n": [3]}]))
+    assert [x.name for x in v] == ["head", "last_blocks-1", "last_blocks-2", "last_layers-3"]
+    assert v[2].cfg.model.freeze.n == 2 and v[3].cfg.model.freeze.strategy == "last_layers"
+
+    v = plan(_cfg(synth_manifest, tmp_path, kind="transfer", stages=[
+        {"name": "stage1", "set": {"model.freeze.strategy": "head"}},
+        {"name": "stage2", "set": {"model.freeze.strategy": "last_blocks", "model.freeze.n": 3}}]))
+    assert v[0].cfg.train.init_from is None
+    assert v[1].cfg.train.init_from == os.path.join(v[0].cfg.output_dir, "model") and v[1].depends_on == "stage1"
+
+    v = plan(_cfg(synth_manifest, tmp_path, kind="data_size", fractions=[0.5, 1.0],
+                  subsets=[{"name": "two blocks", "filter": {"group": ["blk_0_0", "blk_1_1"]}}]))
+    assert [x.name for x in v] == ["fraction-0.5", "fraction-1", "two-blocks"]
+    assert v[2].cfg.data.train_filter == {"group": ["blk_0_0", "blk_1_1"]}
+
+
+def test_experiment_config_errors_name_the_field(synth_manifest, tmp_path):
+    with pytest.raises(ConfigError, match="experiment.*backbones"):
+        _cfg(synth_manifest, tmp_path, kind="compare")
+    with pytest.raises(ConfigError, match="unknown backbone|not_a_net"):
+        _cfg(synth_manifest, tmp_path, kind="compare", backbones=["not_a_net"])
+    with pytest.raises(ConfigError, match="two stages"):
+        _cfg(synth_manifest, tmp_path, kind="transfer", stages=[{"name": "only"}])
+    with pytest.raises(ConfigError, match="model_overrides"):
+        plan(_cfg(synth_manifest, tmp_path, kind="compare", backbones=["baseline"],
+                  model_overrides={"resnet50": {"dropout": 0.1}}))
+
+
+def test_limit_training_is_nested_stratified_and_leaves_val_test(synth_manifest):
+    data = assign_splits(load_manifest(synth_manifest), "group", 0.25, 0.25, 0)
+    train_rows = set(data.frame.index[data.frame["split"] == "train"])
+    half = limit_training(data, 0.5, seed=3).frame
+    small = limit_training(data, 0.25, seed=3).frame
+    for frame in (half, small):
+        held = frame["split"].isin(["val", "test"])
+        assert (frame.loc[held, "split"] == data.frame.loc[held, "split"]).all()
+        kept = frame[frame["split"] == "train"]
+        assert set(kept["target"]) == {0, 1}
+    assert set(small.index[small["split"] == "train"]) <= set(half.index[half["split"] == "train"]) <= train_rows
+    groups = limit_training(data, keep={"group": ["blk_0_0", "blk_1_1"]}).frame
+    assert set(groups.loc[groups["split"] == "train", "group"]) == {"blk_0_0", "blk_1_1"}
+    with pytest.raises(LandslideError, match="keeps no training rows"):
+        limit_training(data, keep={"group": ["nowhere"]})
+    with pytest.raises(LandslideError, match="no column 'scene'"):
+        limit_training(data, keep={"scene": ["A"]})
+
+
+def test_failed_variant_is_recorded_and_finished_ones_are_kept(synth_manifest, tmp_path):
+    calls = []
+
+    def runner(cfg):
+        calls.append(cfg.name)
+        if "lite0" in cfg.name:
+            raise ConfigError("lite0 weights unavailable here")
+        return run_training(cfg)
+
+    cfg = _cfg(synth_manifest, tmp_path / "exp", kind="compare", backbones=["baseline", "lite0"])
+    lines = []
+    summary = run_experiment(cfg, runner, lines.append)
+    assert summary["failed"] == ["tf_efficientnet_lite0"] and len(calls) == 2
+    table = pd.read_csv(tmp_path / "exp" / "comparison.csv")
+    ok = table[table["variant"] == "baseline_cnn"].iloc[0]
+    assert ok["status"] == "ok" and ok["total_params"] > 2_000_000 and ok["depth"] >= 6
+    assert 0 <= ok["test_f1"] <= 1 and ok["size_mb"] > 5
+    md = (tmp_path / "exp" / "comparison.md").read_text()
+    assert "baseline_cnn" in md and "failed: lite0 weights unavailable here" in md
+    assert (tmp_path / "exp" / "comparison.png").stat().st_size > 1000
+    before = (tmp_path / "exp" / "variants" / "baseline_cnn" / "summary.json").stat().st_mtime_ns
+    run_experiment(cfg, runner, lines.append)  # resubmitted: the finished variant is not re-run
+    assert calls == ["tiny-baseline_cnn", "tiny-tf_efficientnet_lite0", "tiny-tf_efficientnet_lite0"]
+    assert (tmp_path / "exp" / "variants" / "baseline_cnn" / "summary.json").stat().st_mtime_ns == before
+    assert any("already finished" in line for line in lines)
+
+
+def test_data_size_and_transfer_experiments_run_end_to_end(synth_manifest, tmp_path):
+    cfg = _cfg(synth_manifest, tmp_path / "ds", kind="data_size", fractions=[0.5, 1.0])
+    summary = run_experiment(cfg, run_training, lambda _: None)
+    assert not summary["failed"]
+    table = pd.read_csv(tmp_path / "ds" / "comparison.csv").set_index("variant")
+    assert table.loc["fraction-0.5", "train_images"] < table.loc["fraction-1", "train_images"]
+    assert table["test_images"].nunique() == 1  # same test split for every variant
+    assert (tmp_path / "ds" / "learning_curve.png").exists()
+
+    cfg = _cfg(synth_manifest, tmp_path / "tr", kind="transfer", stages=[
+        {"name": "s1", "set": {"model.freeze.strategy": "head"}},
+        {"name": "s2", "set": {"model.freeze.strategy": "last_blocks", "model.freeze.n": 2}}])
+    summary = run_experiment(cfg, run_training, lambda _: None)
+    assert not summary["failed"]
+    card = json.load(open(tmp_path / "tr" / "variants" / "s2" / "model" / "model_card.json"))
+    assert card["init_from"].endswith(os.path.join("s1", "model"))
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["s2"]["trainable_params"] > rows["s1"]["trainable_params"]
