@@ -7,6 +7,7 @@ hierarchical-namespace probe unless the user chose otherwise.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 from contextlib import contextmanager
@@ -19,6 +20,10 @@ from landslide.errors import StorageError
 # gcsfs probes every bucket for hierarchical namespaces over gRPC; against an emulator or without
 # that API each probe waits ~60 s. Users who need HNS can set the variable themselves.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# gcsfs logs a full traceback when it runs out of retries; the StorageError raised here already names the
+# URI and the cause, so keep its logger quiet unless the user configured it.
+if logging.getLogger("gcsfs").level == logging.NOTSET:
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 def is_remote(uri: str) -> bool:
@@ -61,7 +66,8 @@ def _wrap(uri: str, exc: Exception) -> StorageError:
         return StorageError(f"{uri}: not found")
     if isinstance(exc, PermissionError):
         return StorageError(f"{uri}: permission denied")
-    return StorageError(f"{uri}: cannot access storage ({type(exc).__name__}: {exc})")
+    detail = (str(exc).strip().splitlines() or [""])[0][:300]
+    return StorageError(f"{uri}: cannot access storage ({type(exc).__name__}: {detail})")
 
 
 def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
@@ -91,6 +97,19 @@ def _call(uri: str, method: str, **kwargs: Any) -> Any:
 def exists(uri: str) -> bool:
     """True if ``uri`` exists; storage errors other than absence are raised."""
     return _call(uri, "exists")
+
+
+def remove(uri: str) -> None:
+    """Delete an object (a missing one is fine)."""
+    if exists(uri):
+        _call(uri, "rm")
+
+
+def check_writable(folder: str) -> None:
+    """Write and delete a small probe object, so an unreachable or read-only destination fails at once."""
+    probe = join(folder, ".landslide-write-probe")
+    write_bytes(probe, b"ok")
+    remove(probe)
 
 
 def size(uri: str) -> int:

@@ -89,3 +89,38 @@ def gcs_emulator():
     else:
         os.environ["STORAGE_EMULATOR_HOST"] = old
     gcsfs.GCSFileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real local Ray head (``ray start --head``, 2 CPUs) with token authentication switched on.
+
+    Yields a dict with the dashboard ``address`` for ``ray job submit``, the GCS ``gcs_address`` for drivers,
+    and ``env``: the environment every client needs (the cluster's token, the venv first on PATH so a job's
+    ``python`` is this interpreter).
+    """
+    pytest.importorskip("ray")
+    import secrets
+    import shutil
+    import tempfile
+
+    bindir = os.path.dirname(sys.executable)
+    port, dash = _free_port(), _free_port()
+    # Ray's socket paths must stay short: a temp dir under /tmp, not pytest's deep one
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+           "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    ray_bin = os.path.join(bindir, "ray")
+    start = subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+                            "--dashboard-host=127.0.0.1", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp}",
+                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
+    if start.returncode != 0:
+        pytest.fail(f"ray start failed:\n{start.stdout}\n{start.stderr}")
+    try:
+        yield {"address": f"http://127.0.0.1:{dash}", "gcs_address": f"127.0.0.1:{port}", "env": env,
+               "ray": ray_bin}
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -1,15 +1,18 @@
-"""The example configs in configs/ stay valid."""
+"""The example configs in configs/ stay valid and plan the runs they describe."""
 
 from pathlib import Path
 
 import pytest
 
 from landslide.config import load_config
+from landslide.training.experiment import plan
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_example_config_is_valid(path):
     cfg = load_config(str(path))
     assert cfg.train.lr == 0.001 and cfg.train.batch_size == 32
+    variants = plan(cfg)
+    assert variants and len({v.cfg.output_dir for v in variants}) == len(variants)

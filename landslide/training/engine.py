@@ -75,6 +75,20 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
     return np.concatenate(idx), np.concatenate(ys), np.concatenate(ps), errors
 
 
+def describe_epoch(metrics: dict, epochs: int) -> str:
+    """One log line per epoch, e.g. ``epoch 3/15: train loss 0.412 acc 0.823 | val loss 0.390 f1 0.851 ...``."""
+    parts = [f"epoch {metrics['epoch'] + 1}/{epochs}:",
+             f"train loss {metrics.get('train_loss', math.nan):.4f} acc {metrics.get('train_accuracy', math.nan):.3f}"]
+    if "val_loss" in metrics:
+        parts.append(f"| val loss {metrics['val_loss']:.4f} acc {metrics.get('val_accuracy', math.nan):.3f} "
+                     f"f1 {metrics.get('val_f1', math.nan):.3f}")
+    parts.append(f"| lr {metrics.get('lr', math.nan):.2g}, {metrics.get('train_seconds', 0):.1f} s, "
+                 f"{metrics.get('train_images_per_s', 0):.1f} img/s")
+    if metrics.get("stopped_early"):
+        parts.append("| early stop")
+    return " ".join(parts)
+
+
 @dataclass
 class FitResult:
     history: list[dict]

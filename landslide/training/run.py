@@ -34,7 +34,7 @@ from landslide.evaluation.metrics import binary_metrics, choose_threshold
 from landslide.models.checkpoint import load_checkpoint, make_card, save_checkpoint
 from landslide.models.classifier import LandslideClassifier, build_model
 from landslide.models.freezing import apply_freezing, parameter_layers
-from landslide.training.engine import FitResult, Trainer, resolve_device
+from landslide.training.engine import FitResult, Trainer, describe_epoch, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,8 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
     """Train locally (one process), pick the threshold on validation data, save the model, evaluate on test."""
     run = prepare_run(cfg)
     device = resolve_device(cfg.train.device)
-    trainer = Trainer(run.model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=cfg.output_dir)
+    trainer = Trainer(run.model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=cfg.output_dir,
+                      callbacks=[lambda epoch, metrics, _: log.info("%s", describe_epoch(metrics, cfg.train.epochs))])
     result = trainer.fit(make_loader(run.train, run.train_transform, cfg, True, cfg.train.seed),
                          make_loader(run.val, run.eval_transform, cfg, False, 0) if len(run.val) else None)
     return finish_run(run, result, device, evaluate)

@@ -1,0 +1,63 @@
+"""What the Ray entry points share: Ray storage from fsspec URIs, resource checks, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from landslide import storage
+from landslide.errors import ConfigError, LandslideError
+
+log = logging.getLogger(__name__)
+
+
+def ray_storage(uri: str) -> tuple[str, object | None]:
+    """(storage_path, storage_filesystem) for Ray from a local path or fsspec URI.
+
+    Remote URIs go through the same fsspec filesystem the library uses (gcsfs honours
+    ``STORAGE_EMULATOR_HOST`` and the user's credentials), wrapped for pyarrow, so Ray and the library
+    always agree on where a run lives.
+    """
+    if not storage.is_remote(uri):
+        return os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri), None
+    import pyarrow.fs
+
+    fs, path = storage.filesystem(uri)
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def check_resources(num_workers: int, per_worker: dict[str, float], wait: bool) -> dict:
+    """Fail fast when the cluster can never place the workers (unless it may autoscale: ``wait``)."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    needed = {k: v * num_workers for k, v in per_worker.items() if v}
+    short = {k: (v, total.get(k, 0.0)) for k, v in needed.items() if total.get(k, 0.0) < v}
+    fits_one_node = any(all(node.get(k, 0.0) >= v for k, v in per_worker.items() if v) for node in nodes)
+    if (short or not fits_one_node) and not wait:
+        detail = ", ".join(f"{k}: need {need:g}, cluster has {have:g}" for k, (need, have) in short.items())
+        if not detail:
+            detail = f"no single node has {per_worker} for one worker"
+        raise ConfigError(f"ray: {num_workers} worker(s) x {per_worker} cannot be placed ({detail}); lower "
+                          "ray.num_workers / ray.resources_per_worker, or set ray.wait_for_resources: true on "
+                          "an autoscaling cluster")
+    return {"cluster": total, "needed": needed}
+
+
+def run_main(body: Callable[[], int], debug: bool = False) -> int:
+    """Run an entry point: a LandslideError becomes one ``error:`` line and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return body()
+    except LandslideError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept in storage; submit the same config again to resume",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,157 @@
+"""Ray Train jobs on a real local Ray cluster: `ray job submit`, GCS-emulator storage, a killed worker,
+and bad configs that fail before any worker starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, _free_port, tiny_config
+
+pytest.importorskip("ray")
+
+
+def _submit(cluster: dict, *args: str, env_vars: dict | None = None, timeout: int = 400,
+            wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [cluster["ray"], "job", "submit", "--address", cluster["address"], "--working-dir", str(REPO)]
+    if env_vars:
+        cmd += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    cmd += ["--", "python", "-m", "ray_jobs.train", *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
+
+
+def _direct(cluster: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The job's entry point run as a plain driver against the cluster (what `ray job submit` runs)."""
+    return subprocess.run([sys.executable, "-m", "ray_jobs.train", "--address", cluster["gcs_address"], *args],
+                          env={**cluster["env"], **(env or {})}, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_job_submit_two_workers_with_data_and_checkpoints_in_gcs(ray_cluster, gcs_emulator, synth_manifest):
+    import gcsfs
+
+    from landslide import storage
+    from landslide.models.checkpoint import load_checkpoint
+
+    endpoint, bucket = gcs_emulator
+    fs = gcsfs.GCSFileSystem()
+    fs.put(os.path.dirname(synth_manifest), f"{bucket}/data", recursive=True)
+    cfg = tiny_config(f"gs://{bucket}/data/manifest.csv", "unused", name="gcs-run",
+                      ray={"num_workers": 2, "checkpoints_to_keep": 1})
+    storage.write_text(f"gs://{bucket}/configs/tiny.yaml", yaml.safe_dump(cfg))
+    env_vars = {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    args = ("--config", f"gs://{bucket}/configs/tiny.yaml", "--storage-path", f"gs://{bucket}/runs")
+    proc = _submit(ray_cluster, *args, env_vars=env_vars)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "world_size=2" in out or "worker group of size 2" in out
+    assert "epoch 2/2" in out and "run gcs-run: 2 epochs" in out
+
+    run = f"gs://{bucket}/runs/gcs-run"
+    checkpoints = sorted(p for p in fs.ls(run) if "checkpoint_epoch_" in p)
+    # checkpoints_to_keep=1 keeps the best by val_loss, and Ray always keeps the latest as well
+    assert 1 <= len(checkpoints) <= 2 and any(p.endswith("checkpoint_epoch_002") for p in checkpoints)
+    for name in ("model.safetensors", "model_card.json", "train_state/optimizer.safetensors"):
+        assert fs.exists(f"{checkpoints[-1]}/{name}")
+    summary = json.loads(fs.cat(f"{run}/summary.json"))
+    assert summary["world_size"] == 2 and summary["epochs_run"] == 2
+    assert summary["ray"]["latest_checkpoint"].endswith("checkpoint_epoch_002")
+    model, card = load_checkpoint(f"{run}/model")
+    assert card["backbone"] == "baseline_cnn" and 0 < card["threshold"] < 1
+    assert fs.exists(f"{run}/eval/report.md")
+
+    # submitted again: the finished run is reported, nothing is retrained or overwritten
+    before = {p: fs.info(p)["updated"] for p in fs.find(run)}
+    again = _submit(ray_cluster, *args, env_vars=env_vars)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "already finished" in again.stdout
+    assert {p: fs.info(p)["updated"] for p in fs.find(run)} == before
+
+
+def _train_worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cmdline.startswith("ray::RayTrainWorker"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killed_worker_is_replaced_and_training_resumes(ray_cluster, synth_manifest, tmp_path):
+    from landslide.models.checkpoint import load_checkpoint
+
+    epochs = 10
+    cfg = tiny_config(synth_manifest, str(tmp_path / "fault"), name="fault",
+                      train={"epochs": epochs}, ray={"num_workers": 2, "max_failures": 2},
+                      eval={"bootstrap": 20, "cam_max_images": 0})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    proc = _submit(ray_cluster, "--config", str(tmp_path / "c.yaml"), wait=False)
+    try:
+        # kill once Ray has registered a checkpoint (its snapshot names it), i.e. mid-run with state to resume
+        snapshot = tmp_path / "fault" / "checkpoint_manager_snapshot.json"
+        deadline = time.time() + 240
+        while True:
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            assert time.time() < deadline, "no registered checkpoint within 240 s"
+            try:
+                latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+            except (OSError, ValueError, KeyError):
+                latest = None
+            if latest and latest["metrics"]["epoch"] >= 1:
+                break
+            time.sleep(0.1)
+        victims = _train_worker_pids()
+        assert len(victims) == 2, victims
+        os.kill(victims[-1], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-5000:]
+    assert "resuming from checkpoint" in out
+    summary = json.load(open(tmp_path / "fault" / "summary.json"))
+    history = json.load(open(tmp_path / "fault" / "history.json"))
+    assert [h["epoch"] for h in history] == list(range(epochs))  # no epoch lost or repeated
+    assert summary["epochs_run"] == epochs
+    model, card = load_checkpoint(str(tmp_path / "fault" / "model"))
+    assert card["training"]["epochs_run"] == epochs
+
+
+def test_bad_configs_fail_before_any_worker_starts(ray_cluster, synth_manifest, tmp_path):
+    def check(proc, *needles):
+        text = proc.stderr + proc.stdout
+        assert proc.returncode == 2, text[-3000:]
+        assert "Traceback" not in text
+        assert "preflight ok" not in text and "RayTrainWorker" not in text
+        for needle in needles:
+            assert needle in proc.stderr, proc.stderr[-2000:]
+
+    def write(name, **sections):
+        cfg = tiny_config(synth_manifest, str(tmp_path / name), **sections)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        return str(tmp_path / f"{name}.yaml")
+
+    check(_direct(ray_cluster, "--config", write("bb", model={"backbone": "resnet9000"})),
+          "model.backbone", "resnet9000")
+    check(_direct(ray_cluster, "--config", write("res", ray={"num_workers": 8})), "cannot be placed",
+          "CPU: need 8")
+    check(_direct(ray_cluster, "--config", write("gpu", ray={"use_gpu": True})), "GPU")
+    check(_direct(ray_cluster, "--config", write("data", data={"train": str(tmp_path / "missing.csv")})),
+          "missing.csv", "not found")
+    closed = f"http://127.0.0.1:{_free_port()}"
+    check(_direct(ray_cluster, "--config", write("bucket"), "--storage-path", "gs://nowhere/runs",
+                  env={"STORAGE_EMULATOR_HOST": closed}), "gs://nowhere/runs", "cannot access storage")
+    assert not any(tmp_path.glob("*/checkpoint_epoch_*"))
