@@ -77,6 +77,9 @@ class AugmentConfig(_Strict):
     flips: bool = True
     rot90: bool = True
     color_jitter: float = Field(0.1, ge=0, le=1)
+    """Brightness, contrast and saturation jitter."""
+    hue: float = Field(0.0, ge=0, le=0.5)
+    """Hue jitter (off by default: it shifts vegetation and soil colours, the very signal)."""
 
 
 class TrainConfig(_Strict):

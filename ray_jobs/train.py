@@ -82,11 +82,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     train_ds_sampler = DistributedSampler(range(len(run.train)), num_replicas=world, rank=rank, shuffle=True,
                                           seed=cfg.train.seed)
-    train_loader = make_loader(run.train, run.train_transform, cfg, True, cfg.train.seed, train_ds_sampler)
+    train_loader = make_loader(run.train, run.transform, cfg, True, cfg.train.seed, train_ds_sampler)
     val_loader = None
     if len(run.val):
         val_sampler = DistributedSampler(range(len(run.val)), num_replicas=world, rank=rank, shuffle=False)
-        val_loader = make_loader(run.val, run.eval_transform, cfg, False, 0, val_sampler)
+        val_loader = make_loader(run.val, run.transform, cfg, False, 0, val_sampler)
 
     def report(epoch: int, metrics: dict, trainer: Trainer) -> None:
         metrics = _jsonable(metrics)
@@ -103,7 +103,7 @@ def train_loop_per_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch_{epoch + 1:03d}")
 
     trainer = Trainer(model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=state_dir,
-                      callbacks=[report], save_state=rank == 0)
+                      callbacks=[report], save_state=rank == 0, augment=run.augment)
     result = trainer.fit(train_loader, val_loader, set_epoch=train_ds_sampler.set_epoch)
     if rank == 0:
         summary = finish_run(run, result, device)

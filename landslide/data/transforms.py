@@ -1,35 +1,87 @@
-"""Image transforms: resize to the backbone's input size, augment for overhead imagery, normalise."""
+"""Image transforms: per image, resize to the backbone's input size and normalise; per batch, augment.
+
+Augmentation runs on whole batches on the training device (:class:`BatchAugment`), not per image in the
+data loader: per-image random transforms cost more CPU time than decoding, and on the device they are a
+few vectorised tensor operations. Per-sample randomness is kept (each image gets its own flips, rotation and
+jitter factors), drawn from torch's global RNG, which the training engine seeds per epoch.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torchvision.transforms import v2
-
-
-class RandomRot90(torch.nn.Module):
-    """Rotate by a random multiple of 90 degrees (overhead imagery has no 'up')."""
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        k = int(torch.randint(0, 4, ()).item())
-        return torch.rot90(img, k, dims=(-2, -1)) if k else img
+from torchvision.transforms.v2 import functional as F
 
 
 def build_transform(image_size: int, mean: tuple[float, float, float], std: tuple[float, float, float],
-                    train: bool = False, flips: bool = True, rot90: bool = True,
-                    color_jitter: float = 0.0) -> v2.Compose:
-    """uint8 HxWx3 array -> normalised float CxHxW tensor, with augmentation when ``train``."""
-    steps: list = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-    if train:
-        if flips:
-            steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
-        if rot90:
-            steps.append(RandomRot90())
-        if color_jitter > 0:
-            steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter,
-                                        saturation=color_jitter, hue=min(color_jitter / 4, 0.5)))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
-    return v2.Compose(steps)
+                    train: bool = False) -> v2.Compose:
+    """uint8 HxWx3 array -> normalised float CxHxW tensor (``train`` is accepted for symmetry; the same
+    deterministic transform serves both, augmentation happens per batch)."""
+    del train
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
+
+class BatchAugment(torch.nn.Module):
+    """Random flips, 90-degree rotations (overhead imagery has no 'up') and colour jitter for a normalised
+    ``(B, 3, H, W)`` batch of square images.
+
+    Jitter follows torchvision's ColorJitter definitions (brightness scales, contrast blends with the mean
+    grey level, saturation blends with the grey image; factors uniform in [1 - s, 1 + s]) in that fixed
+    order, on the de-normalised [0, 1] image. Hue jitter is separate and off by default.
+    """
+
+    def __init__(self, mean, std, flips: bool = True, rot90: bool = True, color_jitter: float = 0.0,
+                 hue: float = 0.0):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.flips, self.rot90, self.color_jitter, self.hue = flips, rot90, color_jitter, hue
+
+    @property
+    def active(self) -> bool:
+        return self.flips or self.rot90 or self.color_jitter > 0 or self.hue > 0
+
+    def _factors(self, n: int, strength: float, device) -> torch.Tensor:
+        return (1 + (torch.rand(n) * 2 - 1) * strength).to(device).view(n, 1, 1, 1)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.flips:
+            h = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
+            x = torch.where(h, x.flip(-1), x)
+            v = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
+            x = torch.where(v, x.flip(-2), x)
+        if self.rot90 and x.shape[-1] == x.shape[-2]:
+            k = torch.randint(0, 4, (n,))
+            out = x.clone()
+            for turns in (1, 2, 3):
+                idx = (k == turns).nonzero().flatten().to(x.device)
+                if len(idx):
+                    out[idx] = torch.rot90(x[idx], turns, dims=(-2, -1))
+            x = out
+        if self.color_jitter > 0 or self.hue > 0:
+            mean, std = self.mean.to(x.dtype), self.std.to(x.dtype)
+            img = (x * std + mean).clamp(0, 1)
+            if self.color_jitter > 0:
+                s = self.color_jitter
+                img = (img * self._factors(n, s, x.device)).clamp(0, 1)
+                grey_mean = _gray(img).mean(dim=(-3, -2, -1), keepdim=True)
+                f = self._factors(n, s, x.device)
+                img = (f * img + (1 - f) * grey_mean).clamp(0, 1)
+                f = self._factors(n, s, x.device)
+                img = (f * img + (1 - f) * _gray(img)).clamp(0, 1)
+            if self.hue > 0:
+                shifts = ((torch.rand(n) * 2 - 1) * self.hue).tolist()
+                img = torch.stack([F.adjust_hue(im, h) for im, h in zip(img, shifts)])
+            x = (img - mean) / std
+        return x
 
 
 def denormalize(x: torch.Tensor, mean, std) -> np.ndarray:

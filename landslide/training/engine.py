@@ -105,13 +105,18 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device | None = None,
                  pos_weight: float | None = None, state_dir: str | None = None,
-                 callbacks: list[EpochCallback] | None = None, save_state: bool = True):
+                 callbacks: list[EpochCallback] | None = None, save_state: bool = True,
+                 augment: nn.Module | None = None):
         """``state_dir``: resume from and (if ``save_state``) write resumable state there. ``model`` may be
-        wrapped in DistributedDataParallel: batches are then per rank, and metrics are reduced over ranks."""
+        wrapped in DistributedDataParallel: batches are then per rank, and metrics are reduced over ranks.
+        ``augment`` runs on each training batch on the device (see ``landslide.data.transforms``)."""
         self.model = model
         self.save_state = save_state
+        self.augment = augment
         self.cfg = cfg
         self.device = device or resolve_device(cfg.device)
+        if self.augment is not None:
+            self.augment.to(self.device)
         self.model.to(self.device)
         self.state_dir = state_dir
         self.callbacks = callbacks or []
@@ -168,6 +173,8 @@ class Trainer:
             else:
                 x = batch["image"].to(self.device, non_blocking=True)
                 y = batch["target"].to(self.device, non_blocking=True).float()
+                if self.augment is not None:
+                    x = self.augment(x)
                 self._spare_input = x[:1].detach()
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():

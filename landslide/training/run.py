@@ -27,7 +27,7 @@ from landslide.data import manifest as manifest_lib
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
 from landslide.data.splits import assign_splits, get_split, limit_training, split_summary
-from landslide.data.transforms import build_transform
+from landslide.data.transforms import BatchAugment, build_transform
 from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
 from landslide.evaluation.metrics import binary_metrics, choose_threshold
@@ -98,8 +98,10 @@ class PreparedRun:
     model: LandslideClassifier
     image_size: int
     freezing: dict
-    train_transform: object
-    eval_transform: object
+    transform: object
+    """Per image: resize + normalise (training, validation and test alike)."""
+    augment: BatchAugment
+    """Per batch, on the training device: flips, rotations, colour jitter."""
     pos_weight: float | None
     start_time: float = field(default_factory=time.perf_counter)
 
@@ -133,11 +135,11 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
              cfg.model.freeze.strategy)
     spec = model.spec
     aug = cfg.train.augment
-    train_tf = build_transform(image_size, spec.mean, spec.std, train=True, flips=aug.flips, rot90=aug.rot90,
-                               color_jitter=aug.color_jitter)
-    eval_tf = build_transform(image_size, spec.mean, spec.std, train=False)
+    augment = BatchAugment(spec.mean, spec.std, flips=aug.flips, rot90=aug.rot90, color_jitter=aug.color_jitter,
+                           hue=aug.hue)
+    transform = build_transform(image_size, spec.mean, spec.std)
     pos_weight = counts["non_landslide"] / counts["landslide"] if cfg.train.class_weighting == "balanced" else None
-    return PreparedRun(cfg, data, train_m, val_m, test_m, model, image_size, freezing, train_tf, eval_tf,
+    return PreparedRun(cfg, data, train_m, val_m, test_m, model, image_size, freezing, transform, augment,
                        pos_weight, start)
 
 
@@ -209,7 +211,8 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
     run = prepare_run(cfg)
     device = resolve_device(cfg.train.device)
     trainer = Trainer(run.model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=cfg.output_dir,
+                      augment=run.augment,
                       callbacks=[lambda epoch, metrics, _: log.info("%s", describe_epoch(metrics, cfg.train.epochs))])
-    result = trainer.fit(make_loader(run.train, run.train_transform, cfg, True, cfg.train.seed),
-                         make_loader(run.val, run.eval_transform, cfg, False, 0) if len(run.val) else None)
+    result = trainer.fit(make_loader(run.train, run.transform, cfg, True, cfg.train.seed),
+                         make_loader(run.val, run.transform, cfg, False, 0) if len(run.val) else None)
     return finish_run(run, result, device, evaluate)
