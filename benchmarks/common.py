@@ -17,7 +17,7 @@ SHARED_MANIFEST = REPO.parent / "shared" / "data" / "baige_uav" / "labels.csv"
 def data_manifest(work: Path, n_per_class: int = 48, size: int = 256) -> tuple[str, str]:
     """(manifest, description): the real Baige UAV chips when ../shared/data is present, else synthetic."""
     if SHARED_MANIFEST.exists():
-        return str(SHARED_MANIFEST), "real: ../shared/data/baige_uav (JPEG chips)"
+        return str(SHARED_MANIFEST), "real: ../shared/data/baige_uav (128-px PNG chips)"
     from landslide.data.synthetic import generate_dataset
 
     path = generate_dataset(str(work / "synth"), n_per_class=n_per_class, size=size, seed=0)

@@ -101,18 +101,7 @@ def test_killed_worker_is_replaced_and_training_resumes(ray_cluster, synth_manif
     proc = _submit(ray_cluster, "--config", str(tmp_path / "c.yaml"), wait=False)
     try:
         # kill once Ray has registered a checkpoint (its snapshot names it), i.e. mid-run with state to resume
-        snapshot = tmp_path / "fault" / "checkpoint_manager_snapshot.json"
-        deadline = time.time() + 240
-        while True:
-            assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.time() < deadline, "no registered checkpoint within 240 s"
-            try:
-                latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
-            except (OSError, ValueError, KeyError):
-                latest = None
-            if latest and latest["metrics"]["epoch"] >= 1:
-                break
-            time.sleep(0.1)
+        _wait_for_registered_checkpoint(tmp_path / "fault", proc)
         victims = _train_worker_pids()
         assert len(victims) == 2, victims
         os.kill(victims[-1], signal.SIGKILL)
@@ -155,3 +144,47 @@ def test_bad_configs_fail_before_any_worker_starts(ray_cluster, synth_manifest, 
     check(_direct(ray_cluster, "--config", write("bucket"), "--storage-path", "gs://nowhere/runs",
                   env={"STORAGE_EMULATOR_HOST": closed}), "gs://nowhere/runs", "cannot access storage")
     assert not any(tmp_path.glob("*/checkpoint_epoch_*"))
+
+
+def _wait_for_registered_checkpoint(run_dir: Path, proc: subprocess.Popen, min_epoch: int = 1) -> None:
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    deadline = time.time() + 240
+    while True:
+        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert time.time() < deadline, "no registered checkpoint within 240 s"
+        try:
+            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+        except (OSError, ValueError, KeyError):
+            latest = None
+        if latest and latest["metrics"]["epoch"] >= min_epoch:
+            return
+        time.sleep(0.1)
+
+
+def test_crashed_run_resumes_when_started_again(ray_cluster, synth_manifest, tmp_path):
+    epochs = 10
+    cfg = tiny_config(synth_manifest, str(tmp_path / "crash"), name="crash", train={"epochs": epochs},
+                      ray={"num_workers": 2, "max_failures": 0}, eval={"bootstrap": 20, "cam_max_images": 0})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "ray_jobs.train", "--address", ray_cluster["gcs_address"], "--config",
+           str(tmp_path / "c.yaml")]
+    proc = subprocess.Popen(cmd, env=ray_cluster["env"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _wait_for_registered_checkpoint(tmp_path / "crash", proc)
+        os.kill(_train_worker_pids()[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out[-3000:] + err[-3000:]
+    assert "Ray Train run failed" in err and "submit again to resume" in err
+    assert not (tmp_path / "crash" / "summary.json").exists()
+    kept = sorted(p.name for p in (tmp_path / "crash").glob("checkpoint_epoch_*"))
+    assert kept, "the crashed run's checkpoints must be kept"
+
+    again = subprocess.run(cmd, env=ray_cluster["env"], cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming from checkpoint" in again.stdout + again.stderr
+    history = json.load(open(tmp_path / "crash" / "history.json"))
+    assert [h["epoch"] for h in history] == list(range(epochs))
