@@ -114,9 +114,9 @@ def metric_bars(table, uri: str, title: str) -> str:
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test metric")
-    ax.set_title(title)
+    ax.set_title(title, pad=28)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncol=len(_BAR_METRICS), fontsize=8, loc="lower center")
+    ax.legend(ncol=len(_BAR_METRICS), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return _save(fig, uri)
 
 

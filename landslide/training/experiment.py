@@ -231,8 +231,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def markdown_table(table: pd.DataFrame) -> str:
     """The comparison as a Markdown table (metrics with their intervals), like the study's tables."""
-    cols = ["variant", "backbone", "freeze", "train images", "params", "size (MB)", "depth", "train acc",
-            "val acc"] + [f"test {m}" for m in ("accuracy", "precision", "recall", "specificity", "F1", "MCC")] \
+    cols = ["variant", "backbone", "freeze", "train images", "params", "size (MB)", "depth", "train acc*",
+            "val acc*"] + [f"test {m}" for m in ("accuracy", "precision", "recall", "specificity", "F1", "MCC")] \
         + ["time (s)", "train img/s", "infer img/s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
@@ -267,8 +267,10 @@ def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
     title = {"compare": "Backbone comparison", "finetune": "Fine-tuning scenarios", "transfer": "Weight transfer",
              "data_size": "Training data size"}[kind]
     storage.write_text(files["markdown"], f"# {title}: {cfg.name}\n\nTest metrics with "
-                       f"{cfg.eval.confidence:.0%} bootstrap intervals; identical val/test splits for every "
-                       f"variant.\n\n" + markdown_table(table))
+                       f"{cfg.eval.confidence:.0%} bootstrap intervals at each model's validation-chosen "
+                       f"threshold; identical val/test splits for every variant. *Train and validation accuracy "
+                       f"at the best epoch (by {cfg.train.monitor}), threshold 0.5. Depth: layers with "
+                       f"weights.\n\n" + markdown_table(table))
     ok = table[table["status"] == "ok"] if "status" in table else table.iloc[0:0]
     if ok.empty:
         return files
