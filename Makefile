@@ -24,10 +24,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Maintainers: re-resolve dependencies (uv) and export the hash-pinned requirements pip installs from.
+# Maintainers: re-resolve dependencies with uv into the hash-pinned lock file pip installs from. Pins already
+# in requirements.lock are kept unless pyproject.toml needs others (uv pip compile --upgrade moves them all).
 lock:
-	uv lock --python 3.11
-	uv export --frozen --all-extras --no-emit-project --format requirements-txt -o requirements.lock
+	uv pip compile pyproject.toml --all-extras --generate-hashes --universal --python-version 3.11 \
+		-o requirements.lock
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
