@@ -27,6 +27,7 @@ import time
 from landslide import storage
 from landslide.config import RunConfig, load_config, parse_config
 from landslide.errors import LandslideError
+from landslide.training.engine import monitor_mode
 from landslide.training.experiment import format_summary, plan, run_experiment
 from ray_jobs.common import check_resources, ray_storage, run_main
 
@@ -90,10 +91,10 @@ def train_loop_per_worker(config: dict) -> None:
 
     def report(epoch: int, metrics: dict, trainer: Trainer) -> None:
         metrics = _jsonable(metrics)
-        metrics.setdefault(cfg.train.monitor, trainer._score(metrics))
+        metrics.setdefault(cfg.train.monitor, trainer.score(metrics))
         ckpt = None
         if rank == 0:
-            raw = trainer._raw_model()
+            raw = trainer.raw_model()
             card = make_card(raw, run.image_size, name=cfg.name, freezing=run.freezing,
                              init_from=cfg.train.init_from, training={"epoch": epoch, "metrics": metrics,
                                                                       "world_size": world})
@@ -106,9 +107,7 @@ def train_loop_per_worker(config: dict) -> None:
                       callbacks=[report], save_state=rank == 0, augment=run.augment)
     result = trainer.fit(train_loader, val_loader, set_epoch=train_ds_sampler.set_epoch)
     if rank == 0:
-        summary = finish_run(run, result, device)
-        summary["world_size"] = world
-        storage.write_json(storage.join(cfg.output_dir, "summary.json"), summary)
+        finish_run(run, result, device, extra={"world_size": world})
 
 
 def preflight(cfg: RunConfig) -> None:
@@ -136,7 +135,6 @@ def train_on_ray(cfg: RunConfig) -> dict:
 
     storage_path, filesystem = ray_storage(storage.parent(cfg.output_dir))
     name = os.path.basename(cfg.output_dir.rstrip("/"))
-    order = "min" if cfg.train.monitor == "val_loss" else "max"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json")},
@@ -147,7 +145,7 @@ def train_on_ray(cfg: RunConfig) -> dict:
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.checkpoints_to_keep,
                                                checkpoint_score_attribute=cfg.train.monitor,
-                                               checkpoint_score_order=order)),
+                                               checkpoint_score_order=monitor_mode(cfg.train.monitor))),
     )
     try:
         result = trainer.fit()

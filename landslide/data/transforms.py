@@ -14,11 +14,10 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 
-def build_transform(image_size: int, mean: tuple[float, float, float], std: tuple[float, float, float],
-                    train: bool = False) -> v2.Compose:
-    """uint8 HxWx3 array -> normalised float CxHxW tensor (``train`` is accepted for symmetry; the same
-    deterministic transform serves both, augmentation happens per batch)."""
-    del train
+def build_transform(image_size: int, mean: tuple[float, float, float], std: tuple[float, float, float]
+                    ) -> v2.Compose:
+    """uint8 HxWx3 array -> normalised float CxHxW tensor, for training and evaluation alike (training
+    augments per batch, see :class:`BatchAugment`)."""
     return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])
 
@@ -42,10 +41,6 @@ class BatchAugment(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.flips, self.rot90, self.color_jitter, self.hue = flips, rot90, color_jitter, hue
-
-    @property
-    def active(self) -> bool:
-        return self.flips or self.rot90 or self.color_jitter > 0 or self.hue > 0
 
     def _factors(self, n: int, strength: float, device) -> torch.Tensor:
         return (1 + (torch.rand(n) * 2 - 1) * strength).to(device).view(n, 1, 1, 1)

@@ -29,7 +29,7 @@ from landslide.training.engine import predict_loader
 def eval_transform(card: dict):
     """The deterministic transform a model card prescribes."""
     norm = card["normalization"]
-    return build_transform(int(card["input_size"]), tuple(norm["mean"]), tuple(norm["std"]), train=False)
+    return build_transform(int(card["input_size"]), tuple(norm["mean"]), tuple(norm["std"]))
 
 
 def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest, batch_size: int = 32,

@@ -27,7 +27,11 @@ from landslide.models.freezing import set_frozen_batchnorm_eval
 from landslide.training import state as train_state
 
 EpochCallback = Callable[[int, dict, "Trainer"], None]
-_MINIMIZE = {"val_loss"}
+
+
+def monitor_mode(monitor: str) -> str:
+    """``min`` for metrics where lower is better (losses), else ``max``."""
+    return "min" if monitor == "val_loss" else "max"
 
 
 def _distributed() -> bool:
@@ -126,9 +130,9 @@ class Trainer:
         if not params:
             raise ValueError("no trainable parameters: check model.freeze")
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        mode = "min" if cfg.monitor in _MINIMIZE else "max"
+        self.minimize = monitor_mode(cfg.monitor) == "min"
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            self.optimizer, mode=monitor_mode(cfg.monitor), factor=cfg.plateau_factor, patience=cfg.plateau_patience)
         use_amp = cfg.amp == "on" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.amp_dtype = None
         if use_amp and self.device.type == "cuda":
@@ -211,7 +215,7 @@ class Trainer:
     def predict(self, loader: DataLoader, desc: str = "predict") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices, targets, probabilities) for every good image of ``loader``."""
         # the bare model: DDP's forward would sync buffers and needs equal batch counts on every rank
-        idx, ys, ps, errors = predict_loader(self._raw_model(), loader, self.device, self._autocast, desc,
+        idx, ys, ps, errors = predict_loader(self.raw_model(), loader, self.device, self._autocast, desc,
                                              self.cfg.progress)
         if _distributed():
             idx, ys, ps, errors = _gather_predictions(idx, ys, ps, errors)
@@ -230,16 +234,18 @@ class Trainer:
         return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_f1": m["f1"], "val_auc": m["roc_auc"],
                 "val_images": int(len(y))}
 
-    def _score(self, metrics: dict) -> float:
+    def score(self, metrics: dict) -> float:
+        """The monitored metric of an epoch; the worst possible value when it is missing."""
         value = metrics.get(self.cfg.monitor, math.nan)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            return math.inf if self.cfg.monitor in _MINIMIZE else -math.inf
+            return math.inf if self.minimize else -math.inf
         return float(value)
 
     def _better(self, score: float, best: float) -> bool:
-        return score < best if self.cfg.monitor in _MINIMIZE else score > best
+        return score < best if self.minimize else score > best
 
-    def _raw_model(self) -> nn.Module:
+    def raw_model(self) -> nn.Module:
+        """The model without its DistributedDataParallel wrapper."""
         return self.model.module if hasattr(self.model, "module") else self.model
 
     def fit(self, train_loader: DataLoader, val_loader: DataLoader | None,
@@ -247,9 +253,9 @@ class Trainer:
         """Train for ``cfg.epochs`` (resuming from ``state_dir`` when it holds state)."""
         cfg = self.cfg
         history: list[dict] = []
-        best_score = math.inf if cfg.monitor in _MINIMIZE else -math.inf
+        best_score = math.inf if self.minimize else -math.inf
         best_epoch, bad_epochs, start_epoch, resumed = -1, 0, 0, None
-        raw = self._raw_model()
+        raw = self.raw_model()
         best_state = {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
         if self.state_dir:
             loaded = train_state.load_state(self.state_dir)
@@ -286,7 +292,7 @@ class Trainer:
             metrics.update(self.train_epoch(train_loader, epoch))
             if val_loader is not None:
                 metrics.update(self.validate(val_loader))
-            score = self._score(metrics)
+            score = self.score(metrics)
             self.scheduler.step(score)
             if self._better(score, best_score) or best_epoch < 0:
                 best_score, best_epoch, bad_epochs = score, epoch, 0

@@ -143,8 +143,10 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
                        pos_weight, start)
 
 
-def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evaluate: bool = True) -> dict:
-    """After fitting: best weights, validation threshold, model checkpoint, test evaluation, summary.json."""
+def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evaluate: bool = True,
+               extra: dict | None = None) -> dict:
+    """After fitting: best weights, validation threshold, model checkpoint, test evaluation, summary.json
+    (with ``extra`` entries added, e.g. the number of distributed workers)."""
     cfg, model, out = run.cfg, run.model, run.cfg.output_dir
     model.load_state_dict(result.best_state)
     storage.write_json(storage.join(out, "history.json"), result.history)
@@ -202,6 +204,7 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
         card["metrics"] = {"test": summary["test_metrics"], "test_intervals": summary["test_intervals"]}
         storage.write_json(storage.join(model_dir, "model_card.json"), card)
     summary["seconds"] = time.perf_counter() - run.start_time
+    summary.update(extra or {})
     storage.write_json(storage.join(out, "summary.json"), summary)
     return summary
 
