@@ -38,6 +38,9 @@ def cmd_demo(args) -> int:
     print(f"  metrics:             {ev}/metrics.json")
     print(f"  Grad-CAM galleries:  {ev}/gallery/ (TP/FP/FN/TN)")
     print(f"  plots:               {ev}/*.png, training history: {run}/history.json")
+    sw = s["sweep"]
+    print(f"  sweep inventory:     {sw['output']}/inventory.geojson (open in QGIS; {sw['positives']} of "
+          f"{sw['tiles_in']} tiles positive, {sw['agreement_with_truth']:.0%} agree with the synthetic truth)")
     if m:
         print("  test split:          " + ", ".join(f"{k}={m[k]:.3f}" for k in ("accuracy", "f1", "mcc", "roc_auc")
                                                       if m.get(k) is not None))
@@ -117,6 +120,45 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def format_sweep(s: dict, output: str) -> str:
+    """The end-of-sweep summary lines (shared with the Ray job)."""
+    if s.get("interrupted"):
+        return f"Sweep stopped after {s['shards_done']}/{s['shards']} shards; run it again to finish."
+    rate = f", {s['tiles_per_s_this_run']:.1f} tiles/s" if s.get("tiles_per_s_this_run") else ""
+    lines = [f"{s['tiles_in']} tiles in ({s['region']}): {s['tiles_ok']} ok, {s['tiles_failed']} failed; "
+             f"{s['positives']} positive ({s['area_km2_positive']:.4f} of {s['area_km2_swept']:.4f} km2); "
+             f"{s['tiles_this_run']} tiles this run in {s['seconds_this_run']:.1f} s{rate}"]
+    if s["failure_reasons"]:
+        lines.append("  failures: " + ", ".join(f"{k} x{v}" for k, v in s["failure_reasons"].items()))
+    lines.append(f"  inventory: {output}/inventory.parquet, positives: {output}/inventory.geojson"
+                 + (f", areas: {output}/{s['files']['areas']}" if "areas" in s["files"] else ""))
+    return "\n".join(lines)
+
+
+def cmd_sweep(args) -> int:
+    from landslide.config import SweepConfig, load_config
+    from landslide.inventory.sweep import run_sweep
+
+    cfg = load_config(args.config, _parse_set(args.set), schema=SweepConfig)
+    summary = run_sweep(cfg, progress=None if args.quiet else lambda m: print(m, flush=True))
+    print(format_sweep(summary, cfg.output))
+    return 0
+
+
+def cmd_tiles_index(args) -> int:
+    from landslide import storage
+    from landslide.inventory.tiles import build_index, write_index
+
+    out = args.out or storage.join(args.source.rstrip("/"), "tiles_index.parquet")
+    index = build_index(args.source, args.format, args.zoom, args.chip_size, args.overlap,
+                        tuple(args.bbox) if args.bbox else None)
+    write_index(index, out)
+    print(f"{len(index)} tiles indexed: lon {index['west'].min():.6f}..{index['east'].max():.6f}, "
+          f"lat {index['south'].min():.6f}..{index['north'].max():.6f}\nIndex: {out} "
+          "(use it as tiles.index in sweep configs)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landslide", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"landslide {__version__}")
@@ -158,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="run a model over every tile of a region -> inventory (GeoParquet/GeoJSON)")
+    p.add_argument("--config", required=True, help="sweep config YAML (see configs/sweeps/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("tiles", help="tile archives")
+    tiles_sub = p.add_subparsers(dest="tiles_command", required=True)
+    p = tiles_sub.add_parser("index", help="list a tile archive once into a Parquet index (uri + EPSG:4326 bounds)")
+    p.add_argument("source", help="XYZ tree, tile manifest, GeoJSON index, GeoTIFF or folder of GeoTIFFs")
+    p.add_argument("--out", help="index URI (default: SOURCE/tiles_index.parquet)")
+    p.add_argument("--format", default="auto", choices=["auto", "xyz", "manifest", "geojson", "geotiff"])
+    p.add_argument("--zoom", type=int, help="XYZ: zoom level to index")
+    p.add_argument("--chip-size", type=int, help="GeoTIFF: window side in px")
+    p.add_argument("--overlap", type=float, default=0.0, help="GeoTIFF: window overlap fraction")
+    p.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"),
+                   help="XYZ with --zoom: only list tile columns in this lon/lat box")
+    p.set_defaults(func=cmd_tiles_index)
 
     p = sub.add_parser("models", help="list the backbone registry")
     p.set_defaults(func=cmd_models)

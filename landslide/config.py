@@ -196,6 +196,80 @@ class RunConfig(_Strict):
     experiment: ExperimentConfig = ExperimentConfig()
 
 
+class TilesConfig(_Strict):
+    source: str
+    """Where the tiles are: an XYZ tree ``{z}/{x}/{y}.png|jpg|webp``, a tile manifest (CSV/Parquet with
+    ``uri`` or ``path`` and ``west,south,east,north`` in EPSG:4326), a GeoJSON index (one feature per
+    tile, ``uri``/``path`` property), a GeoTIFF/COG scene or a folder of them."""
+    format: Literal["auto", "xyz", "manifest", "geojson", "geotiff"] = "auto"
+    index: str | None = None
+    """A tile index built by ``landslide tiles index`` (Parquet); default: build it once and cache it as
+    ``tiles_index.parquet`` in the sweep's output."""
+    zoom: int | None = Field(None, ge=0, le=30)
+    """XYZ: the zoom level to sweep (required when the tree holds several)."""
+    chip_size: int | None = Field(None, ge=16, le=8192)
+    """GeoTIFF: window side in pixels (default: the model's input size)."""
+    overlap: float = Field(0.0, ge=0, lt=1)
+    """GeoTIFF: fraction of a window shared with its neighbour."""
+
+
+class RegionConfig(_Strict):
+    bbox: tuple[float, float, float, float] | None = None
+    """west, south, east, north in degrees (EPSG:4326)."""
+    geojson: str | None = None
+    """A GeoJSON file/URI (Polygon/MultiPolygon geometry, Feature or FeatureCollection) in EPSG:4326."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> "RegionConfig":
+        if self.bbox is not None:
+            w, s, e, n = self.bbox
+            if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+                raise ValueError(f"bbox {list(self.bbox)} must be west < east within [-180, 180] and "
+                                 "south < north within [-90, 90]")
+        return self
+
+
+class SweepExplainConfig(_Strict):
+    enabled: bool = True
+    """Grad-CAM overlays (PNG) for tiles at or above the threshold."""
+    method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
+
+
+class SweepRayConfig(_Strict):
+    """How ``ray_jobs.sweep`` spreads the sweep over a cluster; local sweeps ignore it."""
+
+    read_concurrency: int | None = Field(None, ge=1)
+    """Parallel read+decode tasks (default: Ray Data decides)."""
+    inference_actors: int = Field(1, ge=1)
+    """Model replicas in the actor pool."""
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+
+
+class SweepConfig(_Strict):
+    name: str = "sweep"
+    model: str
+    """Checkpoint folder/URI (model.safetensors + model_card.json)."""
+    tiles: TilesConfig
+    region: RegionConfig = RegionConfig()
+    """Only tiles intersecting the region are read; empty: every tile of the source."""
+    output: str
+    threshold: float | None = Field(None, gt=0, lt=1)
+    """Decision threshold; default: the one in the model card (chosen on validation data)."""
+    batch_size: int = Field(32, ge=1)
+    shard_size: int = Field(256, ge=1)
+    """Tiles per output shard: the unit of resumption."""
+    read_threads: int = Field(4, ge=1)
+    """Local sweeps: threads reading and decoding tiles while the model runs."""
+    device: str = "auto"
+    max_image_pixels: int = Field(64_000_000, gt=0)
+    max_tile_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    explain: SweepExplainConfig = SweepExplainConfig()
+    merge_polygons: bool = True
+    """Also write adjacent positive tiles dissolved into polygons (``landslide_areas.geojson``)."""
+    ray: SweepRayConfig = SweepRayConfig()
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
@@ -214,20 +288,22 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def parse_config(raw: dict, source: str = "<config>", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Validate a config tree; ``overrides`` maps dotted keys (``train.epochs``) to values."""
+def parse_config(raw: dict, source: str = "<config>", overrides: dict[str, Any] | None = None,
+                 schema: type[BaseModel] = RunConfig) -> Any:
+    """Validate a config tree against ``schema`` (a run config by default); ``overrides`` maps dotted keys
+    (``train.epochs``) to values."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: config must be a mapping, got {type(raw).__name__}")
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     try:
-        return RunConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source)) from None
 
 
-def load_config(uri: str, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a YAML run config from a path or URI."""
+def load_config(uri: str, overrides: dict[str, Any] | None = None, schema: type[BaseModel] = RunConfig) -> Any:
+    """Load a YAML config (a run config by default) from a path or URI."""
     try:
         text = storage.read_text(uri)
     except StorageError as exc:
@@ -236,7 +312,7 @@ def load_config(uri: str, overrides: dict[str, Any] | None = None) -> RunConfig:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{uri}: not valid YAML ({exc})") from exc
-    return parse_config(raw, uri, overrides)
+    return parse_config(raw, uri, overrides, schema)
 
 
 def dump_config(cfg: BaseModel) -> str:

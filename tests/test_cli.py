@@ -94,6 +94,30 @@ def test_demo_quick(tmp_path):
     assert os.path.exists(tmp_path / "demo" / "run" / "eval" / "report.md")
     card = json.load(open(tmp_path / "demo" / "run" / "model" / "model_card.json"))
     assert card["pretrained"]["source"].startswith("offline:")
+    inventory = json.load(open(tmp_path / "demo" / "sweep" / "inventory.geojson"))
+    summary = json.load(open(tmp_path / "demo" / "sweep" / "summary.json"))
+    assert inventory["type"] == "FeatureCollection" and len(inventory["features"]) == summary["positives"]
+    assert summary["tiles_in"] == summary["tiles_ok"] == 12 and "sweep inventory:" in proc.stdout
+
+
+def test_sweep_and_tiles_cli(tmp_path, trained_run):
+    from landslide.data.synthetic import generate_region
+
+    region = generate_region(str(tmp_path / "region"), cols=2, rows=2, tile_size=32, geotiff=False)
+    proc = run_cli("tiles", "index", region["xyz"], "--out", str(tmp_path / "index.parquet"))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 tiles indexed" in proc.stdout
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(f"model: {trained_run['model_dir']}\noutput: {tmp_path / 'out'}\n"
+                   f"tiles: {{source: {region['xyz']}, index: {tmp_path / 'index.parquet'}}}\n")
+    proc = run_cli("sweep", "--config", str(cfg), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 tiles in (all tiles): 4 ok, 0 failed" in proc.stdout
+    proc = run_cli("sweep", "--config", str(cfg), "--set", "tiles.zoom=-1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "tiles.zoom: Input should be greater than or equal to 0" in proc.stderr
+    proc = run_cli("sweep", "--config", str(cfg), "--set", f"tiles.index={tmp_path / 'missing.parquet'}")
+    assert proc.returncode == 2 and "missing.parquet: not found" in proc.stderr
 
 
 @pytest.mark.slow

@@ -222,3 +222,58 @@ def generate_dataset(out_dir: str, n_per_class: int = 160, size: int = 128, seed
     return manifest_uri
 
 
+
+
+def generate_region(out_dir: str, cols: int = 8, rows: int = 6, zoom: int = 19, tile_size: int = 128,
+                    landslide_fraction: float = 0.3, seed: int = 0, geotiff: bool = True) -> dict:
+    """A synthetic georeferenced region for sweeps: ``cols`` x ``rows`` XYZ tiles ``xyz/{z}/{x}/{y}.jpg``
+    (Web Mercator; 128-px tiles at zoom 19 are ~0.5 m/px here, like the training chips), the same pixels
+    as one GeoTIFF mosaic in EPSG:3857 (``region.tif``), and ``truth.csv`` (tile id, label, bounds).
+    Returns the URIs and the region's lon/lat bbox."""
+    import mercantile
+
+    rng = np.random.default_rng(seed)
+    origin = mercantile.tile(ORIGIN_LON + 0.01, ORIGIN_LAT - 0.01, zoom)
+    mosaic = np.zeros((rows * tile_size, cols * tile_size, 3), np.uint8)
+    truth = []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = origin.x + c, origin.y + r
+            label = bool(rng.random() < landslide_fraction)
+            arr, features = make_chip(np.random.default_rng([seed, 7, r, c]), label, tile_size)
+            mosaic[r * tile_size:(r + 1) * tile_size, c * tile_size:(c + 1) * tile_size] = arr
+            storage.write_bytes(storage.join(out_dir, "xyz", str(zoom), str(x), f"{y}.jpg"), encode_jpeg(arr, 92))
+            b = mercantile.bounds(x, y, zoom)
+            truth.append({"tile_id": f"{zoom}/{x}/{y}", "label": "landslide" if label else "non_landslide",
+                          "row": r, "col": c, "west": b.west, "south": b.south, "east": b.east, "north": b.north,
+                          "features": "+".join(features), "synthetic": True})
+    frame = pd.DataFrame(truth)
+    storage.write_text(storage.join(out_dir, "truth.csv"), frame.to_csv(index=False))
+    storage.write_text(storage.join(out_dir, "README.txt"),
+                       f"{SYNTHETIC_NOTE}\nRegion of {cols}x{rows} XYZ tiles at zoom {zoom}, {tile_size} px, "
+                       f"seed={seed}.\n")
+    out = {"xyz": storage.join(out_dir, "xyz"), "truth": storage.join(out_dir, "truth.csv"), "zoom": zoom,
+           "bbox": [float(frame["west"].min()), float(frame["south"].min()), float(frame["east"].max()),
+                    float(frame["north"].max())], "tiles": len(frame)}
+    if geotiff:
+        out["geotiff"] = storage.join(out_dir, "region.tif")
+        first = mercantile.xy_bounds(origin.x, origin.y, zoom)
+        last = mercantile.xy_bounds(origin.x + cols - 1, origin.y + rows - 1, zoom)
+        storage.write_bytes(out["geotiff"], _geotiff_bytes(mosaic, (first.left, last.bottom, last.right, first.top),
+                                                           "EPSG:3857", tile_size))
+    return out
+
+
+def _geotiff_bytes(rgb: np.ndarray, bounds: tuple[float, float, float, float], crs: str, block: int) -> bytes:
+    """A tiled, deflate-compressed RGB GeoTIFF of ``rgb`` covering ``bounds`` (in ``crs``)."""
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_bounds
+
+    h, w = rgb.shape[:2]
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": 3, "dtype": "uint8", "crs": crs,
+               "transform": from_bounds(*bounds, w, h), "tiled": True, "blockxsize": block, "blockysize": block,
+               "compress": "deflate", "photometric": "RGB"}
+    with MemoryFile() as mem:
+        with mem.open(**profile) as ds:
+            ds.write(np.moveaxis(rgb, -1, 0))
+        return mem.read()

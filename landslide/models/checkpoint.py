@@ -4,6 +4,7 @@ use the model). Nothing is ever pickled, so loading a checkpoint cannot run code
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import platform
 from typing import Any
 
@@ -89,7 +90,8 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple
     model.weights_info = card.get("pretrained", {})
     uri = storage.join(model_dir, WEIGHTS_FILE)
     try:
-        state = load_safetensors(storage.read_bytes(uri))
+        raw = storage.read_bytes(uri)
+        state = load_safetensors(raw)
     except StorageError as exc:
         raise CheckpointError(f"model weights: {exc}") from exc
     except Exception as exc:
@@ -98,4 +100,5 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple
     if missing or unexpected:
         raise CheckpointError(f"{uri}: weights do not match backbone {spec.name!r} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    card["weights_sha256"] = hashlib.sha256(raw).hexdigest()  # identifies this exact model in inventories
     return model.to(device).eval(), card

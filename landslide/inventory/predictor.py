@@ -1,0 +1,109 @@
+"""One ``Predictor`` for batch sweeps (Ray Data actors, the local sweep) and online inference (Ray Serve).
+
+It owns a model loaded from a checkpoint and applies exactly the preprocessing of evaluation
+(:func:`landslide.evaluation.evaluate.eval_transform`), split in two so the heavy part can move between
+processes cheaply: :meth:`prepare` resizes to the model's input as **uint8** (what travels through Ray's
+object store: 4x smaller than float tensors), :meth:`predict` normalises on the device and runs the model.
+Grad-CAM (:meth:`explain`) registers hooks, so one Predictor must not explain from several threads at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from landslide import CLASSES
+from landslide.data.images import encode_png
+from landslide.errors import ConfigError
+from landslide.explain.attention_stats import region_shares
+from landslide.explain.gradcam import CAM_METHODS, CamExplainer, overlay
+from landslide.models.checkpoint import load_checkpoint
+from landslide.training.engine import resolve_device
+
+
+def prepare_image(image: np.ndarray, size: int) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` -> uint8 ``(size, size, 3)``, resized exactly as evaluation resizes."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    resized = v2.functional.resize(torch.from_numpy(image).permute(2, 0, 1), [size, size], antialias=True)
+    return resized.permute(1, 2, 0).numpy()
+
+
+class Predictor:
+    """Landslide probability (and Grad-CAM) for RGB uint8 images with the model in ``model_uri``."""
+
+    def __init__(self, model_uri: str, device: str = "auto", threshold: float | None = None,
+                 cam_method: str = "gradcam", num_threads: int | None = None):
+        if cam_method not in CAM_METHODS:
+            raise ConfigError(f"cam method {cam_method!r}: choose one of {list(CAM_METHODS)}")
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.device = resolve_device(device)
+        self.model, self.card = load_checkpoint(model_uri, self.device)
+        self.model_uri = model_uri
+        self.input_size = int(self.card["input_size"])
+        self.threshold = float(self.card["threshold"] if threshold is None else threshold)
+        norm = self.card["normalization"]
+        self.mean, self.std = tuple(norm["mean"]), tuple(norm["std"])
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        self.cam_method = cam_method
+        self._explainers: dict[str, CamExplainer] = {}
+
+    @property
+    def info(self) -> dict:
+        """Model identity recorded with every prediction: name, backbone and version (weights hash)."""
+        return {"name": str(self.card.get("name") or self.card["backbone"]), "backbone": self.card["backbone"],
+                "version": self.card["weights_sha256"][:12], "input_size": self.input_size,
+                "threshold": self.threshold}
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)`` at the model's input size (as evaluation resizes)."""
+        return prepare_image(image, self.input_size)
+
+    def _tensor(self, batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        return (x - self._mean) / self._std
+
+    @torch.inference_mode()
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities of landslide for a ``(B, S, S, 3)`` uint8 batch of prepared images."""
+        if len(batch) == 0:
+            return np.zeros(0, np.float32)
+        logits = self.model(self._tensor(batch)).squeeze(1).float()
+        return torch.sigmoid(logits).cpu().numpy()
+
+    def label(self, probabilities: np.ndarray) -> list[str]:
+        """Class names at the threshold."""
+        return [CLASSES[int(p >= self.threshold)] for p in probabilities]
+
+    def explain(self, batch: np.ndarray, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, CAMs ``(B, S, S)`` in [0, 1]) for a prepared batch; each CAM explains the
+        predicted class. Not thread-safe (Grad-CAM hooks)."""
+        method = method or self.cam_method
+        if method not in self._explainers:
+            if method not in CAM_METHODS:
+                raise ConfigError(f"cam method {method!r}: choose one of {list(CAM_METHODS)}")
+            self._explainers[method] = CamExplainer(self.model, method)
+        probs = self.predict(batch)
+        classes = [int(p >= self.threshold) for p in probs]
+        cams = self._explainers[method](self._tensor(batch), classes=classes)
+        return probs, cams
+
+    @staticmethod
+    def overlay_png(image: np.ndarray, cam: np.ndarray) -> bytes:
+        """PNG bytes of a heat map blended over a prepared uint8 image."""
+        return encode_png(overlay(image.astype(np.float32) / 255.0, cam))
+
+    @staticmethod
+    def attention(cam: np.ndarray) -> dict[str, float]:
+        """Share of the heat map on the border, corners and centre (see explain.attention_stats)."""
+        return region_shares(cam)
+
+    def close(self) -> None:
+        for explainer in self._explainers.values():
+            explainer.close()
+        self._explainers.clear()

@@ -1,0 +1,345 @@
+"""Regional sweeps: a trained model over every tile of a region -> an inventory.
+
+The pieces are shared by the local sweep (:func:`run_sweep`, threads + one model) and the Ray Data job
+(``ray_jobs/sweep.py``, read tasks + an actor pool), so both write byte-compatible outputs:
+
+1. :func:`plan_sweep` - tile index (built once, cached), pruned to the region, cut into shards of
+   ``shard_size`` tiles (sorted by tile id, so shards are stable between runs); ``sweep.json`` records
+   what the output folder holds and refuses to mix sweeps.
+2. :func:`read_tiles` - bytes -> decoded RGB -> resized uint8, one status per tile (``ok`` or the reason it
+   failed); never raises for a bad tile.
+3. :func:`infer_tiles` - probabilities through the shared :class:`~landslide.inventory.predictor.Predictor`,
+   Grad-CAM overlays of positives written next to the inventory.
+4. :meth:`SweepPlan.write_shard` - one Parquet file per finished shard, written whole (the unit of
+   resumption: a re-run skips finished shards, so an interrupted sweep completes with no gaps and no
+   duplicates).
+5. :func:`finalize` - streams the shards into ``inventory.parquet`` (GeoParquet), writes
+   ``inventory.geojson`` (positive tiles), ``landslide_areas.geojson`` (adjacent positives dissolved) and
+   ``summary.json`` (tiles in = ok + failed, area, positives, throughput).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import hashlib
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from landslide import CLASSES, storage
+from landslide.config import SweepConfig, dump_config
+from landslide.errors import ConfigError, DataError, ImageError, StorageError
+from landslide.inventory import geo
+from landslide.inventory.predictor import Predictor, prepare_image
+from landslide.inventory.region import Region, load_region
+from landslide.inventory.tiles import build_index, read_index, read_tile, write_index
+
+log = logging.getLogger(__name__)
+
+SWEEP_FORMAT = 1
+RESULT_SCHEMA = pa.schema([
+    ("tile_id", pa.string()), ("uri", pa.string()), ("window", pa.string()),
+    ("west", pa.float64()), ("south", pa.float64()), ("east", pa.float64()), ("north", pa.float64()),
+    ("probability", pa.float64()), ("label", pa.string()), ("status", pa.string()), ("cam", pa.string()),
+    ("model_name", pa.string()), ("model_version", pa.string()),
+])
+"""One row per tile. ``probability``/``label`` are null unless ``status == "ok"``; ``cam`` is the path of the
+Grad-CAM overlay relative to the output folder (positives only)."""
+
+
+# ----------------------------------------------------------------------------------------------- planning
+@dataclass
+class SweepPlan:
+    cfg: SweepConfig
+    region: Region
+    tiles: pd.DataFrame
+    """The region's tiles with a ``shard`` column."""
+    model: dict
+    index_uri: str
+    done: set[int] = field(default_factory=set)
+
+    @property
+    def n_shards(self) -> int:
+        return int(self.tiles["shard"].max()) + 1 if len(self.tiles) else 0
+
+    def pending(self) -> list[int]:
+        return [s for s in range(self.n_shards) if s not in self.done]
+
+    def shard_rows(self, shard: int) -> pd.DataFrame:
+        return self.tiles[self.tiles["shard"] == shard]
+
+    def shard_uri(self, shard: int) -> str:
+        return storage.join(self.cfg.output, "shards", f"shard-{shard:06d}.parquet")
+
+    def write_shard(self, shard: int, results: pd.DataFrame) -> None:
+        """Write one finished shard (whole, in one object) after checking it holds exactly its tiles."""
+        expected = self.shard_rows(shard)["tile_id"]
+        got = results["tile_id"]
+        if len(got) != len(expected) or set(got) != set(expected):
+            raise DataError(f"shard {shard}: results do not match its tiles ({len(got)} rows for "
+                            f"{len(expected)} tiles)")
+        table = pa.Table.from_pandas(results.sort_values("tile_id")[RESULT_SCHEMA.names], RESULT_SCHEMA,
+                                     preserve_index=False)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        storage.write_bytes(self.shard_uri(shard), buf.getvalue())
+        self.done.add(shard)
+
+
+def _fingerprint(tile_ids: pd.Series) -> str:
+    digest = hashlib.sha256()
+    for tile_id in tile_ids:
+        digest.update(tile_id.encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _load_index(cfg: SweepConfig, region: Region, input_size: int) -> tuple[pd.DataFrame, str]:
+    if cfg.tiles.index:
+        return read_index(cfg.tiles.index), cfg.tiles.index
+    cached = storage.join(cfg.output, "tiles_index.parquet")
+    if storage.exists(cached):
+        return read_index(cached), cached
+    started = time.perf_counter()
+    index = build_index(cfg.tiles.source, cfg.tiles.format, cfg.tiles.zoom, cfg.tiles.chip_size or input_size,
+                        cfg.tiles.overlap, bbox=region.bbox)
+    write_index(index, cached)
+    log.info("indexed %d tiles of %s in %.1f s (cached in %s)", len(index), cfg.tiles.source,
+             time.perf_counter() - started, cached)
+    return index, cached
+
+
+def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
+    """Index, prune and shard the sweep; record it in ``sweep.json`` (or check that a previous, interrupted run
+    of the same sweep is what the output folder holds, and find its finished shards)."""
+    storage.check_writable(cfg.output)
+    region = load_region(cfg.region)
+    index, index_uri = _load_index(cfg, region, int(model["input_size"]))
+    tiles = region.select(index).reset_index(drop=True)
+    if tiles.empty:
+        raise DataError(f"no tiles of {cfg.tiles.source} intersect the region ({region.description}); "
+                        f"the index covers {_extent(index)}")
+    tiles["shard"] = np.arange(len(tiles)) // cfg.shard_size
+    record = {"format": SWEEP_FORMAT, "name": cfg.name, "model": model, "model_uri": cfg.model,
+              "tiles": {"source": cfg.tiles.source, "index": index_uri, "count": len(tiles),
+                        "fingerprint": _fingerprint(tiles["tile_id"])},
+              "region": {"description": region.description, "geometry": region.to_geojson()},
+              "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": int(tiles["shard"].max()) + 1}
+    plan = SweepPlan(cfg, region, tiles, model, index_uri)
+    record_uri = storage.join(cfg.output, "sweep.json")
+    if storage.exists(record_uri):
+        previous = storage.read_json(record_uri)
+        for key, label in ((("model", "version"), "model"), (("tiles", "fingerprint"), "tiles/region"),
+                           (("shard_size",), "shard_size"), (("threshold",), "threshold")):
+            old, new = previous, record
+            for k in key:
+                old, new = (old or {}).get(k), (new or {}).get(k)
+            if old != new:
+                raise ConfigError(f"{cfg.output} holds another sweep (its {label} differs: {old} vs {new}); "
+                                  "choose a new output or delete the old one")
+        names = storage.list_files(storage.join(cfg.output, "shards"), (".parquet",)) \
+            if storage.exists(storage.join(cfg.output, "shards")) else []
+        plan.done = {int(m.group(1)) for n in names if (m := re.search(r"shard-(\d+)\.parquet$", n))}
+        plan.done &= set(range(plan.n_shards))
+    else:
+        storage.write_json(record_uri, record)
+        storage.write_text(storage.join(cfg.output, "sweep_config.yaml"), dump_config(cfg))
+    return plan
+
+
+def _extent(index: pd.DataFrame) -> str:
+    if index.empty:
+        return "nothing"
+    return (f"lon {index['west'].min():.5f}..{index['east'].max():.5f}, "
+            f"lat {index['south'].min():.5f}..{index['north'].max():.5f}")
+
+
+# ----------------------------------------------------------------------------------------------- tile work
+def read_one(uri: str, window: str, size: int, max_pixels: int, max_bytes: int) -> tuple[np.ndarray | None, str]:
+    """(prepared uint8 image or None, status) for one tile; every failure becomes a status, never an exception."""
+    try:
+        return prepare_image(read_tile(uri, window, max_pixels, max_bytes), size), "ok"
+    except ImageError as exc:
+        return None, f"error: {exc.reason}"
+    except StorageError as exc:
+        return None, f"error: {str(exc).removeprefix(uri + ': ')}"
+    except Exception as exc:  # a tile must never stop the sweep; keep the reason
+        return None, f"error: {type(exc).__name__}: {exc}"
+
+
+def read_tiles(rows: pd.DataFrame, size: int, max_pixels: int, max_bytes: int,
+               executor: cf.Executor | None = None) -> dict[str, np.ndarray]:
+    """Read a batch of index rows -> ``{"image": (B, S, S, 3) uint8 (zeros where failed), "status": (B,)}``."""
+    args = [(u, w, size, max_pixels, max_bytes) for u, w in zip(rows["uri"], rows["window"])]
+    results = list(executor.map(lambda a: read_one(*a), args)) if executor else [read_one(*a) for a in args]
+    images = np.zeros((len(rows), size, size, 3), np.uint8)
+    for i, (img, _) in enumerate(results):
+        if img is not None:
+            images[i] = img
+    return {"image": images, "status": np.array([s for _, s in results], dtype=object)}
+
+
+def cam_path(tile_id: str) -> str:
+    """Overlay path (relative to the output folder) for a tile id."""
+    return "cams/" + re.sub(r"[^A-Za-z0-9._-]+", "_", tile_id) + ".png"
+
+
+def infer_tiles(predictor: Predictor, rows: pd.DataFrame, images: np.ndarray, status: np.ndarray,
+                output: str | None, explain: bool) -> pd.DataFrame:
+    """Result rows (:data:`RESULT_SCHEMA`) for a read batch; overlays of positives go to ``output/cams/``."""
+    ok = np.array([s == "ok" for s in status], bool)
+    probs = np.full(len(rows), np.nan)
+    cams = [""] * len(rows)
+    if ok.any():
+        probs[ok] = predictor.predict(images[ok])
+        positive = np.flatnonzero(ok & (probs >= predictor.threshold))
+        if explain and output and len(positive):
+            _, heat = predictor.explain(images[positive])
+            for i, cam in zip(positive, heat):
+                cams[i] = cam_path(rows["tile_id"].iloc[i])
+                storage.write_bytes(storage.join(output, cams[i]), predictor.overlay_png(images[i], cam))
+    labels = [CLASSES[int(p >= predictor.threshold)] if k else None for p, k in zip(probs, ok)]
+    info = predictor.info
+    out = rows[["tile_id", "uri", "window", "west", "south", "east", "north"]].reset_index(drop=True).copy()
+    out["probability"] = np.where(ok, probs, np.nan)
+    out["label"] = labels
+    out["status"] = list(status)
+    out["cam"] = cams
+    out["model_name"] = info["name"]
+    out["model_version"] = info["version"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def iter_shards(plan: SweepPlan) -> Iterator[pd.DataFrame]:
+    for shard in range(plan.n_shards):
+        yield pq.read_table(io.BytesIO(storage.read_bytes(plan.shard_uri(shard)))).to_pandas()
+
+
+def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
+    """Merge the shards into the inventory files and the summary; memory grows with positives, not tiles."""
+    cfg, out = plan.cfg, plan.cfg.output
+    missing = plan.pending()
+    if missing:
+        raise DataError(f"{out}: shards {missing[:5]} are not finished; run the sweep again to complete it")
+    bbox = [float(plan.tiles["west"].min()), float(plan.tiles["south"].min()),
+            float(plan.tiles["east"].max()), float(plan.tiles["north"].max())]
+    schema = geo.geoparquet_schema(RESULT_SCHEMA, bbox)
+    counts: collections.Counter = collections.Counter()
+    reasons: collections.Counter = collections.Counter()
+    positives, area, seen = [], 0.0, 0
+    buf = io.BytesIO()
+    with pq.ParquetWriter(buf, schema) as writer:
+        for shard, frame in enumerate(iter_shards(plan)):
+            expected = plan.shard_rows(shard)["tile_id"]
+            if len(frame) != len(expected) or set(frame["tile_id"]) != set(expected):
+                raise DataError(f"{plan.shard_uri(shard)}: does not hold exactly shard {shard}'s tiles; delete it "
+                                "and run the sweep again")
+            seen += len(frame)
+            ok = frame["status"] == "ok"
+            counts["ok"] += int(ok.sum())
+            counts["failed"] += int((~ok).sum())
+            reasons.update(_reason(s) for s in frame.loc[~ok, "status"])
+            area += geo.tile_area_km2(frame[ok])
+            positives.append(frame[ok & (frame["label"] == CLASSES[1])])
+            table = pa.Table.from_pandas(frame[RESULT_SCHEMA.names], RESULT_SCHEMA, preserve_index=False)
+            writer.write_table(geo.with_geometry(table, frame).cast(schema))
+    storage.write_bytes(storage.join(out, "inventory.parquet"), buf.getvalue())
+    pos = pd.concat(positives, ignore_index=True) if positives else pd.DataFrame(columns=RESULT_SCHEMA.names)
+    props = ["tile_id", "uri", "window", "probability", "label", "model_name", "model_version", "cam"]
+    name = f"{cfg.name} ({plan.model['name']} {plan.model['version']})"
+    storage.write_json(storage.join(out, "inventory.geojson"),
+                       geo.feature_collection(geo.tile_features(pos, props), name=name))
+    files = {"inventory": "inventory.parquet", "positives": "inventory.geojson", "summary": "summary.json",
+             "shards": "shards/", "index": plan.index_uri}
+    if cfg.merge_polygons:
+        storage.write_json(storage.join(out, "landslide_areas.geojson"),
+                           geo.feature_collection(geo.dissolve(pos), name=f"{name} areas"))
+        files["areas"] = "landslide_areas.geojson"
+    if cfg.explain.enabled:
+        files["cams"] = "cams/"
+    summary = {
+        "name": cfg.name, "model": plan.model, "region": plan.region.description,
+        "tiles_in": len(plan.tiles), "tiles_ok": counts["ok"], "tiles_failed": counts["failed"],
+        "positives": len(pos), "area_km2_swept": round(area, 6),
+        "area_km2_positive": round(geo.tile_area_km2(pos), 6), "failure_reasons": dict(reasons.most_common()),
+        "shards": plan.n_shards, "tiles_this_run": processed, "seconds_this_run": round(seconds, 3),
+        "tiles_per_s_this_run": round(processed / seconds, 3) if seconds > 0 and processed else None,
+        "files": files, "threshold": plan.model["threshold"],
+    }
+    if seen != summary["tiles_ok"] + summary["tiles_failed"] or seen != len(plan.tiles):
+        raise DataError(f"{out}: shards hold {seen} rows for {len(plan.tiles)} tiles")
+    storage.write_json(storage.join(out, "summary.json"), summary)
+    return summary
+
+
+def _reason(status: str) -> str:
+    """A failure status without its details, for counting (``error: corrupt image: ...`` -> ``corrupt image``)."""
+    text = status.removeprefix("error: ")
+    return re.split(r"[:(]", text, maxsplit=1)[0].strip() or text
+
+
+# ----------------------------------------------------------------------------------------------- local runner
+def _batches(plan: SweepPlan, shards: list[int], size: int) -> Iterator[tuple[int, pd.DataFrame, bool]]:
+    """(shard, rows, last batch of the shard) in order."""
+    for shard in shards:
+        rows = plan.shard_rows(shard)
+        starts = list(range(0, len(rows), size))
+        for i, start in enumerate(starts):
+            yield shard, rows.iloc[start:start + size], i == len(starts) - 1
+
+
+def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
+              stop_after_shards: int | None = None) -> dict:
+    """Sweep in this process: ``read_threads`` threads read and decode ahead while the model runs. Re-running
+    resumes; ``stop_after_shards`` (tests) stops early as an interruption would."""
+    started = time.perf_counter()
+    predictor = Predictor(cfg.model, cfg.device, cfg.threshold, cfg.explain.method)
+    try:
+        plan = plan_sweep(cfg, predictor.info)
+        pending = plan.pending()
+        if len(pending) < plan.n_shards and progress:
+            progress(f"resuming: {plan.n_shards - len(pending)} of {plan.n_shards} shards already written")
+        if stop_after_shards is not None:
+            pending = pending[:stop_after_shards]
+        processed, parts = 0, []
+        size = predictor.input_size
+        prefetch = 2  # batches read ahead of the model
+        with cf.ThreadPoolExecutor(cfg.read_threads) as tile_pool, cf.ThreadPoolExecutor(prefetch) as batch_pool:
+            batches = _batches(plan, pending, cfg.batch_size)
+            ahead: collections.deque = collections.deque()
+
+            def submit() -> None:
+                nxt = next(batches, None)
+                if nxt is not None:
+                    shard, rows, last = nxt
+                    ahead.append((shard, rows, last, batch_pool.submit(
+                        read_tiles, rows, size, cfg.max_image_pixels, cfg.max_tile_bytes, tile_pool)))
+
+            for _ in range(prefetch):
+                submit()
+            while ahead:
+                shard, rows, last, future = ahead.popleft()
+                submit()
+                batch = future.result()
+                parts.append(infer_tiles(predictor, rows, batch["image"], batch["status"], cfg.output,
+                                         cfg.explain.enabled))
+                processed += len(rows)
+                if last:
+                    plan.write_shard(shard, pd.concat(parts, ignore_index=True))
+                    parts = []
+                    if progress:
+                        progress(f"shard {shard + 1}/{plan.n_shards} written ({processed} tiles this run)")
+        if plan.pending():
+            return {"interrupted": True, "shards_done": len(plan.done), "shards": plan.n_shards}
+        return finalize(plan, time.perf_counter() - started, processed)
+    finally:
+        predictor.close()
