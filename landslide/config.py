@@ -240,6 +240,8 @@ class SweepRayConfig(_Strict):
 
     read_concurrency: int | None = Field(None, ge=1)
     """Parallel read+decode tasks (default: Ray Data decides)."""
+    read_cpus: float = Field(1.0, gt=0)
+    """CPUs reserved per read task (fractions let reads share cores with the actors)."""
     inference_actors: int = Field(1, ge=1)
     """Model replicas in the actor pool."""
     cpus_per_actor: float = Field(1.0, gt=0)

@@ -91,6 +91,22 @@ def gcs_emulator():
     gcsfs.GCSFileSystem.clear_instance_cache()
 
 
+def ray_submit(cluster: dict, module: str, *args: str, env_vars: dict | None = None, timeout: int = 400,
+               wait: bool = True, submission_id: str | None = None) -> subprocess.CompletedProcess | subprocess.Popen:
+    """``ray job submit --working-dir REPO -- python -m MODULE ARGS`` against the test cluster."""
+    import json
+
+    cmd = [cluster["ray"], "job", "submit", "--address", cluster["address"], "--working-dir", str(REPO)]
+    if submission_id:
+        cmd += ["--submission-id", submission_id]
+    if env_vars:
+        cmd += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    cmd += ["--", "python", "-m", module, *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A real local Ray head (``ray start --head``, 2 CPUs) with token authentication switched on.

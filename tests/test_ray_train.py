@@ -13,20 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, _free_port, tiny_config
+from conftest import REPO, _free_port, ray_submit, tiny_config
 
 pytest.importorskip("ray")
 
 
-def _submit(cluster: dict, *args: str, env_vars: dict | None = None, timeout: int = 400,
-            wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    cmd = [cluster["ray"], "job", "submit", "--address", cluster["address"], "--working-dir", str(REPO)]
-    if env_vars:
-        cmd += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
-    cmd += ["--", "python", "-m", "ray_jobs.train", *args]
-    if not wait:
-        return subprocess.Popen(cmd, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=timeout)
+def _submit(cluster: dict, *args: str, **kwargs) -> subprocess.CompletedProcess | subprocess.Popen:
+    return ray_submit(cluster, "ray_jobs.train", *args, **kwargs)
 
 
 def _direct(cluster: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

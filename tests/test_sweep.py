@@ -252,3 +252,22 @@ def test_sweep_config_errors(model_dir, region, tmp_path):
 
     with pytest.raises(CheckpointError, match="model card"):
         run_sweep(sweep_cfg(str(tmp_path / "nomodel"), region["xyz"], str(tmp_path / "o2")))
+
+
+def test_geotiff_sweep_in_gcs(model_dir, region, gcs_emulator, tmp_path):
+    """GeoTIFF windows read with ranged requests through fsspec; inventory written to the bucket."""
+    import gcsfs
+
+    _, bucket = gcs_emulator
+    fs = gcsfs.GCSFileSystem()
+    fs.put(region["geotiff"], f"{bucket}/scenes/region.tif")
+    fs.put(model_dir, f"{bucket}/sweep-model", recursive=True)
+    out = f"gs://{bucket}/sweeps/tif"
+    s = run_sweep(sweep_cfg(f"gs://{bucket}/sweep-model", f"gs://{bucket}/scenes", out, tiles={"chip_size": 64}))
+    assert s["tiles_in"] == s["tiles_ok"] == 12, s["failure_reasons"]
+    inv = read_parquet(f"{out}/inventory.parquet")
+    assert set(inv["uri"]) == {f"gs://{bucket}/scenes/region.tif"} and inv["window"].str.endswith(",64,64").all()
+    local = run_sweep(sweep_cfg(model_dir, region["geotiff"], str(tmp_path / "local"), tiles={"chip_size": 64}))
+    ref = read_parquet(str(tmp_path / "local" / "inventory.parquet"))
+    np.testing.assert_allclose(inv["probability"], ref["probability"], atol=1e-6)
+    assert local["positives"] == s["positives"]

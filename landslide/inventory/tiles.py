@@ -188,19 +188,19 @@ def _check_bounds(df: pd.DataFrame, source: str) -> None:
                         f"{[row['west'], row['south'], row['east'], row['north']]}")
 
 
-def _opener(uri: str):
-    """A rasterio opener for any fsspec URI (ranged reads, no download of the whole scene)."""
-    fs, _ = storage.filesystem(uri)
-    return lambda path, mode: fs.open(storage.filesystem(path)[1] if "://" in path else path, mode)
-
-
 def open_raster(uri: str):
-    """Open a GeoTIFF/COG for reading, locally or through fsspec."""
+    """Open a GeoTIFF/COG for reading, locally or through fsspec (ranged reads, never a full download)."""
     import rasterio
 
     try:
         if storage.is_remote(uri):
-            return rasterio.open(uri, opener=_opener(uri))
+            fs, path = storage.filesystem(uri)
+
+            def opener(name: str, mode: str = "rb"):
+                # ranged reads through a read-ahead buffer: no full download, no background prefetch tasks
+                return fs.open(name, mode, cache_type="readahead")
+
+            return rasterio.open(path, opener=opener)
         return rasterio.open(uri[len("file://"):] if uri.startswith("file://") else uri)
     except rasterio.errors.RasterioIOError as exc:
         if not storage.exists(uri):
@@ -298,16 +298,22 @@ def read_window(uri: str, window: str) -> np.ndarray:
     try:
         with open_raster(uri) as ds:
             bands = [1, 2, 3] if ds.count >= 3 else [1]
-            win = Window(col_off, row_off, width, height)
-            data = ds.read(bands, window=win, boundless=True, fill_value=ds.nodata or 0, masked=True)
+            # read the part inside the scene and pad by hand: rasterio's boundless reads reopen the scene
+            # through a VRT, which its Python-opener plugin (remote scenes) does not survive
+            c0, r0 = max(col_off, 0), max(row_off, 0)
+            c1, r1 = min(col_off + width, ds.width), min(row_off + height, ds.height)
+            data = np.ma.masked_all((len(bands), height, width), dtype=ds.dtypes[0])
+            if c1 > c0 and r1 > r0:
+                part = ds.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = part
     except (ImageError, StorageError):
         raise
     except Exception as exc:  # rasterio/GDAL raise several types for corrupt blocks
-        raise ImageError(uri, f"window {window}: unreadable ({type(exc).__name__}: "
+        raise ImageError(uri, f"unreadable GeoTIFF window ({window}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     valid = ~np.ma.getmaskarray(data).any(axis=0)
     if not valid.any():
-        raise ImageError(uri, f"window {window}: no data")
+        raise ImageError(uri, f"no data (window {window} is all nodata)")
     filled = data.filled(0)
     if filled.dtype == np.uint8:
         rgb = np.moveaxis(filled, 0, -1)

@@ -1,0 +1,116 @@
+"""Sweeps as Ray Data jobs on a real local Ray cluster, with tiles, model and inventory in the GCS emulator:
+corrupt tiles, a job stopped midway and submitted again."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import shapely
+import yaml
+from conftest import ray_submit
+
+pytest.importorskip("ray")
+
+
+def _pids(needle: str) -> list[int]:
+    """Processes whose command line contains ``needle`` (excluding `ray job submit` clients)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in cmdline and "job submit" not in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _parquet(fs, path: str) -> pd.DataFrame:
+    return pq.read_table(io.BytesIO(fs.cat(path))).to_pandas()
+
+
+def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emulator, trained_run, tmp_path):
+    import gcsfs
+
+    from landslide.config import SweepConfig, parse_config
+    from landslide.data.synthetic import generate_region
+    from landslide.inventory.sweep import run_sweep
+
+    endpoint, bucket = gcs_emulator
+    fs = gcsfs.GCSFileSystem()
+    region = generate_region(str(tmp_path / "region"), cols=8, rows=6, tile_size=64, seed=5, geotiff=False)
+    fs.put(str(tmp_path / "region"), f"{bucket}/region", recursive=True)
+    fs.put(trained_run["model_dir"], f"{bucket}/model", recursive=True)
+    truth = pd.read_csv(region["truth"])
+    # the sweep's bbox: the first six of eight tile columns
+    cols = sorted(truth["west"].unique())
+    bbox = [float(v) for v in (cols[0], truth["south"].min(), cols[6], truth["north"].max())]
+    inside = truth[truth["west"] < cols[6]]
+    corrupt = inside["tile_id"].iloc[[3, 20]].tolist()
+    fs.pipe(f"{bucket}/region/xyz/{corrupt[0]}.jpg", fs.cat(f"{bucket}/region/xyz/{corrupt[0]}.jpg")[:200])
+    fs.pipe(f"{bucket}/region/xyz/{corrupt[1]}.jpg", b"<html>not found</html>")
+
+    raw = {"name": "gcs-sweep", "model": f"gs://{bucket}/model",
+           "tiles": {"source": f"gs://{bucket}/region/xyz", "zoom": 19}, "region": {"bbox": bbox},
+           "output": f"gs://{bucket}/sweeps/a", "batch_size": 2, "shard_size": 1, "threshold": 0.01,
+           "ray": {"inference_actors": 1, "read_concurrency": 1}}
+    fs.pipe(f"{bucket}/configs/sweep.yaml", yaml.safe_dump(raw).encode())
+    env_vars = {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    args = ("--config", f"gs://{bucket}/configs/sweep.yaml")
+
+    # kill the job's driver (as a lost head node would) as soon as its first shards are in the bucket
+    proc = ray_submit(ray_cluster, "ray_jobs.sweep", *args, env_vars=env_vars, wait=False)
+    shards = f"{bucket}/sweeps/a/shards"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        fs.invalidate_cache()
+        if fs.exists(shards) and len(fs.ls(shards)) >= 1:
+            break
+        time.sleep(0.1)
+    drivers = _pids("ray_jobs.sweep")
+    assert drivers, "no sweep driver running"
+    for pid in drivers:
+        os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    fs.invalidate_cache()
+    done_before = len(fs.ls(shards))
+    assert 1 <= done_before < 36, f"the job was not stopped midway ({done_before} shards)\n{out[-3000:]}"
+    assert not fs.exists(f"{bucket}/sweeps/a/inventory.parquet")
+
+    again = ray_submit(ray_cluster, "ray_jobs.sweep", *args, env_vars=env_vars)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
+    assert f"resuming: {done_before} of 36 shards already written" in again.stdout
+    assert "36 tiles in" in again.stdout and "34 ok, 2 failed" in again.stdout
+
+    inv = _parquet(fs, f"{bucket}/sweeps/a/inventory.parquet")
+    assert len(inv) == 36 and inv["tile_id"].is_unique and set(inv["tile_id"]) == set(inside["tile_id"])
+    failed = inv.set_index("tile_id").loc[corrupt, "status"]
+    assert "truncated" in failed.iloc[0] and "not a recognised image format" in failed.iloc[1]
+    merged = inv.merge(inside, on="tile_id", suffixes=("", "_truth"))
+    for side in ("west", "south", "east", "north"):
+        np.testing.assert_allclose(merged[side], merged[f"{side}_truth"], rtol=0, atol=1e-12)
+    summary = json.loads(fs.cat(f"{bucket}/sweeps/a/summary.json"))
+    assert summary["tiles_in"] == 36 == summary["tiles_ok"] + summary["tiles_failed"]
+    assert summary["tiles_this_run"] == 36 - done_before
+    fc = json.loads(fs.cat(f"{bucket}/sweeps/a/inventory.geojson"))
+    assert len(fc["features"]) == summary["positives"] == 34  # threshold 0.01: every readable tile
+    for f in fc["features"][:5]:
+        row = merged.set_index("tile_id").loc[f["properties"]["tile_id"]]
+        assert shapely.geometry.shape(f["geometry"]).equals(shapely.box(row.west, row.south, row.east, row.north))
+        assert fs.exists(f"{bucket}/sweeps/a/{f['properties']['cam']}")
+
+    # the same sweep in one process, without Ray, gives the same inventory
+    local = parse_config({**raw, "output": str(tmp_path / "local")}, "local", schema=SweepConfig)
+    run_sweep(local)
+    ref = pq.read_table(tmp_path / "local" / "inventory.parquet").to_pandas()
+    pd.testing.assert_frame_equal(ref.drop(columns="geometry"), inv.drop(columns="geometry"), atol=1e-6)
