@@ -40,7 +40,7 @@ def run_demo_sweep(model_dir: str, out_dir: str, seed: int = 0, quick: bool = Fa
     region_dir = storage.join(out_dir, "region")
     truth_uri = storage.join(region_dir, "truth.csv")
     cols, rows = (4, 3) if quick else (8, 6)
-    region = generate_region(region_dir, cols, rows, seed=seed + 100, geotiff=False)
+    region = generate_region(region_dir, cols, rows, seed=seed + 100)
     cfg = parse_config(demo_sweep_config(model_dir, region, out_dir), "demo sweep", schema=SweepConfig)
     summary = run_sweep(cfg)
     with storage.open_uri(truth_uri) as fh:

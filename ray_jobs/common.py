@@ -28,7 +28,12 @@ def ray_storage(uri: str) -> tuple[str, object | None]:
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def check_resources(num_workers: int, per_worker: dict[str, float], wait: bool) -> dict:
+TRAIN_FIX = ("lower ray.num_workers / ray.resources_per_worker, or set ray.wait_for_resources: true on an "
+             "autoscaling cluster")
+
+
+def check_resources(num_workers: int, per_worker: dict[str, float], wait: bool,
+                    what: str = "ray: {n} worker(s)", fix: str = TRAIN_FIX) -> dict:
     """Fail fast when the cluster can never place the workers (unless it may autoscale: ``wait``)."""
     import ray
 
@@ -41,9 +46,7 @@ def check_resources(num_workers: int, per_worker: dict[str, float], wait: bool) 
         detail = ", ".join(f"{k}: need {need:g}, cluster has {have:g}" for k, (need, have) in short.items())
         if not detail:
             detail = f"no single node has {per_worker} for one worker"
-        raise ConfigError(f"ray: {num_workers} worker(s) x {per_worker} cannot be placed ({detail}); lower "
-                          "ray.num_workers / ray.resources_per_worker, or set ray.wait_for_resources: true on "
-                          "an autoscaling cluster")
+        raise ConfigError(f"{what.format(n=num_workers)} x {per_worker} cannot be placed ({detail}); {fix}")
     return {"cluster": total, "needed": needed}
 
 

@@ -25,9 +25,10 @@ import time
 import pandas as pd
 
 from landslide.config import SweepConfig, load_config
+from landslide.errors import ConfigError
 from landslide.inventory.predictor import Predictor
 from landslide.inventory.sweep import finalize, infer_tiles, plan_sweep, read_tiles
-from ray_jobs.common import run_main
+from ray_jobs.common import check_resources, run_main
 
 log = logging.getLogger("ray_jobs.sweep")
 
@@ -65,7 +66,16 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     import ray
 
     started = time.perf_counter()
-    # preflight on the driver: the checkpoint loads, the output is writable, the region has tiles
+    # preflight on the driver: the cluster can place the actors and a read task, the checkpoint loads, the
+    # output is writable, the region has tiles
+    ray_cfg = cfg.ray
+    fix = "lower ray.inference_actors / cpus_per_actor / gpus_per_actor / read_cpus"
+    check_resources(ray_cfg.inference_actors, {"CPU": ray_cfg.cpus_per_actor, "GPU": ray_cfg.gpus_per_actor},
+                    wait=False, what="sweep: {n} inference actor(s)", fix=fix)
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    if ray_cfg.inference_actors * ray_cfg.cpus_per_actor + ray_cfg.read_cpus > cpus:
+        raise ConfigError(f"sweep: {ray_cfg.inference_actors} actor(s) x {ray_cfg.cpus_per_actor:g} CPU leave no "
+                          f"room for a read task ({ray_cfg.read_cpus:g} CPU) on a cluster of {cpus:g} CPUs; {fix}")
     driver_model = Predictor(cfg.model, "cpu", cfg.threshold, cfg.explain.method)
     plan = plan_sweep(cfg, driver_model.info)
     size = driver_model.input_size
@@ -78,7 +88,6 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     progress(f"{len(plan.tiles)} tiles in the region, {len(rows)} to sweep in {len(pending)} shard(s)")
     processed = 0
     if len(rows):
-        ray_cfg = cfg.ray
         blocks = max(1, min(math.ceil(len(rows) / cfg.batch_size), 10_000))
         ds = ray.data.from_pandas(rows, override_num_blocks=blocks)
         # reads are separate tasks (SPREAD over nodes, not fused into the model actors), so I/O and decoding

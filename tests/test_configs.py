@@ -7,7 +7,9 @@ import pytest
 from landslide.config import load_config
 from landslide.training.experiment import plan
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if "sweeps" not in p.parts)
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -16,3 +18,11 @@ def test_example_config_is_valid(path):
     assert cfg.train.lr == 0.001 and cfg.train.batch_size == 32
     variants = plan(cfg)
     assert variants and len({v.cfg.output_dir for v in variants}) == len(variants)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_example_sweep_config_is_valid(path):
+    from landslide.config import SweepConfig
+
+    cfg = load_config(str(path), schema=SweepConfig)
+    assert cfg.model and cfg.tiles.source and cfg.output

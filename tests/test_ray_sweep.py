@@ -114,3 +114,21 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     run_sweep(local)
     ref = pq.read_table(tmp_path / "local" / "inventory.parquet").to_pandas()
     pd.testing.assert_frame_equal(ref.drop(columns="geometry"), inv.drop(columns="geometry"), atol=1e-6)
+
+
+def test_sweep_job_fails_fast_on_impossible_resources(ray_cluster, trained_run, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cfg = {"model": trained_run["model_dir"], "tiles": {"source": str(tmp_path / "none")}, "output": str(tmp_path / "o")}
+    for name, ray_cfg, needle in (("gpu", {"gpus_per_actor": 1}, "GPU: need 1, cluster has 0"),
+                                  ("cpu", {"inference_actors": 2}, "no room for a read task")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**cfg, "ray": ray_cfg}))
+        proc = subprocess.run([sys.executable, "-m", "ray_jobs.sweep", "--address", ray_cluster["gcs_address"],
+                               "--config", str(path)], env=ray_cluster["env"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr

@@ -271,3 +271,25 @@ def test_geotiff_sweep_in_gcs(model_dir, region, gcs_emulator, tmp_path):
     ref = read_parquet(str(tmp_path / "local" / "inventory.parquet"))
     np.testing.assert_allclose(inv["probability"], ref["probability"], atol=1e-6)
     assert local["positives"] == s["positives"]
+
+
+def test_geotiff_nodata_and_16_bit_windows(tmp_path):
+    """A single-band 16-bit scene in UTM with a nodata half: windows are stretched to 8 bits, all-nodata
+    windows are recorded as 'no data', bounds come back in lon/lat."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from landslide.errors import ImageError
+
+    data = np.random.default_rng(0).integers(1000, 3000, (1, 64, 128), dtype=np.uint16)
+    data[:, :, 64:] = 0
+    path = str(tmp_path / "utm16.tif")
+    with rasterio.open(path, "w", driver="GTiff", width=128, height=64, count=1, dtype="uint16", nodata=0,
+                       crs="EPSG:32647", transform=from_origin(500000, 3320000, 0.5, 0.5)) as ds:
+        ds.write(data)
+    idx = build_index(path, chip_size=64)
+    assert len(idx) == 2 and (idx["west"] > 98).all() and (idx["east"] < 100).all() and (idx["south"] > 29).all()
+    img = read_tile(path, "0,0,64,64")
+    assert img.dtype == np.uint8 and img.shape == (64, 64, 3) and img.min() == 0 and img.max() == 255
+    with pytest.raises(ImageError, match="no data"):
+        read_tile(path, "64,0,64,64")

@@ -85,7 +85,7 @@ def load_region(cfg: RegionConfig) -> Region:
     if cfg.bbox is not None:
         b = box(*cfg.bbox)
         geometry = b if geometry is None else geometry.intersection(b)
-        parts.append("bbox " + ",".join(f"{v:g}" for v in cfg.bbox))
+        parts.append("bbox " + ",".join(f"{v:.6f}".rstrip("0").rstrip(".") for v in cfg.bbox))
     if geometry is not None and geometry.is_empty:
         raise ConfigError("region: the bbox and the polygon do not overlap")
     return Region(geometry, " and ".join(parts) or "all tiles")
