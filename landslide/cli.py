@@ -4,7 +4,6 @@ the traceback); Ctrl-C exits with 130 and finished work stays on disk (re-run to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Any

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -48,6 +49,17 @@ def check_resources(num_workers: int, per_worker: dict[str, float], wait: bool,
             detail = f"no single node has {per_worker} for one worker"
         raise ConfigError(f"{what.format(n=num_workers)} x {per_worker} cannot be placed ({detail}); {fix}")
     return {"cluster": total, "needed": needed}
+
+
+def job_parser(prog: str, description: str, config_help: str, set_example: str) -> argparse.ArgumentParser:
+    """The arguments every Ray entry point takes: --config, --set, --address, --debug."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config value, e.g. --set {set_example} (repeatable)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
 
 
 def run_main(body: Callable[[], int], debug: bool = False) -> int:

@@ -28,7 +28,7 @@ from landslide.config import SweepConfig, load_config
 from landslide.errors import ConfigError
 from landslide.inventory.predictor import Predictor
 from landslide.inventory.sweep import finalize, infer_tiles, plan_sweep, read_tiles
-from ray_jobs.common import check_resources, run_main
+from ray_jobs.common import check_resources, job_parser, run_main
 
 log = logging.getLogger("ray_jobs.sweep")
 
@@ -120,13 +120,8 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ray_jobs.sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="YAML sweep config (path or URI)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set ray.inference_actors=4 (repeatable)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+    return job_parser("python -m ray_jobs.sweep", __doc__.split("\n\n")[0], "YAML sweep config (path or URI)",
+                      "ray.inference_actors=4")
 
 
 def main(argv: list[str] | None = None) -> int:

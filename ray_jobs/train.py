@@ -29,7 +29,7 @@ from landslide.config import RunConfig, load_config, parse_config
 from landslide.errors import LandslideError
 from landslide.training.engine import monitor_mode
 from landslide.training.experiment import format_summary, plan, run_experiment
-from ray_jobs.common import check_resources, ray_storage, run_main
+from ray_jobs.common import check_resources, job_parser, ray_storage, run_main
 
 STATE_SUBDIR = "state"
 
@@ -163,14 +163,10 @@ def train_on_ray(cfg: RunConfig) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="YAML run config (path or URI)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set ray.num_workers=4 (repeatable)")
+    p = job_parser("python -m ray_jobs.train", __doc__.split("\n\n")[0], "YAML run config (path or URI)",
+                   "ray.num_workers=4")
     p.add_argument("--storage-path", help="Ray storage_path (local path or gs://bucket/prefix); the run folder "
                                           "becomes STORAGE_PATH/<name>")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 

@@ -1,9 +1,7 @@
 """Registry, baseline CNN, weight sources, freezing, checkpoints."""
 
-import io
 
 import pytest
-import timm
 import torch
 from safetensors.torch import save_file
 

@@ -208,7 +208,7 @@ def test_sweep_outputs_with_corrupt_tiles(model_dir, region, median_threshold, t
 
 
 def test_sweep_resumes_without_gaps_or_duplicates(model_dir, region, tmp_path):
-    full = run_sweep(sweep_cfg(model_dir, region["xyz"], str(tmp_path / "full")))
+    run_sweep(sweep_cfg(model_dir, region["xyz"], str(tmp_path / "full")))
     out = str(tmp_path / "resumed")
     part = run_sweep(sweep_cfg(model_dir, region["xyz"], out), stop_after_shards=1)
     assert part == {"interrupted": True, "shards_done": 1, "shards": 3}

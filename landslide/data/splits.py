@@ -13,7 +13,6 @@ import logging
 import math
 
 import numpy as np
-import pandas as pd
 from scipy.spatial import cKDTree
 
 from landslide.data.manifest import Manifest

@@ -123,19 +123,22 @@ def _clip_mercator(bbox):
 _BOUNDS_ALIASES = {"minx": "west", "miny": "south", "maxx": "east", "maxy": "north"}
 
 
-def manifest_index(uri: str) -> pd.DataFrame:
-    """Index from a CSV/Parquet tile manifest."""
+def _read_table(uri: str, what: str) -> pd.DataFrame:
+    """A CSV or Parquet table; a file that is not one is a DataError naming ``what`` it should have been."""
     try:
         if uri.lower().endswith(".csv"):
             with storage.open_uri(uri) as fh:
-                df = pd.read_csv(fh)
-        else:
-            df = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
+                return pd.read_csv(fh)
+        return pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
     except StorageError:
         raise
     except Exception as exc:
-        raise DataError(f"{uri}: unreadable tile manifest ({type(exc).__name__}: {exc})") from None
-    df = df.rename(columns=_BOUNDS_ALIASES)
+        raise DataError(f"{uri}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def manifest_index(uri: str) -> pd.DataFrame:
+    """Index from a CSV/Parquet tile manifest."""
+    df = _read_table(uri, "tile manifest").rename(columns=_BOUNDS_ALIASES)
     if "uri" not in df.columns and "path" in df.columns:
         df["uri"] = [storage.resolve(str(p), storage.parent(uri)) for p in df["path"]]
     missing = [c for c in ("uri", "west", "south", "east", "north") if c not in df.columns]
@@ -267,12 +270,7 @@ def write_index(index: pd.DataFrame, uri: str) -> None:
 
 def read_index(uri: str) -> pd.DataFrame:
     """Read a cached index, checking its columns."""
-    try:
-        df = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
-    except StorageError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{uri}: not a tile index Parquet file ({type(exc).__name__}: {exc})") from None
+    df = _read_table(uri, "tile index (Parquet)")
     missing = [c for c in INDEX_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{uri}: not a tile index (lacks {missing}); rebuild it with `landslide tiles index`")
