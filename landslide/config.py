@@ -272,6 +272,45 @@ class SweepConfig(_Strict):
     ray: SweepRayConfig = SweepRayConfig()
 
 
+class ServeDeploymentConfig(_Strict):
+    """Replicas and resources of one Serve deployment."""
+
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: dict[str, Any] | None = None
+    """Ray Serve autoscaling_config (min_replicas, max_replicas, target_ongoing_requests, ...); replaces
+    num_replicas when set."""
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(64, ge=-1)
+    """Requests waiting beyond this are refused at once with 503 + Retry-After (-1: unbounded)."""
+
+
+class ServeAppConfig(_Strict):
+    """The HTTP endpoint (``serve/app.py``): the ``args`` of the Serve application."""
+
+    model: str
+    """Checkpoint folder/URI (model.safetensors + model_card.json), local or gs://."""
+    device: str = "auto"
+    threshold: float | None = Field(None, gt=0, lt=1)
+    max_request_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_batch_images: int = Field(16, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    auth_token_env: str | None = None
+    """Name of an environment variable holding the bearer token; when set, /v1/* requires
+    ``Authorization: Bearer <token>`` and a missing or empty variable fails the deployment."""
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    cam_methods: list[Literal["gradcam", "gradcam++", "eigencam"]] = Field(
+        default_factory=lambda: ["gradcam", "gradcam++", "eigencam"])
+    classifier: ServeDeploymentConfig = ServeDeploymentConfig()
+    explainer: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.5, max_ongoing_requests=2,
+                                                             max_queued_requests=16)
+    ingress: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.25, max_ongoing_requests=64,
+                                                           max_queued_requests=256)
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():

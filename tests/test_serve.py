@@ -1,0 +1,178 @@
+"""The HTTP endpoint on Ray Serve, deployed with `serve deploy` onto the real local Ray cluster and called
+over real HTTP on 127.0.0.1: results match the library, every bad-input case has its status code, auth on
+and off, and concurrent valid requests all succeed."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import io
+import secrets
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from conftest import REPO, _free_port
+from PIL import Image
+
+pytest.importorskip("ray")
+
+TOKEN = secrets.token_hex(12)
+
+
+def _app(name: str, prefix: str, model: str, auth: bool) -> dict:
+    small = {"num_cpus": 0.1}
+    return {"name": name, "route_prefix": prefix, "import_path": "serve.app:build_app",
+            # Serve configs take only remote working_dirs; the cluster runs on this machine, so the repository goes
+            # on PYTHONPATH (on Kubernetes the image holds the code)
+            "runtime_env": {"env_vars": {"LANDSLIDE_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}},
+            "args": {"model": model, "device": "cpu", "max_request_bytes": 200_000, "max_image_pixels": 1_000_000,
+                     "max_batch_images": 4, "auth_token_env": "LANDSLIDE_API_TOKEN" if auth else None,
+                     "classifier": small, "explainer": small, "ingress": small}}
+
+
+@pytest.fixture(scope="module")
+def endpoint(ray_cluster, trained_run, tmp_path_factory):
+    """Two applications: /secure (bearer token required) and /open (no auth)."""
+    port = _free_port()
+    config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
+              "applications": [_app("secure", "/secure", trained_run["model_dir"], True),
+                               _app("open", "/open", trained_run["model_dir"], False)]}
+    path = tmp_path_factory.mktemp("serve") / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve_bin = str(REPO / ".venv" / "bin" / "serve") if (REPO / ".venv" / "bin" / "serve").exists() else "serve"
+    run = dict(env=ray_cluster["env"], capture_output=True, text=True, timeout=300)
+    deploy = subprocess.run([serve_bin, "deploy", str(path), "--address", ray_cluster["address"]], **run)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if all(requests.get(f"{base}/{a}/readyz", timeout=5).status_code == 200 for a in ("secure", "open")):
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(2)
+    else:
+        status = subprocess.run([serve_bin, "status", "--address", ray_cluster["address"]], **run)
+        pytest.fail(f"Serve did not become ready:\n{status.stdout[-3000:]}")
+    yield base
+    subprocess.run([serve_bin, "shutdown", "-y", "--address", ray_cluster["address"]], **run)
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_results_match_the_library(endpoint, trained_run, synth_manifest):
+    import pandas as pd
+
+    from landslide.data.images import decode_image
+    from landslide.inventory.predictor import Predictor
+
+    data = pd.read_csv(synth_manifest)
+    paths = [f"{synth_manifest.rsplit('/', 1)[0]}/{p}" for p in data["path"][:4]]
+    predictor = Predictor(trained_run["model_dir"])
+    for path in paths:
+        raw = open(path, "rb").read()
+        expected = float(predictor.predict(predictor.prepare(decode_image(raw))[None])[0])
+        r = requests.post(f"{endpoint}/open/v1/classify", data=raw, headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["probability"] == pytest.approx(expected, abs=1e-5)
+        assert body["threshold"] == pytest.approx(predictor.threshold)
+        assert body["label"] == ("landslide" if expected >= predictor.threshold else "non_landslide")
+        assert body["model"]["version"] == predictor.info["version"]
+        multipart = requests.post(f"{endpoint}/open/v1/classify", files={"file": ("x.jpg", raw, "image/jpeg")},
+                                  timeout=60)
+        assert multipart.json()["probability"] == pytest.approx(expected, abs=1e-5)
+    raw = open(paths[0], "rb").read()
+    ex = requests.post(f"{endpoint}/open/v1/explain", params={"method": "gradcam++"},  # "+" must be sent as %2B
+                       files={"file": ("x.jpg", raw, "image/jpeg")},
+                       timeout=60)
+    assert ex.status_code == 200, ex.text
+    cam = ex.json()["cam"]
+    overlay = Image.open(io.BytesIO(base64.b64decode(cam["overlay_png_base64"])))
+    assert overlay.size == (predictor.input_size,) * 2 and cam["method"] == "gradcam++"
+    assert sum(cam["attention"][k] for k in ("top", "bottom")) <= 1.0 + 1e-6
+    png = requests.post(f"{endpoint}/open/v1/explain?format=png", data=raw, headers={"Content-Type": "image/jpeg"},
+                        timeout=60)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    batch = requests.post(f"{endpoint}/open/v1/classify:batch", timeout=60,
+                          files=[("files", (f"{i}.jpg", open(p, "rb").read(), "image/jpeg")) for i, p in enumerate(paths)])
+    assert [b["name"] for b in batch.json()["results"]] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    card = requests.get(f"{endpoint}/open/v1/model", timeout=30).json()
+    assert card["backbone"] == "baseline_cnn" and requests.get(f"{endpoint}/open/docs", timeout=30).status_code == 200
+
+
+def test_bad_input_gets_precise_status_codes(endpoint, synth_manifest):
+    url = f"{endpoint}/open/v1"
+    good = _jpeg(np.full((40, 40, 3), 120, np.uint8))
+    cases = [
+        ("too large", dict(data=b"\xff" * 300_000, headers={"Content-Type": "image/jpeg"}), 413),
+        ("text body", dict(data=b"hello", headers={"Content-Type": "text/plain"}), 415),
+        ("not an image", dict(data=b"hello", headers={"Content-Type": "image/png"}), 415),
+        ("json upload", dict(files={"file": ("a.json", b"{}", "application/json")}), 415),
+        ("truncated", dict(data=good[:60], headers={"Content-Type": "image/jpeg"}), 422),
+        ("empty", dict(data=b"", headers={"Content-Type": "image/jpeg"}), 422),
+        ("too many pixels", dict(data=_png_header_bomb(), headers={"Content-Type": "image/png"}), 422),
+        ("no file field", dict(files={"other": (None, "x")}), 400),
+    ]
+    for name, kwargs, status in cases:
+        r = requests.post(f"{url}/classify", timeout=60, **kwargs)
+        assert r.status_code == status, (name, r.status_code, r.text)
+        assert r.json()["error"]["status"] == status and r.json()["error"]["message"], name
+    assert requests.post(f"{url}/explain?format=gif", data=good, headers={"Content-Type": "image/jpeg"},
+                         timeout=60).status_code == 400
+    assert requests.post(f"{url}/explain?method=lime", data=good, headers={"Content-Type": "image/jpeg"},
+                         timeout=60).status_code == 400
+    many = [("files", (f"{i}.jpg", good, "image/jpeg")) for i in range(5)]
+    assert requests.post(f"{url}/classify:batch", files=many, timeout=60).status_code == 413
+    mixed = requests.post(f"{url}/classify:batch", timeout=60, files=[("files", ("ok.jpg", good, "image/jpeg")),
+                                                                      ("files", ("bad.jpg", good[:60], "image/jpeg"))])
+    results = mixed.json()["results"]
+    assert mixed.status_code == 200 and "probability" in results[0] and results[1]["error"]["status"] == 422
+    # the replicas survived all of it
+    assert requests.post(f"{url}/classify", data=good, headers={"Content-Type": "image/jpeg"},
+                         timeout=60).status_code == 200
+
+
+def _png_header_bomb() -> bytes:
+    """A valid PNG declaring 2000 x 2000 pixels (4 M > the 1 M limit)."""
+    buf = io.BytesIO()
+    Image.new("L", (2000, 2000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bearer_token(endpoint):
+    url = f"{endpoint}/secure"
+    good = _jpeg(np.full((40, 40, 3), 90, np.uint8))
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        r = requests.post(f"{url}/v1/classify", data=good, headers={"Content-Type": "image/jpeg", **headers},
+                          timeout=60)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer"), r.text
+    assert requests.get(f"{url}/v1/model", timeout=30).status_code == 401
+    r = requests.post(f"{url}/v1/classify", data=good, headers={"Content-Type": "image/jpeg", **AUTH}, timeout=60)
+    assert r.status_code == 200 and 0 <= r.json()["probability"] <= 1
+
+
+def test_concurrent_valid_requests_all_succeed(endpoint):
+    rng = np.random.default_rng(0)
+    images = [_jpeg(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)) for _ in range(8)]
+
+    def call(i: int) -> int:
+        return requests.post(f"{endpoint}/open/v1/classify", data=images[i % 8],
+                             headers={"Content-Type": "image/jpeg"}, timeout=120).status_code
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(call, range(48)))
+    assert codes == [200] * 48
