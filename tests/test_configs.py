@@ -26,3 +26,16 @@ def test_example_sweep_config_is_valid(path):
 
     cfg = load_config(str(path), schema=SweepConfig)
     assert cfg.model and cfg.tiles.source and cfg.output
+
+
+def test_serve_config_args_are_valid():
+    import yaml
+
+    from landslide.config import ServeAppConfig, parse_config
+
+    config = yaml.safe_load((ROOT.parent / "serve" / "config.yaml").read_text())
+    (app,) = config["applications"]
+    assert app["import_path"] == "serve.app:build_app"
+    cfg = parse_config(app["args"], "serve/config.yaml", schema=ServeAppConfig)
+    budget = cfg.classifier.num_cpus + cfg.explainer.num_cpus + cfg.ingress.num_cpus
+    assert budget <= 2, "the sample config must fit a 2-core laptop"
