@@ -23,15 +23,18 @@ pytest.importorskip("ray")
 TOKEN = secrets.token_hex(12)
 
 
-def _app(name: str, prefix: str, model: str, auth: bool) -> dict:
+def _app(name: str, prefix: str, model: str, auth: bool, **extra) -> dict:
     small = {"num_cpus": 0.1}
-    return {"name": name, "route_prefix": prefix, "import_path": "serve.app:build_app",
+    app = {"name": name, "route_prefix": prefix, "import_path": "serve.app:build_app",
             # Serve configs take only remote working_dirs; the cluster runs on this machine, so the repository goes
             # on PYTHONPATH (on Kubernetes the image holds the code)
             "runtime_env": {"env_vars": {"LANDSLIDE_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}},
             "args": {"model": model, "device": "cpu", "max_request_bytes": 200_000, "max_image_pixels": 1_000_000,
                      "max_batch_images": 4, "auth_token_env": "LANDSLIDE_API_TOKEN" if auth else None,
                      "classifier": small, "explainer": small, "ingress": small}}
+    for key, value in extra.items():
+        app["args"][key] = {**app["args"].get(key, {}), **value} if isinstance(value, dict) else value
+    return app
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,16 @@ def endpoint(ray_cluster, trained_run, tmp_path_factory):
     """Two applications: /secure (bearer token required) and /open (no auth)."""
     port = _free_port()
     config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
-              "applications": [_app("secure", "/secure", trained_run["model_dir"], True),
-                               _app("open", "/open", trained_run["model_dir"], False)]}
+              "applications": [
+                  _app("secure", "/secure", trained_run["model_dir"], True),
+                  _app("open", "/open", trained_run["model_dir"], False),
+                  # no time to answer: 504
+                  _app("slow", "/slow", trained_run["model_dir"], False, request_timeout_s=0.001),
+                  # one explanation at a time and one waiting: the rest is refused with 503
+                  _app("busy", "/busy", trained_run["model_dir"], False,
+                       explainer={"max_ongoing_requests": 1, "max_queued_requests": 1}),
+                  # a model that does not exist: the application must fail to deploy, saying why
+                  _app("broken", "/broken", str(tmp_path_factory.mktemp("nomodel")), False)]}
     path = tmp_path_factory.mktemp("serve") / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     serve_bin = str(REPO / ".venv" / "bin" / "serve") if (REPO / ".venv" / "bin" / "serve").exists() else "serve"
@@ -51,7 +62,9 @@ def endpoint(ray_cluster, trained_run, tmp_path_factory):
     deadline = time.time() + 240
     while time.time() < deadline:
         try:
-            if all(requests.get(f"{base}/{a}/readyz", timeout=5).status_code == 200 for a in ("secure", "open")):
+            # /slow's model lookups time out by design: its ingress answering /healthz is enough
+            if all(requests.get(f"{base}/{a}", timeout=5).status_code == 200
+                   for a in ("secure/readyz", "open/readyz", "busy/readyz", "slow/healthz")):
                 break
         except requests.RequestException:
             pass
@@ -59,7 +72,8 @@ def endpoint(ray_cluster, trained_run, tmp_path_factory):
     else:
         status = subprocess.run([serve_bin, "status", "--address", ray_cluster["address"]], **run)
         pytest.fail(f"Serve did not become ready:\n{status.stdout[-3000:]}")
-    yield base
+    yield {"base": base, "status": lambda: subprocess.run(
+        [serve_bin, "status", "--address", ray_cluster["address"]], **run).stdout}
     subprocess.run([serve_bin, "shutdown", "-y", "--address", ray_cluster["address"]], **run)
 
 
@@ -72,7 +86,12 @@ def _jpeg(arr: np.ndarray) -> bytes:
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_results_match_the_library(endpoint, trained_run, synth_manifest):
+@pytest.fixture(scope="module")
+def base(endpoint) -> str:
+    return endpoint["base"]
+
+
+def test_results_match_the_library(base, trained_run, synth_manifest):
     import pandas as pd
 
     from landslide.data.images import decode_image
@@ -84,18 +103,18 @@ def test_results_match_the_library(endpoint, trained_run, synth_manifest):
     for path in paths:
         raw = open(path, "rb").read()
         expected = float(predictor.predict(predictor.prepare(decode_image(raw))[None])[0])
-        r = requests.post(f"{endpoint}/open/v1/classify", data=raw, headers={"Content-Type": "image/jpeg"}, timeout=60)
+        r = requests.post(f"{base}/open/v1/classify", data=raw, headers={"Content-Type": "image/jpeg"}, timeout=60)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["probability"] == pytest.approx(expected, abs=1e-5)
         assert body["threshold"] == pytest.approx(predictor.threshold)
         assert body["label"] == ("landslide" if expected >= predictor.threshold else "non_landslide")
         assert body["model"]["version"] == predictor.info["version"]
-        multipart = requests.post(f"{endpoint}/open/v1/classify", files={"file": ("x.jpg", raw, "image/jpeg")},
+        multipart = requests.post(f"{base}/open/v1/classify", files={"file": ("x.jpg", raw, "image/jpeg")},
                                   timeout=60)
         assert multipart.json()["probability"] == pytest.approx(expected, abs=1e-5)
     raw = open(paths[0], "rb").read()
-    ex = requests.post(f"{endpoint}/open/v1/explain", params={"method": "gradcam++"},  # "+" must be sent as %2B
+    ex = requests.post(f"{base}/open/v1/explain", params={"method": "gradcam++"},  # "+" must be sent as %2B
                        files={"file": ("x.jpg", raw, "image/jpeg")},
                        timeout=60)
     assert ex.status_code == 200, ex.text
@@ -103,18 +122,18 @@ def test_results_match_the_library(endpoint, trained_run, synth_manifest):
     overlay = Image.open(io.BytesIO(base64.b64decode(cam["overlay_png_base64"])))
     assert overlay.size == (predictor.input_size,) * 2 and cam["method"] == "gradcam++"
     assert sum(cam["attention"][k] for k in ("top", "bottom")) <= 1.0 + 1e-6
-    png = requests.post(f"{endpoint}/open/v1/explain?format=png", data=raw, headers={"Content-Type": "image/jpeg"},
+    png = requests.post(f"{base}/open/v1/explain?format=png", data=raw, headers={"Content-Type": "image/jpeg"},
                         timeout=60)
     assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
-    batch = requests.post(f"{endpoint}/open/v1/classify:batch", timeout=60,
+    batch = requests.post(f"{base}/open/v1/classify:batch", timeout=60,
                           files=[("files", (f"{i}.jpg", open(p, "rb").read(), "image/jpeg")) for i, p in enumerate(paths)])
     assert [b["name"] for b in batch.json()["results"]] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
-    card = requests.get(f"{endpoint}/open/v1/model", timeout=30).json()
-    assert card["backbone"] == "baseline_cnn" and requests.get(f"{endpoint}/open/docs", timeout=30).status_code == 200
+    card = requests.get(f"{base}/open/v1/model", timeout=30).json()
+    assert card["backbone"] == "baseline_cnn" and requests.get(f"{base}/open/docs", timeout=30).status_code == 200
 
 
-def test_bad_input_gets_precise_status_codes(endpoint, synth_manifest):
-    url = f"{endpoint}/open/v1"
+def test_bad_input_gets_precise_status_codes(base):
+    url = f"{base}/open/v1"
     good = _jpeg(np.full((40, 40, 3), 120, np.uint8))
     cases = [
         ("too large", dict(data=b"\xff" * 300_000, headers={"Content-Type": "image/jpeg"}), 413),
@@ -152,8 +171,8 @@ def _png_header_bomb() -> bytes:
     return buf.getvalue()
 
 
-def test_bearer_token(endpoint):
-    url = f"{endpoint}/secure"
+def test_bearer_token(base):
+    url = f"{base}/secure"
     good = _jpeg(np.full((40, 40, 3), 90, np.uint8))
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -165,14 +184,41 @@ def test_bearer_token(endpoint):
     assert r.status_code == 200 and 0 <= r.json()["probability"] <= 1
 
 
-def test_concurrent_valid_requests_all_succeed(endpoint):
+def test_concurrent_valid_requests_all_succeed(base):
     rng = np.random.default_rng(0)
     images = [_jpeg(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)) for _ in range(8)]
 
     def call(i: int) -> int:
-        return requests.post(f"{endpoint}/open/v1/classify", data=images[i % 8],
+        return requests.post(f"{base}/open/v1/classify", data=images[i % 8],
                              headers={"Content-Type": "image/jpeg"}, timeout=120).status_code
 
     with cf.ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(call, range(48)))
     assert codes == [200] * 48
+
+
+def test_timeouts_backpressure_and_a_broken_model(endpoint):
+    base = endpoint["base"]
+    good = _jpeg(np.full((40, 40, 3), 70, np.uint8))
+    r = requests.post(f"{base}/slow/v1/classify", data=good, headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert r.status_code == 504 and "no answer within" in r.json()["error"]["message"]
+
+    def explain(_: int) -> requests.Response:
+        return requests.post(f"{base}/busy/v1/explain?format=png", data=good,
+                             headers={"Content-Type": "image/jpeg"}, timeout=120)
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(explain, range(32)))
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]["message"]
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status = endpoint["status"]()
+        if "DEPLOY_FAILED" in status:
+            break
+        time.sleep(2)
+    broken = yaml.safe_load(status)["applications"]["broken"]
+    assert broken["status"] == "DEPLOY_FAILED" and "model card" in broken["message"], broken
