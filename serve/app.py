@@ -28,7 +28,7 @@ from starlette.datastructures import UploadFile
 
 from landslide import __version__
 from landslide.config import ServeAppConfig, ServeDeploymentConfig, parse_config
-from landslide.data.images import decode_image
+from landslide.data.images import UNRECOGNISED_FORMAT, decode_image
 from landslide.errors import ConfigError, ImageError
 from landslide.explain.gradcam import CAM_METHODS
 from landslide.inventory.predictor import Predictor, prepare_image
@@ -55,8 +55,8 @@ class Classifier:
 
     def __init__(self, cfg: dict):
         settings = ServeAppConfig.model_validate(cfg)
-        self.predictor = Predictor(settings.model, settings.device, settings.threshold,
-                                   num_threads=max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0)) or None)
+        # torch takes its thread count from the OMP_NUM_THREADS Ray sets for the replica's CPUs
+        self.predictor = Predictor(settings.model, settings.device, settings.threshold)
         self.predict_batch.set_max_batch_size(settings.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
@@ -104,7 +104,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 @serve.deployment
 @serve.ingress(app)
 class Api:
-    def __init__(self, classifier: DeploymentHandle, explainer: DeploymentHandle, cfg: dict):
+    def __init__(self, classifier: DeploymentHandle, explainer: DeploymentHandle, cfg: dict, input_size: int):
         self.cfg = ServeAppConfig.model_validate(cfg)
         self.classifier, self.explainer = classifier, explainer
         self.token = None
@@ -113,8 +113,7 @@ class Api:
             if not self.token:
                 raise ConfigError(f"auth_token_env: environment variable {self.cfg.auth_token_env} is not set or "
                                   "empty; set it (e.g. from a Kubernetes Secret) or unset auth_token_env")
-        card = read_card(self.cfg.model)
-        self.input_size = int(card["input_size"])
+        self.input_size = input_size
         self._model: dict | None = None
 
     # -- helpers
@@ -127,11 +126,15 @@ class Api:
             raise HttpError(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
                             {"WWW-Authenticate": 'Bearer realm="landslide"'})
 
+    def _check_declared_length(self, request: Request) -> None:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.cfg.max_request_bytes:
+            raise HttpError(413, f"request body of {declared} bytes exceeds the limit of "
+                                 f"{self.cfg.max_request_bytes} bytes")
+
     async def _body(self, request: Request) -> bytes:
         limit = self.cfg.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise HttpError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        self._check_declared_length(request)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -144,10 +147,7 @@ class Api:
         """(name, bytes) of the uploaded image(s): multipart fields ``file``/``image``/``files``, or a raw body."""
         ctype = request.headers.get("content-type", "").lower()
         if ctype.startswith("multipart/form-data"):
-            declared = request.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > self.cfg.max_request_bytes:
-                raise HttpError(413, f"request body of {declared} bytes exceeds the limit of "
-                                     f"{self.cfg.max_request_bytes} bytes")
+            self._check_declared_length(request)
             try:
                 form = await request.form(max_files=self.cfg.max_batch_images + 1, max_fields=16,
                                           max_part_size=self.cfg.max_request_bytes)
@@ -179,7 +179,7 @@ class Api:
         try:
             image = decode_image(data, name, max_pixels=self.cfg.max_image_pixels)
         except ImageError as exc:
-            status = 415 if "not a recognised image format" in exc.reason else 422
+            status = 415 if exc.reason == UNRECOGNISED_FORMAT else 422
             raise HttpError(status, f"{name}: {exc.reason}") from None
         return prepare_image(image, self.input_size)
 
@@ -280,8 +280,8 @@ def build_app(args: dict) -> serve.Application:
     """Serve's application builder (``import_path: serve.app:build_app``); ``args`` is a ServeAppConfig.
     The model card is checked here, so a missing or broken model fails ``serve run``/``deploy`` at once."""
     cfg = parse_config(dict(args), "serve application args", schema=ServeAppConfig)
-    read_card(cfg.model)
+    input_size = int(read_card(cfg.model)["input_size"])
     raw = cfg.model_dump(mode="json")
     classifier = Classifier.options(**_options(cfg.classifier)).bind(raw)
     explainer = Explainer.options(**_options(cfg.explainer)).bind(raw)
-    return Api.options(**_options(cfg.ingress)).bind(classifier, explainer, raw)
+    return Api.options(**_options(cfg.ingress)).bind(classifier, explainer, raw, input_size)

@@ -22,6 +22,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
+UNRECOGNISED_FORMAT = "not a recognised image format"
+"""The :class:`ImageError` reason for bytes that are no image at all (as opposed to a damaged image)."""
+
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
     mode = img.mode
@@ -69,7 +72,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(name, "not a recognised image format") from None
+        raise ImageError(name, UNRECOGNISED_FORMAT) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(name, f"decompression bomb refused ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

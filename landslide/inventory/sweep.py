@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import functools
 import hashlib
 import io
 import logging
@@ -74,19 +75,27 @@ class SweepPlan:
     def pending(self) -> list[int]:
         return [s for s in range(self.n_shards) if s not in self.done]
 
+    @functools.cached_property
+    def _shard_positions(self) -> dict[int, np.ndarray]:
+        # grouped once: filtering the whole table per shard would cost tiles x shards on large regions
+        return {int(k): v for k, v in self.tiles.groupby("shard").indices.items()}
+
     def shard_rows(self, shard: int) -> pd.DataFrame:
-        return self.tiles[self.tiles["shard"] == shard]
+        return self.tiles.iloc[self._shard_positions[shard]]
 
     def shard_uri(self, shard: int) -> str:
         return storage.join(self.cfg.output, "shards", f"shard-{shard:06d}.parquet")
 
+    def holds_exactly(self, shard: int, tile_ids: pd.Series) -> bool:
+        """True if ``tile_ids`` are the shard's tiles, each once."""
+        expected = self.shard_rows(shard)["tile_id"]
+        return len(tile_ids) == len(expected) and set(tile_ids) == set(expected)
+
     def write_shard(self, shard: int, results: pd.DataFrame) -> None:
         """Write one finished shard (whole, in one object) after checking it holds exactly its tiles."""
-        expected = self.shard_rows(shard)["tile_id"]
-        got = results["tile_id"]
-        if len(got) != len(expected) or set(got) != set(expected):
-            raise DataError(f"shard {shard}: results do not match its tiles ({len(got)} rows for "
-                            f"{len(expected)} tiles)")
+        if not self.holds_exactly(shard, results["tile_id"]):
+            raise DataError(f"shard {shard}: results do not match its tiles ({len(results)} rows for "
+                            f"{len(self.shard_rows(shard))} tiles)")
         table = pa.Table.from_pandas(results.sort_values("tile_id")[RESULT_SCHEMA.names], RESULT_SCHEMA,
                                      preserve_index=False)
         buf = io.BytesIO()
@@ -128,20 +137,17 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
         raise DataError(f"no tiles of {cfg.tiles.source} intersect the region ({region.description}); "
                         f"the index covers {_extent(index)}")
     tiles["shard"] = np.arange(len(tiles)) // cfg.shard_size
+    plan = SweepPlan(cfg, region, tiles, model, index_uri)
     record = {"format": SWEEP_FORMAT, "name": cfg.name, "model": model, "model_uri": cfg.model,
               "tiles": {"source": cfg.tiles.source, "index": index_uri, "count": len(tiles),
                         "fingerprint": _fingerprint(tiles["tile_id"])},
               "region": {"description": region.description, "geometry": region.to_geojson()},
-              "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": int(tiles["shard"].max()) + 1}
-    plan = SweepPlan(cfg, region, tiles, model, index_uri)
+              "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": plan.n_shards}
     record_uri = storage.join(cfg.output, "sweep.json")
     if storage.exists(record_uri):
-        previous = storage.read_json(record_uri)
-        for key, label in ((("model", "version"), "model"), (("tiles", "fingerprint"), "tiles/region"),
-                           (("shard_size",), "shard_size"), (("threshold",), "threshold")):
-            old, new = previous, record
-            for k in key:
-                old, new = (old or {}).get(k), (new or {}).get(k)
+        previous = _identity(storage.read_json(record_uri))
+        for label, new in _identity(record).items():
+            old = previous[label]
             if old != new:
                 raise ConfigError(f"{cfg.output} holds another sweep (its {label} differs: {old} vs {new}); "
                                   "choose a new output or delete the old one")
@@ -153,6 +159,13 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
         storage.write_json(record_uri, record)
         storage.write_text(storage.join(cfg.output, "sweep_config.yaml"), dump_config(cfg))
     return plan
+
+
+def _identity(record: dict) -> dict:
+    """What must match for a run to continue the sweep recorded in ``sweep.json``."""
+    return {"model": record.get("model", {}).get("version"),
+            "tiles/region": record.get("tiles", {}).get("fingerprint"),
+            "shard_size": record.get("shard_size"), "threshold": record.get("threshold")}
 
 
 def _extent(index: pd.DataFrame) -> str:
@@ -239,8 +252,7 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
     buf = io.BytesIO()
     with pq.ParquetWriter(buf, schema) as writer:
         for shard, frame in enumerate(iter_shards(plan)):
-            expected = plan.shard_rows(shard)["tile_id"]
-            if len(frame) != len(expected) or set(frame["tile_id"]) != set(expected):
+            if not plan.holds_exactly(shard, frame["tile_id"]):
                 raise DataError(f"{plan.shard_uri(shard)}: does not hold exactly shard {shard}'s tiles; delete it "
                                 "and run the sweep again")
             seen += len(frame)
