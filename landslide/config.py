@@ -14,7 +14,7 @@ from landslide.errors import ConfigError, StorageError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class SplitConfig(_Strict):
@@ -304,7 +304,7 @@ class ServeAppConfig(_Strict):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     cam_methods: list[Literal["gradcam", "gradcam++", "eigencam"]] = Field(
         default_factory=lambda: ["gradcam", "gradcam++", "eigencam"])
-    classifier: ServeDeploymentConfig = ServeDeploymentConfig()
+    classifier: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=32)
     explainer: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.5, max_ongoing_requests=2,
                                                              max_queued_requests=16)
     ingress: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.25, max_ongoing_requests=64,

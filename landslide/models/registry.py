@@ -48,8 +48,10 @@ def get_spec(name: str) -> BackboneSpec:
         raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}") from None
 
 
-def list_backbones() -> list[str]:
-    """Canonical names, in registration order."""
+def list_backbones(aliases: bool = False) -> list[str]:
+    """Canonical names, in registration order (with ``aliases``: every name ``get_spec`` accepts)."""
+    if aliases:
+        return list(_REGISTRY)
     seen: list[str] = []
     for spec in _REGISTRY.values():
         if spec.name not in seen:
