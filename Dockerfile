@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The landslide image for KubeRay: Ray head, workers and the RayJob submitter all run it.
 #
 #   docker build -t REGISTRY/landslide:0.1.0 .        # tag = the chart's appVersion (charts/landslide/Chart.yaml)

@@ -380,3 +380,35 @@ def test_kuberay_version_matches_the_crds_used():
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert re.fullmatch(schema["properties"]["rayVersion"]["pattern"], "2.52.0")
     assert not re.fullmatch(schema["properties"]["rayVersion"]["pattern"], "2.51.0")
+
+
+def documented_values() -> set[str]:
+    """Value paths in the first column of the chart README's values table (`a.b` / `c` means a.b and a.c)."""
+    names = set()
+    for line in (CHART / "README.md").read_text().split("\n## Values\n", 1)[1].splitlines():
+        if not line.startswith("| `"):
+            continue
+        keys = re.findall(r"`([^`]+)`", line.split("|")[1])
+        for i, key in enumerate(keys):
+            names.add(key if i == 0 or "." in key else keys[0].rsplit(".", 1)[0] + "." + key)
+    return names
+
+
+def test_chart_readme_documents_every_value():
+    documented = documented_values()
+
+    def generic(path: str) -> str:
+        return re.sub(r"^(train|sweep|serve)\.(job|cluster)\b", r"<component>.\2", path)
+
+    def check(node, path: str) -> list[str]:
+        if path and (path in documented or generic(path) in documented):
+            return []
+        if isinstance(node, dict) and node:
+            return [m for k, v in node.items() for m in check(v, f"{path}.{k}" if path else k)]
+        if isinstance(node, list) and node and isinstance(node[0], dict) and path + "[]." + next(iter(node[0])) \
+                in documented:
+            return [m for k, v in node[0].items() for m in check(v, f"{path}[].{k}")]
+        return [path]
+
+    missing = check(yaml.safe_load((CHART / "values.yaml").read_text()), "")
+    assert not missing, f"values missing from charts/landslide/README.md: {missing}"
