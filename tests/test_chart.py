@@ -366,8 +366,9 @@ def test_image_runs_what_the_chart_expects():
         assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.MULTILINE)
         assert (REPO / package / "__init__.py").is_file()
     assert "PYTHONPATH=/app" in dockerfile and re.search(r"^WORKDIR /app$", dockerfile, re.MULTILINE)
-    # KubeRay's injected probes need bash and wget.
-    assert re.search(r"apt-get install [^\n]*wget", dockerfile)
+    # KubeRay's injected probes need bash and wget; cv2 (grad-cam's opencv-python) needs libGL, GLib and xcb.
+    for package in ("wget", "libgl1", "libglib2.0-0", "libxcb1"):
+        assert re.search(rf"apt-get install [^\n]*{re.escape(package)}\b", dockerfile), package
     for source in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.MULTILINE):
         assert (REPO / source).exists(), source
     ignored = (REPO / ".dockerignore").read_text().split()
@@ -412,3 +413,34 @@ def test_chart_readme_documents_every_value():
 
     missing = check(yaml.safe_load((CHART / "values.yaml").read_text()), "")
     assert not missing, f"values missing from charts/landslide/README.md: {missing}"
+
+
+def render_notes(helm: str, values: Path, tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it (which needs a cluster): rendered with tpl from a chart copy."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        'kind: Notes\ntext: {{ tpl (.Files.Get "notes.txt") . | toJson }}\n')
+    out = helm_run(helm, "template", "geo", str(chart), "--namespace", "hazards", "-f", str(values),
+                   "--show-only", "templates/zz-notes.yaml")
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)["text"]
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_notes_name_what_was_installed(helm, values, tmp_path):
+    notes = render_notes(helm, values, tmp_path)
+    docs = render(helm, values)
+    kinds = {d["kind"] for d in docs}
+    assert ("Nothing to run yet" in notes) == (not kinds & RAY_KINDS)
+    assert ("kubectl get rayjobs" in notes) == ("RayJob" in kinds)
+    for service in by_kind(docs, "RayService"):
+        assert f"kubectl get rayservice {service['metadata']['name']} -n hazards" in notes
+        ingress = by_kind(docs, "Ingress")
+        url = f"https://{ingress[0]['spec']['rules'][0]['host']}" if ingress else "http://127.0.0.1:8000"
+        assert f"URL: {url}/" in notes and f"{url}/v1/classify" in notes
+        assert (f"svc/{service['spec']['serveService']['metadata']['name']} 8000:8000" in notes) == (not ingress)
+        secret = by_kind(docs, "Secret")
+        secret_name = secret[0]["metadata"]["name"] if secret else "landslide-api"
+        assert f"kubectl get secret {secret_name} -n hazards" in notes
