@@ -7,9 +7,9 @@
 # Checks, in one container:
 #   1. the library, the Ray entry points and the Serve app import; versions are printed;
 #   2. `ray start --head` works and KubeRay's injected probe commands (bash + wget) succeed;
-#   3. (with DEMO_OUTPUT) the chart's sweep entrypoint, submitted with `ray job submit` like a RayJob, sweeps
-#      the demo region with the demo model from a read-only mount, and the Serve app answers /readyz and
-#      /v1/classify with the bearer token.
+#   3. (with DEMO_OUTPUT, read-only) the chart's sweep and train entry points, submitted with `ray job submit`
+#      as a RayJob does: the sweep covers the demo region with the demo model, training runs a few steps on
+#      the demo chips and saves a model; then the Serve app answers /readyz and /v1/classify (bearer token).
 set -euo pipefail
 image=${1:?usage: check_image.sh IMAGE [DEMO_OUTPUT]}
 demo=${2:-}
@@ -62,7 +62,21 @@ print("sweep summary:", {k: s[k] for k in ("tiles_in", "tiles_ok", "tiles_failed
 assert s["tiles_ok"] > 0 and not s["tiles_failed"], s
 PY
 
-  step "3b. the Serve app (serveConfigV2 as the chart renders it), bearer token on"
+  step "3b. the train RayJob entrypoint (Ray Train, 1 worker, a few steps on the demo chips)"
+  cat > /tmp/etc-landslide/config.yaml <<YAML
+name: image-check
+output_dir: /tmp/train-out
+data: {train: $DEMO/data/manifest.csv, split: {method: group}}
+model: {backbone: tf_efficientnet_lite0, pretrained: offline, image_size: 64, freeze: {strategy: head}}
+train: {epochs: 1, batch_size: 16, max_steps_per_epoch: 2, progress: false}
+eval: {bootstrap: 50, cam_max_images: 4, gallery_size: 2}
+ray: {num_workers: 1, resources_per_worker: {CPU: 1}}
+YAML
+  ray job submit --address http://127.0.0.1:8265 --submission-id image-check-train -- \
+    python -m ray_jobs.train --config /tmp/etc-landslide/config.yaml 2>&1 | tail -n 3
+  ls /tmp/train-out/model/model.safetensors /tmp/train-out/model/model_card.json
+
+  step "3c. the Serve app (serveConfigV2 as the chart renders it), bearer token on"
   cat > /tmp/serve.yaml <<YAML
 proxy_location: EveryNode
 http_options: {host: 0.0.0.0, port: 8000, request_timeout_s: 60}
