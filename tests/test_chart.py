@@ -239,6 +239,7 @@ def test_job_names_follow_their_config(helm):
     assert train_job() == train_job()
     assert train_job("train.config.train.epochs=3") != train_job()
     assert train_job("image.tag=0.2.0") != train_job()
+    assert train_job("cluster.head.resources.limits.memory=16Gi") != train_job()  # the shared cluster counts too
     assert len(train_job()) <= 47  # KubeRay's limit for RayJob names
     long = by_kind(render(helm, values_file("train"), release="x" * 53), "RayJob")[0]["metadata"]["name"]
     assert len(long) <= 47

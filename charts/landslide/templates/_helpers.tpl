@@ -254,7 +254,8 @@ workerGroupSpecs:
 {{- $entry := list "python" "-m" .module "--config" "/etc/landslide/config.yaml" -}}
 {{- if and (eq .component "train") $v.storagePath }}{{ $entry = concat $entry (list "--storage-path" $v.storagePath) }}{{ end -}}
 {{- $entry = concat $entry ($v.extraArgs | default list) -}}
-{{- $digest := printf "%s\n%s\n%s\n%s" $configYaml (join " " $entry) (include "landslide.image" $root) (toYaml $v.cluster) | sha256sum | trunc 6 -}}
+{{- $cluster := include "landslide.clusterValues" (list $root .component) -}}
+{{- $digest := printf "%s\n%s\n%s\n%s\n%s" $configYaml (join " " $entry) (include "landslide.image" $root) $cluster (toYaml $v.job) | sha256sum | trunc 6 -}}
 {{- $name := printf "%s-%s-%s" $fullname .component $digest -}}
 apiVersion: v1
 kind: ConfigMap
@@ -270,8 +271,8 @@ data:
 apiVersion: ray.io/v1
 kind: RayJob
 metadata:
-  # The name carries a digest of the config, entrypoint and image: a changed job is a new RayJob (a submitted
-  # RayJob's spec cannot change), an unchanged `helm upgrade` leaves the running one alone.
+  # The name carries a digest of the config, entrypoint, image, cluster and job settings: a changed job is a new
+  # RayJob (a submitted RayJob's spec cannot change), an unchanged `helm upgrade` leaves the running one alone.
   name: {{ $name }}
   labels:
     {{- include "landslide.labels" $root | nindent 4 }}
