@@ -277,14 +277,21 @@ def test_gpu_groups_get_gpus_and_tolerations(helm):
 
 def test_secure_defaults(helm):
     docs = render(helm, values_file("gpu")) + render(helm, values_file("serve"))
-    pods = [p for d in docs if d["kind"] in RAY_KINDS for p in pod_templates(d)]
+    pods = []
+    for doc in docs:
+        if doc["kind"] in RAY_KINDS:
+            cluster = doc["spec"].get("rayClusterSpec") or doc["spec"]["rayClusterConfig"]
+            pods += [{**p, "autoscaling": cluster.get("enableInTreeAutoscaling", False)} for p in pod_templates(doc)]
+    assert any(p["autoscaling"] for p in pods) and not all(p["autoscaling"] for p in pods)
     pods += [{"spec": d["spec"]} for d in by_kind(docs, "Pod")]  # the helm test pod
     assert len(pods) >= 10
     for pod in pods:
         spec = pod["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] != 0
-        assert spec["automountServiceAccountToken"] is False
+        # Only the autoscaler sidecar (head of an autoscaling cluster) talks to the Kubernetes API.
+        autoscaler_head = any(c["name"] == "ray-head" for c in spec["containers"]) and pod.get("autoscaling")
+        assert spec["automountServiceAccountToken"] is bool(autoscaler_head)
         for container in spec["containers"]:
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False

@@ -153,7 +153,9 @@ metadata:
   {{- end }}
 spec:
   serviceAccountName: {{ include "landslide.serviceAccountName" $root }}
-  automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+  {{- /* The autoscaler sidecar on the head scales worker pods through the Kubernetes API (KubeRay binds its
+  Role to this ServiceAccount), so the head gets a token when autoscaling is on; no other Ray pod does. */}}
+  automountServiceAccountToken: {{ or $root.Values.serviceAccount.automountServiceAccountToken (and .isHead $c.autoscaling.enabled) }}
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
