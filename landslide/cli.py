@@ -158,6 +158,101 @@ def cmd_tiles_index(args) -> int:
     return 0
 
 
+def _catalog_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), help="lon/lat box (degrees)")
+    p.add_argument("--polygon", help="GeoJSON (Multi)Polygon file/URI: events inside it")
+    p.add_argument("--since", help="first date, e.g. 2010-01-01")
+    p.add_argument("--until", help="last date (a date without time includes that whole day)")
+    p.add_argument("--country", action="append", help="country name or ISO code (repeatable)")
+    p.add_argument("--size", action="append", help="landslide size, e.g. large (repeatable)")
+    p.add_argument("--trigger", action="append", help="trigger, e.g. earthquake (repeatable)")
+    p.add_argument("--category", action="append", help="category, e.g. debris_flow (repeatable)")
+    p.add_argument("--max-accuracy-km", type=float, help="only events located this well (exact = 0)")
+
+
+def _query_catalog(args):
+    from landslide.config import RegionConfig
+    from landslide.data.catalog import load_catalog, query
+    from landslide.inventory.region import load_region
+
+    cat = load_catalog(args.catalog)
+    polygon = load_region(RegionConfig(geojson=args.polygon)).geometry if args.polygon else None
+    return cat, query(cat, bbox=tuple(args.bbox) if args.bbox else None, polygon=polygon, since=args.since,
+                      until=args.until, countries=args.country, sizes=args.size, triggers=args.trigger,
+                      categories=args.category, max_accuracy_km=args.max_accuracy_km)
+
+
+def cmd_catalog_load(args) -> int:
+    from landslide import storage
+    from landslide.data.catalog import load_catalog, write
+
+    cat = load_catalog(args.source)
+    report = cat.report()
+    files = {"catalog": storage.join(args.out, "catalog.parquet"),
+             "geojson": storage.join(args.out, "catalog.geojson"),
+             "report": storage.join(args.out, "load_report.json")}
+    write(cat, files["catalog"])
+    write(cat, files["geojson"])
+    storage.write_json(files["report"], {**report, "invalid": cat.invalid, "warnings_all": cat.warnings})
+    print(f"{report['events']} events from {report['rows_read']} rows "
+          f"({report['date_range'][0] if report['date_range'] else '-'} .. "
+          f"{report['date_range'][1] if report['date_range'] else '-'}); "
+          f"{report['invalid_rows']} invalid row(s) excluded, {report['warnings']} warning(s)")
+    for item in cat.invalid[:10]:
+        print(f"  invalid: line {item['line']}: {item['reason']}")
+    for item in cat.warnings[:10]:
+        print(f"  warning: line {item['line']}: {item['reason']}")
+    more = max(0, len(cat.invalid) - 10) + max(0, len(cat.warnings) - 10)
+    if more:
+        print(f"  ... {more} more in {files['report']}")
+    print(f"Catalog: {files['catalog']} (GeoParquet), {files['geojson']}; report: {files['report']}")
+    return 0
+
+
+def cmd_catalog_query(args) -> int:
+    from landslide.data.catalog import write
+
+    cat, hits = _query_catalog(args)
+    write(hits, args.out)
+    print(f"{len(hits)} of {len(cat)} events match -> {args.out}")
+    return 0
+
+
+def cmd_catalog_join(args) -> int:
+    from landslide import storage
+    from landslide.data.catalog import join_chips, load_catalog
+    from landslide.inventory.tiles import _read_table
+
+    chips = _read_table(args.manifest, "chip manifest")
+    joined = join_chips(chips, load_catalog(args.catalog), args.radius_km, args.days, args.date_column)
+    matched = int(joined["glc_event_id"].notna().sum())
+    if args.out.lower().endswith((".parquet", ".pq")):
+        import io
+
+        buffer = io.BytesIO()
+        joined.to_parquet(buffer, index=False)
+        storage.write_bytes(args.out, buffer.getvalue())
+    else:
+        storage.write_text(args.out, joined.to_csv(index=False))
+    print(f"{matched} of {len(joined)} chips have a catalog event within {args.radius_km:g} km"
+          + (f" and {args.days:g} days" if args.days is not None and args.date_column in chips.columns else "")
+          + f" -> {args.out} (glc_* columns)")
+    return 0
+
+
+def cmd_catalog_seed(args) -> int:
+    from landslide import storage
+    from landslide.data.catalog import seed_regions
+
+    cat, hits = _query_catalog(args)
+    regions = seed_regions(hits, args.size_km, args.pad_accuracy)
+    storage.write_json(args.out, regions)
+    area = sum(f["properties"]["area_km2"] for f in regions["features"])
+    print(f"{len(regions['features'])} regions around {len(hits)} of {len(cat)} events, {area:.1f} km2 in all "
+          f"(overlaps counted twice) -> {args.out}\nUse it in a sweep config as region: {{geojson: {args.out}}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landslide", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"landslide {__version__}")
@@ -218,6 +313,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"),
                    help="XYZ with --zoom: only list tile columns in this lon/lat box")
     p.set_defaults(func=cmd_tiles_index)
+
+    p = sub.add_parser("catalog", help="NASA Global Landslide Catalog: load, query, join to chips, seed sweeps")
+    cat_sub = p.add_subparsers(dest="catalog_command", required=True)
+    p = cat_sub.add_parser("load", help="normalise a GLC export CSV -> GeoParquet + GeoJSON + report")
+    p.add_argument("source", help="GLC export CSV (path or URI)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_catalog_load)
+    p = cat_sub.add_parser("query", help="events matching filters -> .parquet / .geojson / .csv")
+    p.add_argument("catalog", help="GLC export CSV or a catalog.parquet from `catalog load`")
+    _catalog_filters(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_catalog_query)
+    p = cat_sub.add_parser("join", help="tag chips (manifest with lat/lon) with the nearest catalog event")
+    p.add_argument("manifest", help="chip manifest CSV/Parquet with lat, lon (and optionally a date column)")
+    p.add_argument("catalog")
+    p.add_argument("--radius-km", type=float, required=True)
+    p.add_argument("--days", type=float, help="also require the event within this many days of the chip's date")
+    p.add_argument("--date-column", default="date")
+    p.add_argument("--out", required=True, help="tagged manifest (.csv or .parquet)")
+    p.set_defaults(func=cmd_catalog_join)
+    p = cat_sub.add_parser("seed", help="sweep regions (boxes) around catalog events -> GeoJSON")
+    p.add_argument("catalog")
+    _catalog_filters(p)
+    p.add_argument("--size-km", type=float, required=True, help="side of the box around each event")
+    p.add_argument("--pad-accuracy", action="store_true", help="grow each box by twice its location accuracy")
+    p.add_argument("--out", required=True, help="regions GeoJSON (use as region.geojson in a sweep)")
+    p.set_defaults(func=cmd_catalog_seed)
 
     p = sub.add_parser("models", help="list the backbone registry")
     p.set_defaults(func=cmd_models)

@@ -21,9 +21,10 @@ def tile_boxes(df: pd.DataFrame) -> np.ndarray:
                        df["north"].to_numpy(float))
 
 
-def geoparquet_schema(schema: pa.Schema, bbox: list[float] | None = None) -> pa.Schema:
+def geoparquet_schema(schema: pa.Schema, bbox: list[float] | None = None,
+                      geometry_types: list[str] | None = None) -> pa.Schema:
     """``schema`` plus a WKB ``geometry`` column and GeoParquet metadata (CRS: OGC:CRS84, the default)."""
-    column = {"encoding": "WKB", "geometry_types": ["Polygon"]}
+    column = {"encoding": "WKB", "geometry_types": geometry_types or ["Polygon"]}
     if bbox:
         column["bbox"] = bbox
     meta = {"version": GEOPARQUET_VERSION, "primary_column": "geometry", "columns": {"geometry": column}}
