@@ -15,7 +15,7 @@ import shapely
 
 from landslide.config import RegionConfig
 from landslide.data import catalog as glc
-from landslide.errors import DataError
+from landslide.errors import DataError, StorageError
 from landslide.inventory.region import load_region
 from tests.conftest import SHARED_DATA
 from tests.test_cli import _assert_clean_error, run_cli
@@ -123,8 +123,11 @@ def test_files_that_are_not_catalogs(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(DataError, match=re.escape(message)):
         glc.load_catalog(str(path))
-    with pytest.raises(Exception, match="not found|No such file"):
+    with pytest.raises(StorageError, match="not found|No such file"):
         glc.load_catalog(str(tmp_path / "missing.csv"))
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 but not really")
+    with pytest.raises(DataError, match="not a readable Parquet catalog"):
+        glc.load_catalog(str(tmp_path / "bad.parquet"))
 
 
 def test_queries(messy_csv, tmp_path):

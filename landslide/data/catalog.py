@@ -263,11 +263,10 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 def load_catalog(uri: str) -> Catalog:
     """A GLC export CSV, or a catalog this module wrote (Parquet / GeoParquet)."""
     if uri.lower().endswith((".parquet", ".pq")):
+        data = storage.read_bytes(uri)
         try:
-            frame = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
+            frame = pd.read_parquet(io.BytesIO(data))
         except Exception as exc:
-            if isinstance(exc, DataError) or type(exc).__name__ == "StorageError":
-                raise
             raise DataError(f"{uri}: not a readable Parquet catalog ({type(exc).__name__}: {exc})") from None
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
