@@ -207,7 +207,7 @@ def test_values_defaults_for_the_endpoint_match_the_library():
             assert {**defaults[key], **value} == defaults[key], key
         else:
             assert value == defaults[key], key
-    assert set(app) | {"auth_token_env"} >= set(defaults) - {"model"} | {"model"}
+    assert set(app) | {"auth_token_env"} >= set(defaults)
 
 
 def test_generated_api_token_secret(helm):

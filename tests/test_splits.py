@@ -46,10 +46,10 @@ def test_spatial_blocks_and_buffer():
     assert kept.groupby("group")["split"].nunique().max() == 1
     assert (f["split"] == "excluded").any()
     # no remaining training chip lies within the buffer of a held-out chip
-    from landslide.data.splits import _xyz
-    held = _xyz(f.loc[f["split"].isin(["val", "test"]), "lat"].to_numpy(),
+    from landslide.data.splits import sphere_xyz
+    held = sphere_xyz(f.loc[f["split"].isin(["val", "test"]), "lat"].to_numpy(),
                 f.loc[f["split"].isin(["val", "test"]), "lon"].to_numpy())
-    train = _xyz(f.loc[f["split"] == "train", "lat"].to_numpy(), f.loc[f["split"] == "train", "lon"].to_numpy())
+    train = sphere_xyz(f.loc[f["split"] == "train", "lat"].to_numpy(), f.loc[f["split"] == "train", "lon"].to_numpy())
     d = np.sqrt(((train[:, None] - held[None]) ** 2).sum(-1)).min()
     assert d > 150
 

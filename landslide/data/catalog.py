@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from landslide import storage
+from landslide.data.splits import sphere_xyz
 from landslide.errors import DataError
 
 EARTH_RADIUS_KM = 6371.0088
@@ -196,24 +197,26 @@ def read_glc_csv(uri: str) -> Catalog:
             record = record + [""] * (len(header) - len(record))
         cell = {name: record[i].strip() for name, i in where.items()}
         event_id = cell.get("event_id", "")
-        reason = _row_problem(cell, seen)
-        if reason:
-            invalid.append({"line": line, "event_id": event_id or None, "reason": reason})
+        parsed = _parse_required(cell, seen)
+        if isinstance(parsed, str):
+            invalid.append({"line": line, "event_id": event_id or None, "reason": parsed})
             continue
         seen.add(event_id)
-        rows.append(_normalise(cell, line, warnings))
+        rows.append(_normalise(cell, *parsed, line, warnings))
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "line"])
     frame = _typed(frame)
     return Catalog(frame, uri, rows_read, invalid, warnings)
 
 
-def _row_problem(cell: dict[str, str], seen: set[str]) -> str | None:
+def _parse_required(cell: dict[str, str], seen: set[str]) -> str | tuple[pd.Timestamp, float, float]:
+    """(event_date, lat, lon) of a usable row, or the reason it is not one."""
     event_id = cell.get("event_id", "")
     if not event_id:
         return "event_id: missing"
     if event_id in seen:
         return f"event_id: duplicate {event_id!r}"
-    if _parse_date(cell.get("event_date", "")) is None:
+    date = _parse_date(cell.get("event_date", ""))
+    if date is None:
         return f"event_date: cannot parse {cell.get('event_date', '')!r} (expected M/D/YYYY H:MM or ISO 8601)"
     lat, lon = _parse_float(cell.get("lat", "")), _parse_float(cell.get("lon", ""))
     if lat is None or lon is None:
@@ -222,13 +225,13 @@ def _row_problem(cell: dict[str, str], seen: set[str]) -> str | None:
         return f"coordinates: out of range (latitude {lat}, longitude {lon})"
     if lat == 0 and lon == 0:
         return "coordinates: exactly 0, 0 (a missing location, not an event in the Gulf of Guinea)"
-    return None
+    return date, lat, lon
 
 
-def _normalise(cell: dict[str, str], line: int, warnings: list[dict]) -> dict:
+def _normalise(cell: dict[str, str], date: pd.Timestamp, lat: float, lon: float, line: int,
+               warnings: list[dict]) -> dict:
     row = {c: cell.get(c) or None for c in _TEXT}
-    row.update(event_id=cell["event_id"], event_date=_parse_date(cell["event_date"]),
-               lat=float(cell["lat"]), lon=float(cell["lon"]), line=line)
+    row.update(event_id=cell["event_id"], event_date=date, lat=lat, lon=lon, line=line)
     for column, vocabulary in VOCABULARY.items():
         raw = cell.get(column, "")
         value = _snake(raw) if raw else "unknown"
@@ -378,11 +381,6 @@ def write(catalog: Catalog, uri: str) -> None:
 # --- join to chips -------------------------------------------------------------------------------------
 
 
-def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    lat, lon = np.radians(lat), np.radians(lon)
-    return np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
-
-
 def great_circle_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     """Haversine distance in km."""
     lat1, lon1, lat2, lon2 = (np.radians(np.asarray(v, float)) for v in (lat1, lon1, lat2, lon2))
@@ -418,10 +416,10 @@ def join_chips(chips: pd.DataFrame, catalog: Catalog, radius_km: float, days: fl
     use_dates = days is not None and date_column in out.columns
     chip_dates = pd.to_datetime(out[date_column], utc=True, errors="coerce") if use_dates else None
     if len(events) and located.any():
-        tree = cKDTree(_unit_vectors(events["lat"].to_numpy(), events["lon"].to_numpy()))
+        tree = cKDTree(sphere_xyz(events["lat"].to_numpy(), events["lon"].to_numpy(), radius=1.0))
         chord = 2 * np.sin(radius_km / EARTH_RADIUS_KM / 2)
         idx = np.flatnonzero(located)
-        candidates = tree.query_ball_point(_unit_vectors(lat[idx], lon[idx]), r=chord * (1 + 1e-9))
+        candidates = tree.query_ball_point(sphere_xyz(lat[idx], lon[idx], radius=1.0), r=chord * (1 + 1e-9))
         for i, cands in zip(idx, candidates):
             if not cands:
                 continue

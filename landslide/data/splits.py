@@ -94,9 +94,10 @@ def spatial_blocks(lat: np.ndarray, lon: np.ndarray, block_size_m: float) -> np.
     return np.array([f"blk_{r}_{c}" for r, c in zip(rows, cols)], dtype=object)
 
 
-def _xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+def sphere_xyz(lat: np.ndarray, lon: np.ndarray, radius: float = EARTH_RADIUS_M) -> np.ndarray:
+    """Cartesian points on a sphere (metres by default), for KD-tree distance queries on lon/lat."""
     la, lo = np.radians(lat), np.radians(lon)
-    return EARTH_RADIUS_M * np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
+    return radius * np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
 
 
 def apply_buffer(split: np.ndarray, lat: np.ndarray, lon: np.ndarray, buffer_m: float) -> np.ndarray:
@@ -105,8 +106,8 @@ def apply_buffer(split: np.ndarray, lat: np.ndarray, lon: np.ndarray, buffer_m: 
     train = np.flatnonzero(split == "train")
     if buffer_m <= 0 or len(held) == 0 or len(train) == 0:
         return split
-    tree = cKDTree(_xyz(lat[held], lon[held]))
-    dist, _ = tree.query(_xyz(lat[train], lon[train]), k=1, distance_upper_bound=buffer_m)
+    tree = cKDTree(sphere_xyz(lat[held], lon[held]))
+    dist, _ = tree.query(sphere_xyz(lat[train], lon[train]), k=1, distance_upper_bound=buffer_m)
     out = split.copy()
     out[train[np.isfinite(dist)]] = "excluded"
     return out

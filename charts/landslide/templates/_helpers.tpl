@@ -289,7 +289,7 @@ spec:
   backoffLimit: {{ $v.job.backoffLimit }}
   submitterConfig:
     backoffLimit: {{ $v.job.submitterBackoffLimit }}
-  {{- $c := include "landslide.clusterValues" (list $root .component) | fromYaml }}
+  {{- $c := $cluster | fromYaml }}
   submitterPodTemplate:
     metadata:
       labels:
