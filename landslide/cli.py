@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from landslide import __version__
-from landslide.errors import ConfigError, LandslideError
+from landslide.errors import ConfigError, DataError, LandslideError
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -240,6 +240,30 @@ def cmd_catalog_join(args) -> int:
     return 0
 
 
+def _columns(text: str | None) -> list[str]:
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+
+def cmd_catalog_leakage(args) -> int:
+    from landslide import storage
+    from landslide.data import manifest as manifest_lib
+    from landslide.evaluation.leakage import leakage_lines, tag_leakage
+
+    categorical, numeric = _columns(args.categorical), _columns(args.numeric)
+    if not categorical and not numeric:
+        raise ConfigError("name the tag columns to check with --categorical and/or --numeric")
+    data = manifest_lib.load(args.manifest, check_files=False)
+    absent = [c for c in (*categorical, *numeric) if c not in data.frame.columns]
+    if absent:
+        raise DataError(f"{args.manifest}: tag column(s) {absent} not in the manifest; "
+                        f"columns: {list(data.frame.columns)}")
+    report = tag_leakage(data.frame, categorical, numeric, args.max_auc, seed=args.seed)
+    if args.out:
+        storage.write_json(args.out, report)
+    print("\n".join(leakage_lines(report)))
+    return 1 if report["leaks"] else 0
+
+
 def cmd_catalog_seed(args) -> int:
     from landslide import storage
     from landslide.data.catalog import seed_regions
@@ -333,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date-column", default="date")
     p.add_argument("--out", required=True, help="tagged manifest (.csv or .parquet)")
     p.set_defaults(func=cmd_catalog_join)
+    p = cat_sub.add_parser("leakage", help="do a manifest's tag columns give the label away? (exit 1 if so)")
+    p.add_argument("manifest", help="labelled manifest with tag columns (e.g. from `catalog join`)")
+    p.add_argument("--categorical", help="comma-separated categorical tag columns")
+    p.add_argument("--numeric", help="comma-separated numeric tag columns")
+    p.add_argument("--max-auc", type=float, default=0.9, help="AUC at which a tag leaks (default 0.9)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the report as JSON here")
+    p.set_defaults(func=cmd_catalog_leakage)
     p = cat_sub.add_parser("seed", help="sweep regions (boxes) around catalog events -> GeoJSON")
     p.add_argument("catalog")
     _catalog_filters(p)

@@ -53,6 +53,68 @@ class FreezeConfig(_Strict):
         return self
 
 
+class TagConfig(_Strict):
+    """The multi-modal model's tag inputs: manifest columns (e.g. from ``landslide catalog join``), encoded
+    with an explicit unknown value (see landslide.data.tags)."""
+
+    categorical: list[str] = Field(default_factory=list)
+    """Columns of categories, e.g. ``[glc_setting, glc_trigger]``; one learned embedding each."""
+    numeric: list[str] = Field(default_factory=list)
+    """Columns of numbers, e.g. ``[glc_distance_km]``; standardised on the training split, with a missing flag."""
+    min_count: int = Field(2, ge=1)
+    """Categories seen fewer times in the training split are encoded as unknown."""
+    embedding_dim: int = Field(4, ge=1, le=256)
+    hidden: int = Field(32, ge=1, le=4096)
+    """Width of the tag features concatenated with the image features."""
+    drop_all: float = Field(0.3, ge=0, le=1)
+    """Training: probability that all of a chip's tags are hidden, so the model also works without tags."""
+    drop_each: float = Field(0.1, ge=0, le=1)
+    """Training: probability that any single tag is hidden."""
+    leakage: Literal["error", "warn", "off"] = "error"
+    """What a tag-leakage finding on the training split does (see landslide.evaluation.leakage)."""
+    max_leakage_auc: float = Field(0.9, gt=0.5, le=1)
+    """Tags whose out-of-fold ROC AUC for the label (alone, or their presence alone) reaches this leak it."""
+
+    def columns(self) -> list[str]:
+        """Every tag column, categorical first."""
+        return [*self.categorical, *self.numeric]
+
+    @model_validator(mode="after")
+    def _columns(self) -> "TagConfig":
+        from landslide.data.manifest import RESERVED_COLUMNS
+
+        columns = self.columns()
+        if not columns:
+            raise ValueError("model.tags needs at least one categorical or numeric column")
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"tag column(s) {repeated} listed more than once")
+        reserved = sorted(set(columns) & set(RESERVED_COLUMNS))
+        if reserved:
+            raise ValueError(f"column(s) {reserved} cannot be tags: they are the label, split or location")
+        return self
+
+
+class SizeHeadConfig(_Strict):
+    """A second head predicting the landslide size class (trained on landslide chips with a known size)."""
+
+    column: str = "glc_size"
+    classes: list[str] = Field(default_factory=lambda: ["small", "medium", "large", "very_large", "catastrophic"])
+    """Size classes in order; other values (``unknown``, blanks) are ignored by the loss and the metrics."""
+    weight: float = Field(0.5, gt=0)
+    """Weight of the size loss relative to the landslide loss."""
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        from landslide.data.tags import category
+
+        names = [category(v) for v in value]
+        if len(value) < 2 or None in names or len(set(names)) != len(names):
+            raise ValueError("size classes must be at least two distinct, known names")
+        return names
+
+
 class ModelConfig(_Strict):
     backbone: str = "tf_efficientnet_lite0"
     pretrained: str = "auto"
@@ -61,6 +123,16 @@ class ModelConfig(_Strict):
     """Input size in px; default: the backbone's size from the registry."""
     dropout: float = Field(0.2, ge=0, lt=1)
     freeze: FreezeConfig = FreezeConfig()
+    tags: TagConfig | None = None
+    """Multi-modal: tags fused with the image features before the head (default: image only)."""
+    size_head: SizeHeadConfig | None = None
+
+    @model_validator(mode="after")
+    def _size_not_an_input(self) -> "ModelConfig":
+        if self.size_head and self.tags and self.size_head.column in self.tags.columns():
+            raise ValueError(f"size_head.column {self.size_head.column!r} is also a tag input: the head would "
+                             "read its answer from its input")
+        return self
 
     @field_validator("backbone")
     @classmethod
@@ -149,7 +221,7 @@ class StageConfig(_Strict):
 class ExperimentConfig(_Strict):
     """Several runs from one config (see landslide.training.experiment). ``single`` is one plain run."""
 
-    kind: Literal["single", "compare", "finetune", "transfer", "data_size"] = "single"
+    kind: Literal["single", "compare", "finetune", "transfer", "data_size", "modality"] = "single"
     backbones: list[str] = Field(default_factory=list)
     """compare: backbones trained with identical splits and budget."""
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -171,6 +243,9 @@ class ExperimentConfig(_Strict):
             attr, what = need[self.kind]
             if len(getattr(self, attr)) < (2 if self.kind == "transfer" else 1):
                 raise ValueError(f"kind {self.kind!r} needs {attr} with {what}")
+        if self.kind == "modality" and self.backbones:
+            raise ValueError("kind 'modality' compares the configured model with and without tags; "
+                             "backbones is for kind 'compare'")
         if self.kind == "data_size" and not (self.fractions or self.subsets):
             raise ValueError("kind 'data_size' needs fractions or subsets")
         if any(not 0 < f <= 1 for f in self.fractions):
@@ -194,6 +269,12 @@ class RunConfig(_Strict):
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+
+    @model_validator(mode="after")
+    def _modality_needs_tags(self) -> "RunConfig":
+        if self.experiment.kind == "modality" and self.model.tags is None:
+            raise ValueError("experiment kind 'modality' compares image-only with multi-modal: set model.tags")
+        return self
 
 
 class TilesConfig(_Strict):

@@ -64,7 +64,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     from landslide.models.checkpoint import make_card, save_checkpoint
     from landslide.training.engine import Trainer, describe_epoch
-    from landslide.training.run import finish_run, make_loader, prepare_run
+    from landslide.training.run import card_extras, finish_run, prepare_run
 
     cfg = parse_config(config["config"], "ray worker config")
     cfg.train.progress = False  # one log line per epoch instead of progress bars in `ray job logs`
@@ -83,11 +83,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     train_ds_sampler = DistributedSampler(range(len(run.train)), num_replicas=world, rank=rank, shuffle=True,
                                           seed=cfg.train.seed)
-    train_loader = make_loader(run.train, run.transform, cfg, True, cfg.train.seed, train_ds_sampler)
+    train_loader = run.loader(run.train, True, cfg.train.seed, train_ds_sampler)
     val_loader = None
     if len(run.val):
         val_sampler = DistributedSampler(range(len(run.val)), num_replicas=world, rank=rank, shuffle=False)
-        val_loader = make_loader(run.val, run.transform, cfg, False, 0, val_sampler)
+        val_loader = run.loader(run.val, False, 0, val_sampler)
 
     def report(epoch: int, metrics: dict, trainer: Trainer) -> None:
         metrics = _jsonable(metrics)
@@ -97,14 +97,15 @@ def train_loop_per_worker(config: dict) -> None:
             raw = trainer.raw_model()
             card = make_card(raw, run.image_size, name=cfg.name, freezing=run.freezing,
                              init_from=cfg.train.init_from, training={"epoch": epoch, "metrics": metrics,
-                                                                      "world_size": world})
+                                                                      "world_size": world}, **card_extras(run))
             save_checkpoint(raw, card, state_dir)
             ckpt = ray.train.Checkpoint.from_directory(state_dir)
             print(f"[{cfg.name}] {describe_epoch(metrics, cfg.train.epochs)}", flush=True)
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch_{epoch + 1:03d}")
 
     trainer = Trainer(model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=state_dir,
-                      callbacks=[report], save_state=rank == 0, augment=run.augment)
+                      callbacks=[report], save_state=rank == 0, augment=run.augment,
+                      size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0)
     result = trainer.fit(train_loader, val_loader, set_epoch=train_ds_sampler.set_epoch)
     if rank == 0:
         finish_run(run, result, device, extra={"world_size": world})
@@ -112,16 +113,23 @@ def train_loop_per_worker(config: dict) -> None:
 
 def preflight(cfg: RunConfig) -> None:
     """Everything that can fail before a worker starts: data, weights, storage, cluster resources."""
-    from landslide.training.run import make_model, prepare_data
+    from landslide.data.splits import get_split
+    from landslide.training.run import check_leakage, fit_tags, make_model, prepare_data
 
     storage.check_writable(cfg.output_dir)
-    seen_data, seen_models = set(), set()
+    seen_data: dict = {}
+    seen_tags, seen_models = set(), set()
     for variant in plan(cfg):
         v = variant.cfg
         key = (v.data.train, v.data.val, v.data.test, v.data.split.model_dump_json())
         if key not in seen_data:
-            seen_data.add(key)
-            prepare_data(v)
+            seen_data[key] = prepare_data(v)
+        tags_key = (key, v.model.tags.model_dump_json() if v.model.tags else None)
+        if v.model.tags is not None and tags_key not in seen_tags:
+            seen_tags.add(tags_key)  # tag columns and leakage fail here, not after the workers start
+            train = get_split(seen_data[key], "train")
+            fit_tags(v, train)
+            check_leakage(v, train)
         if v.train.init_from is None and (v.model.backbone, v.model.pretrained) not in seen_models:
             seen_models.add((v.model.backbone, v.model.pretrained))
             make_model(v)

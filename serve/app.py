@@ -8,6 +8,10 @@ batching over the library's ``Predictor``) and ``Explainer`` (Grad-CAM in its ow
 safe under concurrent requests, and explanations must not slow classification down). Bad input never
 yields a 500: 400 bad parameters, 401 missing/wrong token, 413 too large, 415 not an image, 422 undecodable
 or too many pixels, 503 + Retry-After when the queues are full, 504 past the request time-out.
+
+A multi-modal model takes optional tags: a JSON object in the multipart field ``tags`` or the query
+parameter ``tags`` (e.g. ``{"glc_setting": "above_road"}``); tags it was not trained on are a 400, absent tags
+are unknown, as in training.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
 import os
 from typing import Any
 
@@ -29,6 +34,7 @@ from starlette.datastructures import UploadFile
 from landslide import __version__
 from landslide.config import ServeAppConfig, ServeDeploymentConfig, parse_config
 from landslide.data.images import UNRECOGNISED_FORMAT, decode_image
+from landslide.data.tags import TagSchema
 from landslide.errors import ConfigError, ImageError
 from landslide.explain.gradcam import CAM_METHODS
 from landslide.inventory.predictor import Predictor, prepare_image
@@ -61,11 +67,13 @@ class Classifier:
         self.predict_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict_batch(self, images: list[np.ndarray]) -> list[float]:
-        return [float(p) for p in self.predictor.predict(np.stack(images))]
+    async def predict_batch(self, items: list[tuple[np.ndarray, dict | None]]) -> list[float]:
+        tags = [t for _, t in items]
+        probs = self.predictor.predict(np.stack([image for image, _ in items]), tags if any(tags) else None)
+        return [float(p) for p in probs]
 
-    async def __call__(self, image: np.ndarray) -> float:
-        return await self.predict_batch(image)
+    async def __call__(self, image: np.ndarray, tags: dict | None = None) -> float:
+        return await self.predict_batch((image, tags))
 
     def model(self) -> dict:
         return {"info": self.predictor.info, "card": self.predictor.card}
@@ -79,8 +87,8 @@ class Explainer:
         settings = ServeAppConfig.model_validate(cfg)
         self.predictor = Predictor(settings.model, settings.device, settings.threshold)
 
-    def __call__(self, image: np.ndarray, method: str) -> dict:
-        probs, cams = self.predictor.explain(image[None], method)
+    def __call__(self, image: np.ndarray, method: str, tags: dict | None = None) -> dict:
+        probs, cams = self.predictor.explain(image[None], method, [tags] if tags else None)
         return {"probability": float(probs[0]), "png": self.predictor.overlay_png(image, cams[0]),
                 "attention": self.predictor.attention(cams[0])}
 
@@ -144,7 +152,9 @@ class Api:
         return b"".join(chunks)
 
     async def _images(self, request: Request, many: bool) -> list[tuple[str, bytes]]:
-        """(name, bytes) of the uploaded image(s): multipart fields ``file``/``image``/``files``, or a raw body."""
+        """(name, bytes) of the uploaded image(s): multipart fields ``file``/``image``/``files``, or a raw body.
+        A multipart text field ``tags`` is kept in ``request.state.tags``."""
+        request.state.tags = None
         ctype = request.headers.get("content-type", "").lower()
         if ctype.startswith("multipart/form-data"):
             self._check_declared_length(request)
@@ -154,6 +164,8 @@ class Api:
             except Exception as exc:
                 raise HttpError(400, f"malformed multipart body ({exc})") from None
             files = [(key, v) for key, v in form.multi_items() if isinstance(v, UploadFile)]
+            if isinstance(form.get("tags"), str):
+                request.state.tags = form.get("tags")
             if not files:
                 raise HttpError(400, "no file in the multipart body (use the field 'file', or 'files' for a batch)")
             out = []
@@ -197,6 +209,27 @@ class Api:
             self._model = await self._call(self.classifier.model)
         return self._model
 
+    async def _tags(self, request: Request, query: str | None) -> dict | None:
+        """The request's tags (JSON object in the multipart field or the ``tags`` query parameter), checked
+        against the model's tag schema; None when the request sends none."""
+        raw = request.state.tags if request.state.tags is not None else query
+        if raw is None or not raw.strip():
+            return None
+        try:
+            tags = json.loads(raw)
+        except ValueError as exc:
+            raise HttpError(400, f"tags: not valid JSON ({exc})") from None
+        if not isinstance(tags, dict):
+            raise HttpError(400, f"tags: expected a JSON object of tag names to values, got {type(tags).__name__}")
+        card = (await self._model_info())["card"]
+        if not card.get("tags"):
+            raise HttpError(400, "tags: this model is image-only and takes no tags")
+        try:
+            TagSchema.from_json(card["tags"]["schema"]).encode_records([tags])
+        except ConfigError as exc:
+            raise HttpError(400, f"tags: {exc}") from None
+        return tags or None
+
     def _result(self, probability: float, info: dict) -> dict:
         threshold = info["info"]["threshold"]
         return {"label": "landslide" if probability >= threshold else "non_landslide",
@@ -222,11 +255,13 @@ class Api:
         return (await self._model_info())["card"]
 
     @app.post("/v1/classify")
-    async def classify(self, request: Request):
+    async def classify(self, request: Request, tags: str | None = None):
         self._authorize(request)
         (name, data), = await self._images(request, many=False)
         image = self._prepare(name, data)
-        return self._result(await self._call(self.classifier, image), await self._model_info())
+        given = await self._tags(request, tags)
+        result = self._result(await self._call(self.classifier, image, given), await self._model_info())
+        return {**result, "tags_used": given or {}}
 
     @app.post("/v1/classify:batch")
     async def classify_batch(self, request: Request):
@@ -246,7 +281,8 @@ class Api:
         return {"results": await asyncio.gather(*(one(n, d) for n, d in uploads))}
 
     @app.post("/v1/explain")
-    async def explain(self, request: Request, format: str = "json", method: str = "gradcam"):
+    async def explain(self, request: Request, format: str = "json", method: str = "gradcam",
+                      tags: str | None = None):
         self._authorize(request)
         if format not in ("json", "png"):
             raise HttpError(400, f"format={format!r}: use json or png")
@@ -254,7 +290,7 @@ class Api:
             raise HttpError(400, f"method={method!r}: use one of {self.cfg.cam_methods}")
         (name, data), = await self._images(request, many=False)
         image = self._prepare(name, data)
-        out = await self._call(self.explainer, image, method)
+        out = await self._call(self.explainer, image, method, await self._tags(request, tags))
         result = self._result(out["probability"], await self._model_info())
         if format == "png":
             return Response(out["png"], media_type="image/png",

@@ -51,6 +51,49 @@ def trained_run(synth_manifest, tmp_path_factory) -> dict:
     return run_training(parse_config(tiny_config(synth_manifest, out)))
 
 
+def write_tagged(manifest: str, name: str = "tagged.csv", leaky: bool = False, seed: int = 0) -> str:
+    """A copy of ``manifest`` (same folder) with GLC-like tag columns, as ``landslide catalog join`` writes them:
+    ``glc_setting`` (known for ~60% of chips of both classes, weakly related to the label), ``glc_distance_km``
+    (~50%), ``glc_size`` (80% of landslides: the size head's target); ``leaky`` adds ``glc_trigger``, known for
+    every landslide and no other chip (the study's situation)."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(manifest)
+    rng = np.random.default_rng(seed)
+    n, slide = len(frame), (frame["label"] == "landslide").to_numpy()
+    known = rng.random(n) < 0.6
+    natural = rng.random(n) < np.where(slide, 0.7, 0.3)
+    frame["glc_setting"] = np.where(known, np.where(natural, "natural_slope", "above_road"), None)
+    frame["glc_distance_km"] = np.where(rng.random(n) < 0.5, rng.random(n) * 5, np.nan)
+    frame["glc_size"] = np.where(slide & (rng.random(n) < 0.8), rng.choice(["small", "medium", "large"], n), None)
+    if leaky:
+        frame["glc_trigger"] = np.where(slide, rng.choice(["rain", "downpour"], n), None)
+    out = os.path.join(os.path.dirname(manifest), name)
+    frame.to_csv(out, index=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tagged_manifest(synth_manifest) -> str:
+    """The synthetic manifest with tag columns (no leak)."""
+    return write_tagged(synth_manifest)
+
+
+MULTIMODAL = {"tags": {"categorical": ["glc_setting"], "numeric": ["glc_distance_km"], "min_count": 1},
+              "size_head": {"classes": ["small", "medium", "large"]}}
+
+
+@pytest.fixture(scope="session")
+def multimodal_run(tagged_manifest, tmp_path_factory) -> dict:
+    """A finished tiny multi-modal run (tags + size head; summary dict)."""
+    from landslide.config import parse_config
+    from landslide.training.run import run_training
+
+    out = str(tmp_path_factory.mktemp("mmrun"))
+    return run_training(parse_config(tiny_config(tagged_manifest, out, name="mm", model=MULTIMODAL)))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

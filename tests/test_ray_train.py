@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, _free_port, ray_submit, tiny_config
+from conftest import MULTIMODAL, REPO, _free_port, ray_submit, tiny_config, write_tagged
 
 pytest.importorskip("ray")
 
@@ -29,7 +29,8 @@ def _direct(cluster: dict, *args: str, env: dict | None = None) -> subprocess.Co
                           timeout=300)
 
 
-def test_job_submit_two_workers_with_data_and_checkpoints_in_gcs(ray_cluster, gcs_emulator, synth_manifest):
+def test_job_submit_two_workers_with_data_and_checkpoints_in_gcs(ray_cluster, gcs_emulator, tagged_manifest):
+    """A multi-modal model with a size head: tags and size targets go through DDP like images."""
     import gcsfs
 
     from landslide import storage
@@ -37,9 +38,9 @@ def test_job_submit_two_workers_with_data_and_checkpoints_in_gcs(ray_cluster, gc
 
     endpoint, bucket = gcs_emulator
     fs = gcsfs.GCSFileSystem()
-    fs.put(os.path.dirname(synth_manifest), f"{bucket}/data", recursive=True)
-    cfg = tiny_config(f"gs://{bucket}/data/manifest.csv", "unused", name="gcs-run",
-                      ray={"num_workers": 2, "checkpoints_to_keep": 1})
+    fs.put(os.path.dirname(tagged_manifest), f"{bucket}/data", recursive=True)
+    cfg = tiny_config(f"gs://{bucket}/data/{os.path.basename(tagged_manifest)}", "unused", name="gcs-run",
+                      ray={"num_workers": 2, "checkpoints_to_keep": 1}, model=MULTIMODAL)
     storage.write_text(f"gs://{bucket}/configs/tiny.yaml", yaml.safe_dump(cfg))
     env_vars = {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
     args = ("--config", f"gs://{bucket}/configs/tiny.yaml", "--storage-path", f"gs://{bucket}/runs")
@@ -60,7 +61,12 @@ def test_job_submit_two_workers_with_data_and_checkpoints_in_gcs(ray_cluster, gc
     assert summary["ray"]["latest_checkpoint"].endswith("checkpoint_epoch_002")
     model, card = load_checkpoint(f"{run}/model")
     assert card["backbone"] == "baseline_cnn" and 0 < card["threshold"] < 1
-    assert fs.exists(f"{run}/eval/report.md")
+    assert card["inputs"] == "image + tags" and model.size_classes == ("small", "medium", "large")
+    assert summary["test_metrics_without_tags"] and summary["test_size_metrics"]["n"] >= 0
+    history = json.loads(fs.cat(f"{run}/history.json"))
+    assert all(h["train_size_loss"] >= 0 for h in history)  # size losses reduced over both ranks
+    for name in ("eval/report.md", "eval/predictions_without_tags.csv", "tag_leakage.json"):
+        assert fs.exists(f"{run}/{name}"), name
 
     # submitted again: the finished run is reported, nothing is retrained or overwritten
     before = {p: fs.info(p)["updated"] for p in fs.find(run)}
@@ -131,6 +137,10 @@ def test_bad_configs_fail_before_any_worker_starts(ray_cluster, synth_manifest, 
     check(_direct(ray_cluster, "--config", write("res", ray={"num_workers": 8})), "cannot be placed",
           "CPU: need 8")
     check(_direct(ray_cluster, "--config", write("gpu", ray={"use_gpu": True})), "GPU")
+    leaky = write_tagged(synth_manifest, "leaky-ray.csv", leaky=True)
+    check(_direct(ray_cluster, "--config", write("leak", data={"train": leaky},
+                                                 model={"tags": {"categorical": ["glc_trigger"]}})),
+          "tags leak the label", "glc_trigger")
     check(_direct(ray_cluster, "--config", write("data", data={"train": str(tmp_path / "missing.csv")})),
           "missing.csv", "not found")
     closed = f"http://127.0.0.1:{_free_port()}"

@@ -38,13 +38,15 @@ def _app(name: str, prefix: str, model: str, auth: bool, **extra) -> dict:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_cluster, trained_run, tmp_path_factory):
-    """Two applications: /secure (bearer token required) and /open (no auth)."""
+def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
+    """Applications: /secure (bearer token required), /open (no auth), /tags (a multi-modal model) and three
+    that fail on purpose."""
     port = _free_port()
     config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
               "applications": [
                   _app("secure", "/secure", trained_run["model_dir"], True),
                   _app("open", "/open", trained_run["model_dir"], False),
+                  _app("tags", "/tags", multimodal_run["model_dir"], False),
                   # no time to answer: 504
                   _app("slow", "/slow", trained_run["model_dir"], False, request_timeout_s=0.001),
                   # one explanation at a time and one waiting: the rest is refused with 503
@@ -64,7 +66,7 @@ def endpoint(ray_cluster, trained_run, tmp_path_factory):
         try:
             # /slow's model lookups time out by design: its ingress answering /healthz is enough
             if all(requests.get(f"{base}/{a}", timeout=5).status_code == 200
-                   for a in ("secure/readyz", "open/readyz", "busy/readyz", "slow/healthz")):
+                   for a in ("secure/readyz", "open/readyz", "tags/readyz", "busy/readyz", "slow/healthz")):
                 break
         except requests.RequestException:
             pass
@@ -130,6 +132,45 @@ def test_results_match_the_library(base, trained_run, synth_manifest):
     assert [b["name"] for b in batch.json()["results"]] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
     card = requests.get(f"{base}/open/v1/model", timeout=30).json()
     assert card["backbone"] == "baseline_cnn" and requests.get(f"{base}/open/docs", timeout=30).status_code == 200
+
+
+def test_multimodal_model_takes_optional_tags(base, multimodal_run):
+    import json
+
+    from landslide.data.images import decode_image
+    from landslide.inventory.predictor import Predictor
+
+    raw = _jpeg(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    predictor = Predictor(multimodal_run["model_dir"])
+    image = predictor.prepare(decode_image(raw))[None]
+    tags = {"glc_setting": "natural_slope", "glc_distance_km": 0.5}
+    expected = {"with": float(predictor.predict(image, [tags])[0]), "without": float(predictor.predict(image)[0])}
+    url = f"{base}/tags/v1"
+    multipart = requests.post(f"{url}/classify", files={"file": ("x.jpg", raw, "image/jpeg")},
+                              data={"tags": json.dumps(tags)}, timeout=60)
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.json()["probability"] == pytest.approx(expected["with"], abs=1e-5)
+    assert multipart.json()["tags_used"] == tags
+    query = requests.post(f"{url}/classify", params={"tags": json.dumps(tags)}, data=raw,
+                          headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert query.json()["probability"] == pytest.approx(expected["with"], abs=1e-5)
+    bare = requests.post(f"{url}/classify", data=raw, headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert bare.json()["probability"] == pytest.approx(expected["without"], abs=1e-5)
+    assert bare.json()["tags_used"] == {}
+    explained = requests.post(f"{url}/explain", files={"file": ("x.jpg", raw, "image/jpeg")},
+                              data={"tags": json.dumps(tags)}, timeout=60)
+    assert explained.status_code == 200 and explained.json()["probability"] == pytest.approx(expected["with"],
+                                                                                              abs=1e-5)
+    for params, needle in (({"tags": "{not json"}, "not valid JSON"), ({"tags": "[1]"}, "expected a JSON object"),
+                           ({"tags": '{"slope": 3}'}, "unknown tag 'slope'"),
+                           ({"tags": '{"glc_distance_km": "far"}'}, "must be a number")):
+        r = requests.post(f"{url}/classify", params=params, data=raw, headers={"Content-Type": "image/jpeg"},
+                          timeout=60)
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+    image_only = requests.post(f"{base}/open/v1/classify", params={"tags": json.dumps(tags)}, data=raw,
+                               headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert image_only.status_code == 400 and "image-only" in image_only.json()["error"]["message"]
+    assert requests.get(f"{url}/model", timeout=30).json()["inputs"] == "image + tags"
 
 
 def test_bad_input_gets_precise_status_codes(base):

@@ -15,9 +15,10 @@ from landslide import storage
 from landslide.config import EvalConfig
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
+from landslide.data.tags import size_targets
 from landslide.data.transforms import build_transform, denormalize
 from landslide.evaluation import plots
-from landslide.evaluation.metrics import evaluate_predictions, outcome
+from landslide.evaluation.metrics import evaluate_predictions, multiclass_metrics, outcome, paired_difference
 from landslide.evaluation.report import write_report
 from landslide.explain import attention_stats
 from landslide.explain.gallery import write_galleries
@@ -34,9 +35,11 @@ def eval_transform(card: dict):
 
 def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest, batch_size: int = 32,
                      device: torch.device | str = "cpu", num_workers: int = 0, max_pixels: int = 64_000_000,
-                     progress: bool = False) -> tuple[pd.DataFrame, list[dict]]:
-    """Probability of landslide for every readable image; unreadable ones are returned separately."""
-    dataset = ChipDataset(manifest, eval_transform(card), max_pixels=max_pixels)
+                     progress: bool = False, without_tags: bool = False) -> tuple[pd.DataFrame, list[dict]]:
+    """Probability of landslide for every readable image; unreadable ones are returned separately. A
+    multi-modal model reads the manifest's tag columns (``without_tags``: every tag unknown)."""
+    dataset = ChipDataset(manifest, eval_transform(card), max_pixels=max_pixels, schema=model.tag_schema,
+                          without_tags=without_tags)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_skip_bad)
     device = torch.device(device)
@@ -56,7 +59,7 @@ def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manife
     wrong = preds[preds["pred"] != preds["target"]]
     right = preds[preds["pred"] == preds["target"]].sample(frac=1.0, random_state=seed)
     chosen = pd.concat([wrong, right]).head(max_images)
-    dataset = ChipDataset(manifest, eval_transform(card))
+    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema)
     loader = DataLoader(Subset(dataset, chosen["index"].tolist()), batch_size=batch_size,
                         collate_fn=collate_skip_bad)
     lookup = chosen.set_index("index")
@@ -70,7 +73,7 @@ def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manife
             images = batch["image"].to(device)
             indices = batch["index"].tolist()
             preds_b = [int(lookup.loc[i, "pred"]) for i in indices]
-            cams = explainer(images, classes=preds_b)
+            cams = explainer(images, classes=preds_b, tags=batch.get("tags"))
             for img, cam, i, pred in zip(images, cams, indices, preds_b):
                 row = lookup.loc[i]
                 items.append({
@@ -80,6 +83,69 @@ def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manife
     finally:
         explainer.close()
     return items
+
+
+def evaluate_without_tags(model: LandslideClassifier, card: dict, manifest: Manifest, preds: pd.DataFrame,
+                          threshold: float, cfg: EvalConfig, out_dir: str, device: torch.device | str = "cpu",
+                          batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> dict:
+    """A multi-modal model on the same images with every tag unknown (as sweeps and most requests see it):
+    metrics with intervals, the paired difference with tags minus without, tag coverage of the set, and
+    ``predictions_without_tags.csv``."""
+    started = time.perf_counter()
+    bare, _ = predict_manifest(model, card, manifest, batch_size, device, num_workers, without_tags=True)
+    seconds = time.perf_counter() - started
+    both = preds[["index", "target", "probability"]].merge(
+        bare[["index", "probability"]].rename(columns={"probability": "probability_without_tags"}), on="index")
+    y = both["target"].to_numpy()
+    p_with, p_without = both["probability"].to_numpy(), both["probability_without_tags"].to_numpy()
+    without = evaluate_predictions(y, p_without, threshold, cfg.bootstrap, cfg.confidence, seed)
+    without["images_per_s"] = len(bare) / seconds if seconds > 0 else None
+    storage.write_text(storage.join(out_dir, "predictions_without_tags.csv"),
+                       bare.drop(columns="index").assign(prediction=(bare["probability"] >= threshold).astype(int))
+                       .to_csv(index=False))
+    schema = model.tag_schema
+    known = schema.known(manifest.frame)
+    any_known = np.any(np.stack(list(known.values())), axis=0) if known else np.zeros(len(manifest), bool)
+    target = manifest.frame["target"].to_numpy()
+    return {"without_tags": without,
+            "with_minus_without": paired_difference(y, p_with, threshold, p_without, threshold, cfg.bootstrap,
+                                                    cfg.confidence, seed),
+            "coverage": schema.coverage(manifest.frame),
+            "any_tag_known": {"landslide": float(any_known[target == 1].mean()) if (target == 1).any() else None,
+                              "non_landslide": float(any_known[target == 0].mean()) if (target == 0).any()
+                              else None}}
+
+
+@torch.no_grad()
+def evaluate_size_head(model: LandslideClassifier, card: dict, manifest: Manifest, cfg: EvalConfig,
+                       device: torch.device | str = "cpu", batch_size: int = 32, num_workers: int = 0,
+                       seed: int = 0) -> dict:
+    """The size head on the landslide images whose size class is known: accuracy, macro F1 (intervals),
+    per-class scores, confusion matrix and the majority-class baseline."""
+    head = card["size_head"]
+    classes = head["classes"]
+    sizes = size_targets(manifest.frame, head["column"], classes)
+    rows = np.flatnonzero(sizes >= 0)
+    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema)
+    loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_skip_bad)
+    device = torch.device(device)
+    model.to(device).eval()
+    ys, preds = [], []
+    for batch in loader:
+        if batch["image"] is None:
+            continue
+        tags = batch.get("tags")
+        _, size_logits = model(batch["image"].to(device), tags=None if tags is None else tags.to(device),
+                               with_size=True)
+        preds.append(size_logits.argmax(1).cpu().numpy())
+        ys.append(sizes[batch["index"].numpy()])
+    y = np.concatenate(ys) if ys else np.zeros(0, int)
+    pred = np.concatenate(preds) if preds else np.zeros(0, int)
+    out = multiclass_metrics(y, pred, classes, cfg.bootstrap, cfg.confidence, seed)
+    out["column"] = head["column"]
+    out["landslide_images_without_size"] = int(((manifest.frame["target"] == 1).to_numpy() & (sizes < 0)).sum())
+    return out
 
 
 def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, out_dir: str, cfg: EvalConfig,
@@ -98,6 +164,11 @@ def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, o
     y, p = preds["target"].to_numpy(), preds["probability"].to_numpy()
     metrics = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
     metrics["unreadable_images"] = errors
+    if model.tag_encoder is not None:
+        metrics["tags"] = evaluate_without_tags(model, card, manifest, preds, threshold, cfg, out_dir, device,
+                                                batch_size, num_workers, seed)
+    if model.size_head is not None and card.get("size_head", {}).get("column"):
+        metrics["size"] = evaluate_size_head(model, card, manifest, cfg, device, batch_size, num_workers, seed)
     # end-to-end: decoding, transforms and the model, as a sweep would see it
     metrics["images_per_s"] = len(preds) / predict_seconds if predict_seconds > 0 else None
     metrics["model"] = {"name": card.get("name"), "backbone": card["backbone"], "input_size": card["input_size"]}

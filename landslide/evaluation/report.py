@@ -42,6 +42,65 @@ def attention_table(attention: dict) -> list[str]:
     return lines
 
 
+def _interval(values: list[float] | None) -> str:
+    return f"{values[0]:+.3f} – {values[1]:+.3f}" if values else "n/a"
+
+
+def tags_section(tags: dict | None, card: dict, with_tags: dict) -> list[str]:
+    """A multi-modal model with and without its tags on the same images, and the training split's leakage
+    check."""
+    if not tags:
+        return []
+    without = tags["without_tags"]
+    lines = ["", "## Tags (multi-modal)", "",
+             f"Tag inputs: {', '.join(tags['coverage']) or 'none'}. Known on this set: "
+             + ", ".join(f"{k} {v:.1%}" for k, v in tags["coverage"].items())
+             + f"; at least one tag known for {_pct(tags['any_tag_known'].get('landslide'))} of landslide and "
+             f"{_pct(tags['any_tag_known'].get('non_landslide'))} of non-landslide images.", "",
+             "Without tags = every tag unknown, as in sweeps and requests that send none; same threshold.", "",
+             "| metric | with tags | without tags | with − without (paired bootstrap) |", "|---|---|---|---|"]
+    for key, diff in tags["with_minus_without"].items():
+        mark = " *" if diff["significant"] else ""
+        lines.append(f"| {key} | {_fmt(with_tags.get(key))} | {_fmt(without.get(key))} | "
+                     f"{diff['difference']:+.3f} [{_interval(diff['interval'])}]{mark} |")
+    lines += ["", "\\* the interval excludes 0."]
+    leakage = card.get("tags", {}).get("leakage")
+    if leakage:
+        from landslide.evaluation.leakage import leakage_lines
+
+        lines += ["", "### Tag leakage (training split)", "", *leakage_lines(leakage)]
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def size_section(size: dict | None) -> list[str]:
+    """The size head's own metrics."""
+    if not size:
+        return []
+    ci = size.get("intervals", {})
+
+    def with_ci(key: str) -> str:
+        return _fmt(size.get(key)) + (f" ({ci[key][0]:.3f} – {ci[key][1]:.3f})" if key in ci else "")
+
+    lines = ["", f"## Size head ({size['column']})", "",
+             f"{size['n']} landslide images with a known size class ({size['landslide_images_without_size']} "
+             f"without one are not scored). Accuracy {with_ci('accuracy')}, macro F1 {with_ci('macro_f1')}; "
+             f"always predicting the most common class would score accuracy "
+             f"{_fmt(size.get('majority_baseline_accuracy'))}.", ""]
+    if size.get("per_class"):
+        classes = size["classes"]
+        lines += ["| true \\ predicted | " + " | ".join(classes) + " | recall | support |",
+                  "|---|" + "---|" * (len(classes) + 2)]
+        for name, row in zip(classes, size["confusion"]):
+            pc = size["per_class"][name]
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + f" | {_fmt(pc['recall'])} | "
+                         f"{pc['support']} |")
+    return lines
+
+
 def write_report(uri: str, title: str, metrics: dict, card: dict, figures: dict[str, str],
                  galleries: dict[str, dict], history: list[dict] | None, extra: dict[str, Any]) -> None:
     """Write report.md."""
@@ -74,6 +133,8 @@ def write_report(uri: str, title: str, metrics: dict, card: dict, figures: dict[
                   "right are border strips). An even map gives 0.111 per cell and 0.333 per strip; ×N is the "
                   "enrichment over that. Compare errors with correct predictions, e.g. `top_right`.", "",
                   *attention_table(attention)]
+    lines += tags_section(metrics.get("tags"), card, metrics)
+    lines += size_section(metrics.get("size"))
     if galleries:
         lines += ["", "## Grad-CAM galleries", ""]
         for name, g in galleries.items():

@@ -11,6 +11,7 @@ import torch
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+from torch import nn
 
 from landslide.errors import ConfigError
 from landslide.models.classifier import LandslideClassifier
@@ -18,21 +19,37 @@ from landslide.models.classifier import LandslideClassifier
 CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
 
 
+class _WithTags(nn.Module):
+    """The classifier with a batch's encoded tags bound, so pytorch-grad-cam can call it on images alone."""
+
+    def __init__(self, model: LandslideClassifier):
+        super().__init__()
+        self.model = model
+        self.tags: torch.Tensor | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images, tags=self.tags)
+
+
 class CamExplainer:
-    """Heat maps in [0, 1] at input resolution for a batch of normalised images."""
+    """Heat maps in [0, 1] at input resolution for a batch of normalised images (and, for a multi-modal
+    model, their encoded tags: the map explains the image's part in the prediction given those tags)."""
 
     def __init__(self, model: LandslideClassifier, method: str = "gradcam"):
         if method not in CAM_METHODS:
             raise ConfigError(f"cam method {method!r}: choose one of {list(CAM_METHODS)}")
         self.model = model.eval()
         self.method = method
-        self._cam = CAM_METHODS[method](model=model, target_layers=[model.cam_target_layer()])
+        self._bound = _WithTags(self.model)
+        self._cam = CAM_METHODS[method](model=self._bound, target_layers=[model.cam_target_layer()])
 
-    def __call__(self, images: torch.Tensor, classes: list[int] | None = None) -> np.ndarray:
+    def __call__(self, images: torch.Tensor, classes: list[int] | None = None,
+                 tags: torch.Tensor | None = None) -> np.ndarray:
         """CAMs of shape (B, H, W); ``classes`` picks the explained class per image (default: predicted)."""
+        self._bound.tags = None if tags is None else tags.to(images.device)
         if classes is None:
             with torch.no_grad():
-                classes = (self.model(images).squeeze(1) > 0).long().tolist()
+                classes = (self._bound(images).squeeze(1) > 0).long().tolist()
         targets = [BinaryClassifierOutputTarget(int(c)) for c in classes]
         # an input that requires grad makes every activation differentiable, also in frozen backbones
         images = images.detach().requires_grad_(True)

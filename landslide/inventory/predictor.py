@@ -58,7 +58,7 @@ class Predictor:
         """Model identity recorded with every prediction: name, backbone and version (weights hash)."""
         return {"name": str(self.card.get("name") or self.card["backbone"]), "backbone": self.card["backbone"],
                 "version": self.card["weights_sha256"][:12], "input_size": self.input_size,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "inputs": self.card.get("inputs", "image")}
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)`` at the model's input size (as evaluation resizes)."""
@@ -68,19 +68,40 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         return (x - self._mean) / self._std
 
+    @property
+    def tag_columns(self) -> list[str]:
+        """The tags a multi-modal model takes (empty for image-only models)."""
+        schema = self.model.tag_schema
+        return schema.columns if schema is not None else []
+
+    def encode_tags(self, records: list[dict | None] | None, n: int) -> torch.Tensor | None:
+        """Encoded tags for ``n`` images from one mapping per image (None: no tags for any image). Unknown
+        tag names or badly typed values raise a ConfigError naming them; an image-only model refuses tags."""
+        schema = self.model.tag_schema
+        if records is None or not any(records):
+            return None
+        if schema is None:
+            raise ConfigError(f"model {self.info['name']!r} takes no tags (image-only)")
+        if len(records) != n:
+            raise ConfigError(f"{len(records)} tag sets for {n} images")
+        return torch.from_numpy(schema.encode_records(records)).to(self.device)
+
     @torch.inference_mode()
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities of landslide for a ``(B, S, S, 3)`` uint8 batch of prepared images."""
+    def predict(self, batch: np.ndarray, tags: list[dict | None] | None = None) -> np.ndarray:
+        """Probabilities of landslide for a ``(B, S, S, 3)`` uint8 batch of prepared images; a multi-modal model
+        takes optional ``tags`` (one mapping per image; missing tags are unknown, as in training)."""
         if len(batch) == 0:
             return np.zeros(0, np.float32)
-        logits = self.model(self._tensor(batch)).squeeze(1).float()
+        encoded = self.encode_tags(tags, len(batch))
+        logits = self.model(self._tensor(batch), tags=encoded).squeeze(1).float()
         return torch.sigmoid(logits).cpu().numpy()
 
     def label(self, probabilities: np.ndarray) -> list[str]:
         """Class names at the threshold."""
         return [CLASSES[int(p >= self.threshold)] for p in probabilities]
 
-    def explain(self, batch: np.ndarray, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def explain(self, batch: np.ndarray, method: str | None = None,
+                tags: list[dict | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, CAMs ``(B, S, S)`` in [0, 1]) for a prepared batch; each CAM explains the
         predicted class. Not thread-safe (Grad-CAM hooks)."""
         method = method or self.cam_method
@@ -88,9 +109,10 @@ class Predictor:
             if method not in CAM_METHODS:
                 raise ConfigError(f"cam method {method!r}: choose one of {list(CAM_METHODS)}")
             self._explainers[method] = CamExplainer(self.model, method)
-        probs = self.predict(batch)
+        probs = self.predict(batch, tags)
         classes = [int(p >= self.threshold) for p in probs]
-        cams = self._explainers[method](self._tensor(batch), classes=classes)
+        cams = self._explainers[method](self._tensor(batch), classes=classes,
+                                        tags=self.encode_tags(tags, len(batch)))
         return probs, cams
 
     @staticmethod

@@ -13,6 +13,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from landslide import CLASSES, __version__, storage
+from landslide.data.tags import TagSchema
 from landslide.errors import CheckpointError, LandslideError, StorageError
 from landslide.models.classifier import LandslideClassifier
 from landslide.models.registry import get_spec
@@ -50,9 +51,17 @@ def make_card(model: LandslideClassifier, image_size: int, threshold: float = 0.
         "dropout": float(model.dropout.p),
         "pretrained": model.weights_info,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "inputs": "image + tags" if model.tag_encoder is not None else "image",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
+    if model.tag_encoder is not None:
+        card["tags"] = {"schema": model.tag_schema.to_json(), **model.tag_encoder.options(),
+                        "without_tags": "supported: every tag unknown"}
+    if model.size_head is not None:
+        card["size_head"] = {"classes": list(model.size_classes),
+                             "output": "one logit per size class (softmax); meaningful for landslides only",
+                             **extra.pop("size_head", {})}
     card.update(extra)
     return card
 
@@ -86,7 +95,16 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple
         spec = get_spec(card["backbone"])
     except LandslideError as exc:
         raise CheckpointError(f"{model_dir}: {exc}") from exc
-    model = LandslideClassifier(spec, dropout=float(card.get("dropout", 0.2)), pretrained="none")
+    try:
+        tags = card.get("tags")
+        schema = TagSchema.from_json(tags["schema"]) if tags else None
+        options = {k: tags[k] for k in ("embedding_dim", "hidden", "drop_all", "drop_each") if k in tags} \
+            if tags else None
+        size = card.get("size_head")
+        model = LandslideClassifier(spec, dropout=float(card.get("dropout", 0.2)), pretrained="none", tags=schema,
+                                    tag_options=options, size_classes=size["classes"] if size else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{model_dir}: model card has a malformed tags or size_head section ({exc})") from exc
     model.weights_info = card.get("pretrained", {})
     uri = storage.join(model_dir, WEIGHTS_FILE)
     try:

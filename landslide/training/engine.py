@@ -69,8 +69,9 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
         errors.extend(batch["errors"])
         if batch["image"] is None:
             continue
+        tags = batch.get("tags")
         with autocast():
-            logits = model(batch["image"].to(device)).squeeze(1).float()
+            logits = model(batch["image"].to(device), tags=None if tags is None else tags.to(device)).squeeze(1).float()
         ps.append(torch.sigmoid(logits).cpu().numpy())
         ys.append(batch["target"].numpy())
         idx.append(batch["index"].numpy())
@@ -110,10 +111,12 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device | None = None,
                  pos_weight: float | None = None, state_dir: str | None = None,
                  callbacks: list[EpochCallback] | None = None, save_state: bool = True,
-                 augment: nn.Module | None = None):
+                 augment: nn.Module | None = None, size_weight: float = 0.5):
         """``state_dir``: resume from and (if ``save_state``) write resumable state there. ``model`` may be
         wrapped in DistributedDataParallel: batches are then per rank, and metrics are reduced over ranks.
-        ``augment`` runs on each training batch on the device (see ``landslide.data.transforms``)."""
+        ``augment`` runs on each training batch on the device (see ``landslide.data.transforms``). Batches
+        with ``tags`` feed a multi-modal model; a model with a size head also learns the batches' ``size``
+        classes (cross-entropy weighted by ``size_weight``, ignoring -1)."""
         self.model = model
         self.save_state = save_state
         self.augment = augment
@@ -140,6 +143,9 @@ class Trainer:
         elif use_amp:
             self.amp_dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        raw = model.module if hasattr(model, "module") else model
+        self.size_weight = size_weight if getattr(raw, "size_head", None) is not None else 0.0
+        self.size_loss_fn = nn.CrossEntropyLoss(ignore_index=-1, reduction="sum")
         self.skipped: dict[str, str] = {}
         self._spare_input: torch.Tensor | None = None
 
@@ -157,6 +163,7 @@ class Trainer:
         self.model.train()
         set_frozen_batchnorm_eval(self.model)
         total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+        size_loss_sum, size_seen = 0.0, 0
         limit = self.cfg.max_steps_per_epoch
         bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not self.cfg.progress)
         for step, batch in enumerate(bar):
@@ -174,16 +181,33 @@ class Trainer:
                                      "the first batch of this worker had no readable image; cannot stand in "
                                      "for it in distributed training")
                 x, y = self._spare_input, torch.zeros(len(self._spare_input), device=self.device)
+                tags, size = None, torch.full((len(x),), -1, dtype=torch.long, device=self.device)
             else:
                 x = batch["image"].to(self.device, non_blocking=True)
                 y = batch["target"].to(self.device, non_blocking=True).float()
+                tags = batch.get("tags")
+                tags = None if tags is None else tags.to(self.device, non_blocking=True)
+                size = batch.get("size")
+                size = None if size is None else size.to(self.device, non_blocking=True)
                 if self.augment is not None:
                     x = self.augment(x)
                 self._spare_input = x[:1].detach()
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                logits = self.model(x).squeeze(1)
+                if self.size_weight:
+                    logits, size_logits = self.model(x, tags=tags, with_size=True)
+                else:
+                    logits, size_logits = self.model(x, tags=tags), None
+                logits = logits.squeeze(1)
                 loss = self.loss_fn(logits.float(), y)
+                landslide_loss = loss.detach()
+                if size_logits is not None and size is not None:
+                    # a sum over known sizes / their count: zero (graph intact) when a batch has none
+                    n_size = int((size >= 0).sum())
+                    size_loss = self.size_loss_fn(size_logits.float(), size) / max(n_size, 1)
+                    loss = loss + self.size_weight * size_loss
+                    size_loss_sum += float(size_loss.detach()) * n_size
+                    size_seen += n_size
                 if empty:
                     loss = loss * 0.0
             if not torch.isfinite(loss):
@@ -199,18 +223,23 @@ class Trainer:
             if empty:
                 continue
             n = y.numel()
-            total_loss += loss.item() * n
+            total_loss += landslide_loss.item() * n
             correct += int(((logits.detach() > 0).float() == y).sum().item())
             seen += n
             bar.set_postfix(loss=f"{total_loss / max(seen, 1):.4f}")
         elapsed = time.perf_counter() - start
         if _distributed():
-            sums = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=self.device)
+            sums = torch.tensor([total_loss, correct, seen, size_loss_sum, size_seen], dtype=torch.float64,
+                                device=self.device)
             torch.distributed.all_reduce(sums)  # on the training device: NCCL reduces CUDA tensors only
             total_loss, correct, seen = float(sums[0]), int(sums[1]), int(sums[2])
-        return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                "train_images": seen, "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0,
-                "train_seconds": elapsed}
+            size_loss_sum, size_seen = float(sums[3]), int(sums[4])
+        out = {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+               "train_images": seen, "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0,
+               "train_seconds": elapsed}
+        if self.size_weight:
+            out["train_size_loss"] = size_loss_sum / size_seen if size_seen else math.nan
+        return out
 
     def predict(self, loader: DataLoader, desc: str = "predict") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices, targets, probabilities) for every good image of ``loader``."""

@@ -97,6 +97,9 @@ def plan(cfg: RunConfig) -> list[Variant]:
             name = _slug(subset.name)
             variants.append(Variant(name, _derive(cfg, name, {"data.train_filter": subset.filter}),
                                     {"subset": subset.name}))
+    elif exp.kind == "modality":
+        variants.append(Variant("image-only", _derive(cfg, "image-only", {"model.tags": None}), {"inputs": "image"}))
+        variants.append(Variant("multimodal", _derive(cfg, "multimodal", {}), {"inputs": "image + tags"}))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"experiment {exp.kind!r}: variant names repeat ({names}); make them unique")
@@ -148,6 +151,8 @@ def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None]
         report(f"{head}: {_one_line(results[variant.name])}")
     table = comparison_table(variants, results)
     files = write_comparison(cfg, table)
+    if cfg.experiment.kind == "modality" and not any("error" in r for r in results.values()):
+        files.update(write_modality(cfg, variants))
     summary = {"name": cfg.name, "kind": cfg.experiment.kind, "output_dir": cfg.output_dir,
                "variants": len(variants), "failed": [n for n, r in results.items() if "error" in r],
                "files": files, "seconds": time.perf_counter() - start,
@@ -218,6 +223,13 @@ def comparison_table(variants: list[Variant], results: dict[str, dict]) -> pd.Da
                     "seconds": res.get("seconds"), "train_images_per_s": res.get("train_images_per_s"),
                     "inference_images_per_s": res.get("inference_images_per_s"), "output_dir": res.get("output_dir")})
         rows.append(row)
+        if res.get("test_metrics_without_tags"):  # the same multi-modal model, every tag unknown
+            bare = {**row, "variant": f"{variant.name} (no tags)", "inputs": "image (tags unknown)"}
+            for key in METRICS:
+                bare[f"test_{key}"] = res["test_metrics_without_tags"].get(key)
+                bare[f"test_{key}_low"], bare[f"test_{key}_high"] = \
+                    res.get("test_intervals_without_tags", {}).get(key) or (None, None)
+            rows.append(bare)
     return pd.DataFrame(rows)
 
 
@@ -265,7 +277,7 @@ def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
     files = {"csv": storage.join(out, "comparison.csv"), "markdown": storage.join(out, "comparison.md")}
     storage.write_text(files["csv"], table.to_csv(index=False))
     title = {"compare": "Backbone comparison", "finetune": "Fine-tuning scenarios", "transfer": "Weight transfer",
-             "data_size": "Training data size"}[kind]
+             "data_size": "Training data size", "modality": "Image-only vs. multi-modal"}[kind]
     storage.write_text(files["markdown"], f"# {title}: {cfg.name}\n\nTest metrics with "
                        f"{cfg.eval.confidence:.0%} bootstrap intervals at each model's validation-chosen "
                        f"threshold; identical val/test splits for every variant. *Train and validation accuracy "
@@ -286,3 +298,80 @@ def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
                                                      "training images", "Learning curve")
     return files
 
+
+
+def _predictions(run_dir: str, name: str) -> pd.DataFrame:
+    import io
+
+    return pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(run_dir, "eval", name))))
+
+
+def write_modality(cfg: RunConfig, variants: list[Variant]) -> dict[str, str]:
+    """Paired comparison on the identical test images: multi-modal (with tags, and with every tag unknown)
+    minus image-only, with paired bootstrap intervals; plus the leakage verdict. Writes modality.json/.md."""
+    from landslide.evaluation.leakage import leakage_lines
+    from landslide.evaluation.metrics import paired_difference
+
+    image_dir, multi_dir = (v.cfg.output_dir for v in variants)
+    try:
+        image = _predictions(image_dir, "predictions.csv")
+        multi = _predictions(multi_dir, "predictions.csv")
+        bare = _predictions(multi_dir, "predictions_without_tags.csv")
+        thresholds = [storage.read_json(storage.join(d, "summary.json"))["threshold"] for d in (image_dir, multi_dir)]
+        leakage = storage.read_json(storage.join(multi_dir, "tag_leakage.json")) \
+            if storage.exists(storage.join(multi_dir, "tag_leakage.json")) else None
+    except (StorageError, KeyError, ValueError) as exc:
+        log.warning("modality comparison skipped: %s", exc)
+        return {}
+    both = image[["uri", "target", "probability"]].merge(multi[["uri", "probability"]], on="uri",
+                                                          suffixes=("_image", "_multi"))
+    both = both.merge(bare[["uri", "probability"]].rename(columns={"probability": "probability_bare"}), on="uri")
+    y = both["target"].to_numpy()
+    ev = cfg.eval
+    result = {"test_images": int(len(both)), "confidence": ev.confidence, "bootstrap": ev.bootstrap,
+              "thresholds": {"image_only": thresholds[0], "multimodal": thresholds[1]},
+              "with_tags_minus_image_only": paired_difference(
+                  y, both["probability_multi"], thresholds[1], both["probability_image"], thresholds[0],
+                  ev.bootstrap, ev.confidence, cfg.train.seed),
+              "without_tags_minus_image_only": paired_difference(
+                  y, both["probability_bare"], thresholds[1], both["probability_image"], thresholds[0],
+                  ev.bootstrap, ev.confidence, cfg.train.seed),
+              "leakage": leakage}
+    result["verdict"] = _modality_verdict(result)
+    files = {"modality_json": storage.join(cfg.output_dir, "modality.json"),
+             "modality_markdown": storage.join(cfg.output_dir, "modality.md")}
+    storage.write_json(files["modality_json"], result)
+    lines = [f"# Do tags help? {cfg.name}", "", f"**{result['verdict']}**", "",
+             f"Paired differences on the same {len(both)} test images (each model at its own validation-chosen "
+             f"threshold), {ev.confidence:.0%} paired bootstrap intervals; * = the interval excludes 0.", "",
+             "| metric | multi-modal with tags − image-only | multi-modal without tags − image-only |",
+             "|---|---|---|"]
+    for key, diff in result["with_tags_minus_image_only"].items():
+        other = result["without_tags_minus_image_only"][key]
+        lines.append(f"| {key} | {_diff(diff)} | {_diff(other)} |")
+    if leakage:
+        lines += ["", "## Tag leakage (training split)", "", *leakage_lines(leakage)]
+    storage.write_text(files["modality_markdown"], "\n".join(lines) + "\n")
+    return files
+
+
+def _diff(d: dict) -> str:
+    ci = d.get("interval")
+    return f"{d['difference']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "") + \
+        (" *" if d.get("significant") else "")
+
+
+def _modality_verdict(result: dict) -> str:
+    leaks = (result.get("leakage") or {}).get("leaks")
+    f1 = result["with_tags_minus_image_only"]["f1"]
+    mcc = result["with_tags_minus_image_only"]["mcc"]
+    if leaks:
+        return ("Tags leak the label in this data (see below): any gain with tags measures the leak, not the "
+                "model. Compare the image-only model with the multi-modal model without tags instead.")
+    if f1["significant"] and f1["difference"] > 0 or mcc["significant"] and mcc["difference"] > 0:
+        return (f"Tags help: F1 {f1['difference']:+.3f}, MCC {mcc['difference']:+.3f} over image-only "
+                "(intervals exclude 0).")
+    if f1["significant"] and f1["difference"] < 0 or mcc["significant"] and mcc["difference"] < 0:
+        return f"Tags hurt: F1 {f1['difference']:+.3f}, MCC {mcc['difference']:+.3f} against image-only."
+    return (f"No measurable effect of tags: F1 {f1['difference']:+.3f}, MCC {mcc['difference']:+.3f} against "
+            "image-only, intervals include 0.")

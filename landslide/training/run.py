@@ -27,9 +27,11 @@ from landslide.data import manifest as manifest_lib
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
 from landslide.data.splits import assign_splits, get_split, limit_training, split_summary
+from landslide.data.tags import TagSchema
 from landslide.data.transforms import BatchAugment, build_transform
 from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
+from landslide.evaluation.leakage import tag_leakage
 from landslide.evaluation.metrics import binary_metrics, choose_threshold
 from landslide.models.checkpoint import load_checkpoint, make_card, save_checkpoint
 from landslide.models.classifier import LandslideClassifier, build_model
@@ -66,22 +68,65 @@ def prepare_data(cfg: RunConfig) -> Manifest:
                          data.split.block_size_m, data.split.buffer_m)
 
 
-def make_model(cfg: RunConfig) -> tuple[LandslideClassifier, dict | None]:
-    """Build the model, or load it from ``train.init_from`` (weight transfer); apply the freezing strategy."""
+def fit_tags(cfg: RunConfig, train: Manifest) -> TagSchema | None:
+    """The tag schema of a multi-modal run, fitted on the training split (None for image-only runs)."""
+    tags = cfg.model.tags
+    if tags is None:
+        return None
+    return TagSchema.fit(train.frame, tags.categorical, tags.numeric, tags.min_count)
+
+
+def check_leakage(cfg: RunConfig, train: Manifest) -> dict | None:
+    """The tag-leakage check on the training split (see landslide.evaluation.leakage); raises a DataError
+    naming the leaking tags when ``model.tags.leakage`` is ``error``."""
+    tags = cfg.model.tags
+    if tags is None or tags.leakage == "off":
+        return None
+    report = tag_leakage(train.frame, tags.categorical, tags.numeric, tags.max_leakage_auc, seed=cfg.train.seed)
+    if report["leaks"] and tags.leakage == "error":
+        raise DataError(f"{cfg.data.train}: tags leak the label on the training split: {report['verdict']} "
+                        "Tags present only for one class teach the model to read the label from the tags. "
+                        "Fix the data (join tags for both classes alike) or set model.tags.leakage: warn to "
+                        "train anyway (the report then says so).")
+    return report
+
+
+def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[LandslideClassifier, dict | None]:
+    """Build the model (multi-modal with a tag ``schema``), or load it from ``train.init_from`` (weight
+    transfer: the stage-1 model's tag schema is kept); freezing is applied by the caller."""
+    size_classes = cfg.model.size_head.classes if cfg.model.size_head else None
     if cfg.train.init_from:
         model, card = load_checkpoint(cfg.train.init_from)
         if model.spec.name != cfg.model.backbone:
             raise ConfigError(f"train.init_from={cfg.train.init_from} holds a {model.spec.name!r} model but "
                               f"model.backbone is {cfg.model.backbone!r}")
+        if (model.tag_encoder is None) != (cfg.model.tags is None):
+            raise ConfigError(f"train.init_from={cfg.train.init_from} holds "
+                              f"{'an image-only' if model.tag_encoder is None else 'a multi-modal'} model but "
+                              f"model.tags is {'set' if cfg.model.tags else 'not set'}; stages must agree")
+        if model.tag_schema is not None and set(model.tag_schema.columns) != set(cfg.model.tags.columns()):
+            raise ConfigError(f"train.init_from={cfg.train.init_from} takes tags {model.tag_schema.columns}, "
+                              f"model.tags lists {cfg.model.tags.columns()}")
+        if model.size_classes != (tuple(size_classes) if size_classes else None):
+            raise ConfigError(f"train.init_from={cfg.train.init_from} has size classes {model.size_classes}, "
+                              f"model.size_head asks for {size_classes}")
         return model, card
-    return build_model(cfg.model.backbone, cfg.model.pretrained, cfg.model.dropout), None
+    options = None
+    if cfg.model.tags is not None:
+        options = {k: getattr(cfg.model.tags, k) for k in ("embedding_dim", "hidden", "drop_all", "drop_each")}
+    return build_model(cfg.model.backbone, cfg.model.pretrained, cfg.model.dropout, tags=schema,
+                       tag_options=options, size_classes=size_classes), None
 
 
 def make_loader(manifest: Manifest, transform, cfg: RunConfig, shuffle: bool, seed: int,
-                sampler=None) -> DataLoader:
-    """A loader of ``collate_skip_bad`` batches; with a (distributed) ``sampler`` it does no shuffling itself."""
+                sampler=None, schema: TagSchema | None = None, without_tags: bool = False) -> DataLoader:
+    """A loader of ``collate_skip_bad`` batches; with a (distributed) ``sampler`` it does no shuffling itself.
+    With a tag ``schema`` batches carry encoded tags; with ``model.size_head`` they carry size classes."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(ChipDataset(manifest, transform, cfg.data.max_image_pixels), batch_size=cfg.train.batch_size,
+    size = (cfg.model.size_head.column, cfg.model.size_head.classes) if cfg.model.size_head else None
+    dataset = ChipDataset(manifest, transform, cfg.data.max_image_pixels, schema=schema, without_tags=without_tags,
+                          size=size)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size,
                       shuffle=shuffle and sampler is None, sampler=sampler, num_workers=cfg.data.num_workers,
                       collate_fn=collate_skip_bad, generator=generator, persistent_workers=False)
 
@@ -103,7 +148,13 @@ class PreparedRun:
     augment: BatchAugment
     """Per batch, on the training device: flips, rotations, colour jitter."""
     pos_weight: float | None
+    leakage: dict | None = None
+    """The tag-leakage check of the training split (multi-modal runs)."""
     start_time: float = field(default_factory=time.perf_counter)
+
+    def loader(self, manifest: Manifest, shuffle: bool, seed: int, sampler=None) -> DataLoader:
+        """A loader over ``manifest`` with this run's transform, tags and size targets."""
+        return make_loader(manifest, self.transform, self.cfg, shuffle, seed, sampler, self.model.tag_schema)
 
 
 def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
@@ -128,7 +179,13 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
                         f"{'landslide' if counts['landslide'] == 0 else 'non_landslide'} images "
                         f"(class counts {counts}); both classes are needed")
 
-    model, init_card = make_model(cfg)
+    leakage = check_leakage(cfg, train_m)
+    if leakage is not None and write_files:
+        storage.write_json(storage.join(out, "tag_leakage.json"), leakage)
+    if cfg.model.size_head and cfg.model.size_head.column not in train_m.frame.columns:
+        raise DataError(f"{cfg.data.train}: model.size_head.column {cfg.model.size_head.column!r} is not a "
+                        f"column of the data; columns: {list(train_m.frame.columns)}")
+    model, init_card = make_model(cfg, fit_tags(cfg, train_m))
     image_size = cfg.model.image_size or (init_card["input_size"] if init_card else model.spec.input_size)
     freezing = apply_freezing(model, cfg.model.freeze.strategy, cfg.model.freeze.n)
     log.info("trainable parameters: %d of %d (%s)", freezing["trainable_params"], freezing["total_params"],
@@ -140,7 +197,13 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     transform = build_transform(image_size, spec.mean, spec.std)
     pos_weight = counts["non_landslide"] / counts["landslide"] if cfg.train.class_weighting == "balanced" else None
     return PreparedRun(cfg, data, train_m, val_m, test_m, model, image_size, freezing, transform, augment,
-                       pos_weight, start)
+                       pos_weight, leakage, start)
+
+
+def card_extras(run: PreparedRun) -> dict:
+    """Model-card fields a run adds beyond the model itself (the size head's column)."""
+    head = run.cfg.model.size_head
+    return {"size_head": {"column": head.column}} if head else {}
 
 
 def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evaluate: bool = True,
@@ -159,7 +222,8 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
                      training={"data": run.data.summary(), "splits": splits, "epochs_run": len(result.history),
                                "best_epoch": result.best_epoch, "monitor": cfg.train.monitor,
                                "stopped_early": result.stopped_early, "seed": cfg.train.seed,
-                               "split_method": cfg.data.split.method, "history": result.history})
+                               "split_method": cfg.data.split.method, "history": result.history},
+                     **card_extras(run))
     threshold_info = {"method": "fixed", "value": cfg.eval.fixed_threshold}
     if len(run.val):
         vpreds, _ = predict_manifest(model, card, run.val, cfg.train.batch_size, device, cfg.data.num_workers,
@@ -169,6 +233,8 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
                                  cfg.eval.fixed_threshold)
             threshold_info = {"method": cfg.eval.threshold, "value": t, "chosen_on": "validation",
                               "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t)}
+    if run.leakage is not None:
+        card["tags"]["leakage"] = run.leakage
     card["threshold"] = float(threshold_info["value"])
     card["threshold_selection"] = threshold_info
     model_dir = storage.join(out, "model")
@@ -189,7 +255,10 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
                "train_images": len(run.train), "skipped_images": len(result.skipped_images),
                "best_epoch_metrics": {k: v for k, v in best.items() if isinstance(v, (int, float))},
                "train_images_per_s": float(sum(epoch_speed) / len(epoch_speed)) if epoch_speed else None,
-               "splits": splits}
+               "splits": splits, "inputs": card["inputs"]}
+    if run.leakage is not None:
+        summary["tag_leakage"] = {"verdict": run.leakage["verdict"], "leaks": run.leakage["leaks"],
+                                  "combined_auc": run.leakage["combined_auc"]}
     if evaluate and len(run.test):
         metrics = evaluate_model(model, card, run.test, storage.join(out, "eval"), cfg.eval, result.history,
                                  device, cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
@@ -202,6 +271,17 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
         if metrics.get("images_per_s"):
             summary["inference_images_per_s"] = metrics["images_per_s"]
         card["metrics"] = {"test": summary["test_metrics"], "test_intervals": summary["test_intervals"]}
+        if "tags" in metrics:
+            bare = metrics["tags"]["without_tags"]
+            summary["test_metrics_without_tags"] = {k: bare[k] for k in summary["test_metrics"]}
+            summary["test_intervals_without_tags"] = bare.get("intervals", {})
+            summary["tags_with_minus_without"] = metrics["tags"]["with_minus_without"]
+            summary["test_tag_coverage"] = metrics["tags"]["coverage"]
+            card["metrics"]["test_without_tags"] = summary["test_metrics_without_tags"]
+        if "size" in metrics:
+            summary["test_size_metrics"] = {k: metrics["size"][k] for k in
+                                            ("n", "accuracy", "macro_f1", "intervals", "majority_baseline_accuracy")}
+            card["metrics"]["test_size"] = summary["test_size_metrics"]
         storage.write_json(storage.join(model_dir, "model_card.json"), card)
     summary["seconds"] = time.perf_counter() - run.start_time
     summary.update(extra or {})
@@ -214,8 +294,8 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
     run = prepare_run(cfg)
     device = resolve_device(cfg.train.device)
     trainer = Trainer(run.model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=cfg.output_dir,
-                      augment=run.augment,
+                      augment=run.augment, size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0,
                       callbacks=[lambda epoch, metrics, _: log.info("%s", describe_epoch(metrics, cfg.train.epochs))])
-    result = trainer.fit(make_loader(run.train, run.transform, cfg, True, cfg.train.seed),
-                         make_loader(run.val, run.transform, cfg, False, 0) if len(run.val) else None)
+    result = trainer.fit(run.loader(run.train, True, cfg.train.seed),
+                         run.loader(run.val, False, 0) if len(run.val) else None)
     return finish_run(run, result, device, evaluate)
