@@ -293,3 +293,15 @@ def test_geotiff_nodata_and_16_bit_windows(tmp_path):
     assert img.dtype == np.uint8 and img.shape == (64, 64, 3) and img.min() == 0 and img.max() == 255
     with pytest.raises(ImageError, match="no data"):
         read_tile(path, "64,0,64,64")
+
+
+def test_multimodal_model_sweeps_with_tags_unknown(multimodal_run, region, tmp_path):
+    """Tiles carry no tags: a multi-modal model sweeps with every tag unknown, as its evaluation measured."""
+    model = multimodal_run["model_dir"]
+    s = run_sweep(sweep_cfg(model, region["xyz"], str(tmp_path / "mm"), explain={"enabled": False}))
+    inv = read_parquet(str(tmp_path / "mm" / "inventory.parquet"))
+    assert s["tiles_ok"] == 12 == len(inv)
+    predictor = Predictor(model)
+    index = build_index(region["xyz"]).set_index("tile_id")
+    expected = predictor.predict(np.stack([predictor.prepare(read_tile(index.loc[t, "uri"])) for t in inv["tile_id"]]))
+    np.testing.assert_allclose(inv["probability"].to_numpy(), expected, atol=1e-5)
