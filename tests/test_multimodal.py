@@ -254,3 +254,14 @@ def test_broken_tag_section_in_a_card_is_a_checkpoint_error(multimodal_run, tmp_
     (tmp_path / "m" / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="malformed tags or size_head section"):
         load_checkpoint(str(tmp_path / "m"))
+
+
+def test_evaluate_command_on_data_without_tag_columns(multimodal_run, synth_manifest, tmp_path):
+    """A manifest with no tag (or size) columns: evaluated with every tag unknown, no size metrics."""
+    proc = run_cli("evaluate", "--model", multimodal_run["model_dir"], "--data", synth_manifest, "--out",
+                   str(tmp_path / "ev"), "--bootstrap", "20", "--cam-max-images", "2")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.load(open(tmp_path / "ev" / "metrics.json"))
+    assert metrics["tags"]["coverage"] == {"glc_setting": 0.0, "glc_distance_km": 0.0}
+    assert metrics["tags"]["with_minus_without"]["accuracy"]["difference"] == 0.0  # nothing to add
+    assert "size" not in metrics

@@ -167,7 +167,7 @@ def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, o
     if model.tag_encoder is not None:
         metrics["tags"] = evaluate_without_tags(model, card, manifest, preds, threshold, cfg, out_dir, device,
                                                 batch_size, num_workers, seed)
-    if model.size_head is not None and card.get("size_head", {}).get("column"):
+    if model.size_head is not None and card.get("size_head", {}).get("column") in manifest.frame.columns:
         metrics["size"] = evaluate_size_head(model, card, manifest, cfg, device, batch_size, num_workers, seed)
     # end-to-end: decoding, transforms and the model, as a sweep would see it
     metrics["images_per_s"] = len(preds) / predict_seconds if predict_seconds > 0 else None
