@@ -53,7 +53,8 @@ def trained_run(synth_manifest, tmp_path_factory) -> dict:
 
 def write_tagged(manifest: str, name: str = "tagged.csv", leaky: bool = False, seed: int = 0) -> str:
     """A copy of ``manifest`` (same folder) with GLC-like tag columns, as ``landslide catalog join`` writes them:
-    ``glc_setting`` (known for ~60% of chips of both classes, weakly related to the label), ``glc_distance_km``
+    ``glc_setting`` (known for ~60% of chips of both classes, weakly related to the label), ``glc_category``
+    (~60%, unrelated), ``glc_distance_km``
     (~50%), ``glc_size`` (80% of landslides: the size head's target); ``leaky`` adds ``glc_trigger``, known for
     every landslide and no other chip (the study's situation)."""
     import numpy as np
@@ -65,6 +66,7 @@ def write_tagged(manifest: str, name: str = "tagged.csv", leaky: bool = False, s
     known = rng.random(n) < 0.6
     natural = rng.random(n) < np.where(slide, 0.7, 0.3)
     frame["glc_setting"] = np.where(known, np.where(natural, "natural_slope", "above_road"), None)
+    frame["glc_category"] = np.where(rng.random(n) < 0.6, rng.choice(["landslide", "mudslide", "rock_fall"], n), None)
     frame["glc_distance_km"] = np.where(rng.random(n) < 0.5, rng.random(n) * 5, np.nan)
     frame["glc_size"] = np.where(slide & (rng.random(n) < 0.8), rng.choice(["small", "medium", "large"], n), None)
     if leaky:
@@ -80,7 +82,9 @@ def tagged_manifest(synth_manifest) -> str:
     return write_tagged(synth_manifest)
 
 
-MULTIMODAL = {"tags": {"categorical": ["glc_setting"], "numeric": ["glc_distance_km"], "min_count": 1},
+# two categorical columns out of alphabetical order: their order is the encoding's and must survive the card
+MULTIMODAL = {"tags": {"categorical": ["glc_setting", "glc_category"], "numeric": ["glc_distance_km"],
+                       "min_count": 1},
               "size_head": {"classes": ["small", "medium", "large"]}}
 
 

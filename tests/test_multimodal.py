@@ -131,7 +131,7 @@ def test_multimodal_run_with_size_head(multimodal_run, tagged_manifest):
     assert set(s["tags_with_minus_without"]) == {"accuracy", "f1", "mcc", "roc_auc"}
     out = s["output_dir"]
     metrics = json.load(open(os.path.join(out, "eval", "metrics.json")))
-    assert metrics["tags"]["coverage"].keys() == {"glc_setting", "glc_distance_km"}
+    assert metrics["tags"]["coverage"].keys() == {"glc_setting", "glc_category", "glc_distance_km"}
     assert metrics["size"]["classes"] == ["small", "medium", "large"]
     assert sum(map(sum, metrics["size"]["confusion"])) == metrics["size"]["n"]
     bare = pd.read_csv(os.path.join(out, "eval", "predictions_without_tags.csv"))
@@ -144,8 +144,8 @@ def test_multimodal_run_with_size_head(multimodal_run, tagged_manifest):
 
     model, card = load_checkpoint(s["model_dir"])
     assert card["inputs"] == "image + tags" and card["size_head"]["column"] == "glc_size"
-    assert card["tags"]["schema"]["categorical"]["glc_setting"]
-    assert model.tag_schema.columns == ["glc_setting", "glc_distance_km"] and model.size_classes
+    assert [e["column"] for e in card["tags"]["schema"]["categorical"]] == ["glc_setting", "glc_category"]
+    assert model.tag_schema.columns == ["glc_setting", "glc_category", "glc_distance_km"] and model.size_classes
     # a reloaded model reproduces the evaluation's probabilities with tags and without
     from landslide.data.manifest import load
     from landslide.evaluation.evaluate import predict_manifest
@@ -168,7 +168,8 @@ def test_predictor_takes_tags_and_works_without(multimodal_run, trained_run, tag
     for path in frame["path"]:
         images.append(pred.prepare(read_image(os.path.join(os.path.dirname(tagged_manifest), path))))
     batch = np.stack(images)
-    assert pred.tag_columns == ["glc_setting", "glc_distance_km"] and pred.info["inputs"] == "image + tags"
+    assert pred.tag_columns == ["glc_setting", "glc_category", "glc_distance_km"]
+    assert pred.info["inputs"] == "image + tags"
     without = pred.predict(batch)
     assert np.allclose(without, pred.predict(batch, [None] * 4))  # no tags == every tag unknown
     tags = [{"glc_setting": "natural_slope", "glc_distance_km": 0.5}] * 4
@@ -250,9 +251,15 @@ def test_broken_tag_section_in_a_card_is_a_checkpoint_error(multimodal_run, tmp_
 
     shutil.copytree(multimodal_run["model_dir"], tmp_path / "m")
     card = json.load(open(tmp_path / "m" / "model_card.json"))
-    del card["tags"]["schema"]
-    (tmp_path / "m" / "model_card.json").write_text(json.dumps(card))
+    broken = json.loads(json.dumps(card))
+    del broken["tags"]["schema"]
+    (tmp_path / "m" / "model_card.json").write_text(json.dumps(broken))
     with pytest.raises(CheckpointError, match="malformed tags or size_head section"):
+        load_checkpoint(str(tmp_path / "m"))
+    # a card whose tag columns are in another order than the weights' embeddings
+    card["tags"]["schema"]["categorical"].reverse()
+    (tmp_path / "m" / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="weights do not match the model its card describes"):
         load_checkpoint(str(tmp_path / "m"))
 
 
@@ -262,6 +269,6 @@ def test_evaluate_command_on_data_without_tag_columns(multimodal_run, synth_mani
                    str(tmp_path / "ev"), "--bootstrap", "20", "--cam-max-images", "2")
     assert proc.returncode == 0, proc.stderr
     metrics = json.load(open(tmp_path / "ev" / "metrics.json"))
-    assert metrics["tags"]["coverage"] == {"glc_setting": 0.0, "glc_distance_km": 0.0}
+    assert set(metrics["tags"]["coverage"].values()) == {0.0}
     assert metrics["tags"]["with_minus_without"]["accuracy"]["difference"] == 0.0  # nothing to add
     assert "size" not in metrics

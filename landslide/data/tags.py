@@ -130,15 +130,17 @@ class TagSchema:
         return {col: float(mask.mean()) if len(mask) else 0.0 for col, mask in self.known(frame).items()}
 
     def to_json(self) -> dict:
-        return {"categorical": {k: list(v) for k, v in self.categorical.items()},
-                "numeric": {k: {"mean": m, "std": s} for k, (m, s) in self.numeric.items()},
+        """JSON form for the model card; columns are lists because their order is the encoding's order (JSON
+        objects are written with sorted keys)."""
+        return {"categorical": [{"column": k, "values": list(v)} for k, v in self.categorical.items()],
+                "numeric": [{"column": k, "mean": m, "std": s} for k, (m, s) in self.numeric.items()],
                 "unknown": "categorical index 0; numeric value 0 with its missing flag 1",
                 "layout": "categorical indices, standardised numerics, numeric missing flags"}
 
     @classmethod
     def from_json(cls, raw: dict) -> "TagSchema":
-        return cls({k: tuple(v) for k, v in raw.get("categorical", {}).items()},
-                   {k: (float(v["mean"]), float(v["std"])) for k, v in raw.get("numeric", {}).items()})
+        return cls({e["column"]: tuple(e["values"]) for e in raw.get("categorical", [])},
+                   {e["column"]: (float(e["mean"]), float(e["std"])) for e in raw.get("numeric", [])})
 
 
 def size_targets(frame: pd.DataFrame, column: str, classes: list[str] | tuple[str, ...]) -> np.ndarray:

@@ -114,7 +114,11 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple
         raise CheckpointError(f"model weights: {exc}") from exc
     except Exception as exc:
         raise CheckpointError(f"{uri}: not a valid safetensors file ({exc})") from exc
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: the card describes another model than the weights
+        raise CheckpointError(f"{uri}: weights do not match the model its card describes "
+                              f"({str(exc).splitlines()[-1].strip()[:200]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{uri}: weights do not match backbone {spec.name!r} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
