@@ -70,8 +70,9 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
         if batch["image"] is None:
             continue
         tags = batch.get("tags")
+        tags = None if tags is None else tags.to(device)
         with autocast():
-            logits = model(batch["image"].to(device), tags=None if tags is None else tags.to(device)).squeeze(1).float()
+            logits = model(batch["image"].to(device), tags=tags).squeeze(1).float()
         ps.append(torch.sigmoid(logits).cpu().numpy())
         ys.append(batch["target"].numpy())
         idx.append(batch["index"].numpy())

@@ -88,6 +88,9 @@ def check_leakage(cfg: RunConfig, train: Manifest) -> dict | None:
                         "Tags present only for one class teach the model to read the label from the tags. "
                         "Fix the data (join tags for both classes alike) or set model.tags.leakage: warn to "
                         "train anyway (the report then says so).")
+    if report["leaks"]:
+        log.warning("tags leak the label on the training split (model.tags.leakage: warn, training anyway): %s",
+                    report["verdict"])
     return report
 
 
@@ -119,13 +122,12 @@ def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[Landsli
 
 
 def make_loader(manifest: Manifest, transform, cfg: RunConfig, shuffle: bool, seed: int,
-                sampler=None, schema: TagSchema | None = None, without_tags: bool = False) -> DataLoader:
+                sampler=None, schema: TagSchema | None = None) -> DataLoader:
     """A loader of ``collate_skip_bad`` batches; with a (distributed) ``sampler`` it does no shuffling itself.
     With a tag ``schema`` batches carry encoded tags; with ``model.size_head`` they carry size classes."""
     generator = torch.Generator().manual_seed(seed)
     size = (cfg.model.size_head.column, cfg.model.size_head.classes) if cfg.model.size_head else None
-    dataset = ChipDataset(manifest, transform, cfg.data.max_image_pixels, schema=schema, without_tags=without_tags,
-                          size=size)
+    dataset = ChipDataset(manifest, transform, cfg.data.max_image_pixels, schema=schema, size=size)
     return DataLoader(dataset, batch_size=cfg.train.batch_size,
                       shuffle=shuffle and sampler is None, sampler=sampler, num_workers=cfg.data.num_workers,
                       collate_fn=collate_skip_bad, generator=generator, persistent_workers=False)
