@@ -221,19 +221,11 @@ def cmd_catalog_query(args) -> int:
 def cmd_catalog_join(args) -> int:
     from landslide import storage
     from landslide.data.catalog import join_chips, load_catalog
-    from landslide.inventory.tiles import _read_table
 
-    chips = _read_table(args.manifest, "chip manifest")
+    chips = storage.read_table(args.manifest, "chip manifest")
     joined = join_chips(chips, load_catalog(args.catalog), args.radius_km, args.days, args.date_column)
     matched = int(joined["glc_event_id"].notna().sum())
-    if args.out.lower().endswith((".parquet", ".pq")):
-        import io
-
-        buffer = io.BytesIO()
-        joined.to_parquet(buffer, index=False)
-        storage.write_bytes(args.out, buffer.getvalue())
-    else:
-        storage.write_text(args.out, joined.to_csv(index=False))
+    storage.write_table(joined, args.out)
     print(f"{matched} of {len(joined)} chips have a catalog event within {args.radius_km:g} km"
           + (f" and {args.days:g} days" if args.days is not None and args.date_column in chips.columns else "")
           + f" -> {args.out} (glc_* columns)")

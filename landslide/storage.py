@@ -11,11 +11,14 @@ import logging
 import os
 import posixpath
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 import fsspec
 
 from landslide.errors import StorageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # gcsfs probes every bucket for hierarchical namespaces over gRPC; against an emulator or without
 # that API each probe waits ~60 s. Users who need HNS can set the variable themselves.
@@ -166,6 +169,38 @@ def read_json(uri: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise StorageError(f"{uri}: invalid JSON ({exc})") from exc
+
+
+def read_table(uri: str, what: str = "table") -> "pd.DataFrame":
+    """A CSV (by suffix) or Parquet table; a file that is not one is a DataError naming ``what`` it should
+    have been."""
+    import io
+
+    import pandas as pd
+
+    from landslide.errors import DataError
+
+    try:
+        if uri.lower().endswith(".csv"):
+            with open_uri(uri) as fh:
+                return pd.read_csv(fh)
+        return pd.read_parquet(io.BytesIO(read_bytes(uri)))
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{uri}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def write_table(frame: "pd.DataFrame", uri: str, fmt: str | None = None) -> None:
+    """Write a table as Parquet (``fmt="parquet"``, or a ``.parquet``/``.pq`` URI) or else CSV, in one object."""
+    import io
+
+    if fmt == "parquet" or (fmt is None and uri.lower().endswith((".parquet", ".pq"))):
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        write_bytes(uri, buf.getvalue())
+    else:
+        write_text(uri, frame.to_csv(index=False))
 
 
 @contextmanager

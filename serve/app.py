@@ -123,6 +123,7 @@ class Api:
                                   "empty; set it (e.g. from a Kubernetes Secret) or unset auth_token_env")
         self.input_size = input_size
         self._model: dict | None = None
+        self._schema: TagSchema | None = None  # the model's tag schema, read from its card once
 
     # -- helpers
     def _authorize(self, request: Request) -> None:
@@ -221,11 +222,13 @@ class Api:
             raise HttpError(400, f"tags: not valid JSON ({exc})") from None
         if not isinstance(tags, dict):
             raise HttpError(400, f"tags: expected a JSON object of tag names to values, got {type(tags).__name__}")
-        card = (await self._model_info())["card"]
-        if not card.get("tags"):
-            raise HttpError(400, "tags: this model is image-only and takes no tags")
+        if self._schema is None:
+            card = (await self._model_info())["card"]
+            if not card.get("tags"):
+                raise HttpError(400, "tags: this model is image-only and takes no tags")
+            self._schema = TagSchema.from_json(card["tags"]["schema"])
         try:
-            TagSchema.from_json(card["tags"]["schema"]).encode_records([tags])
+            self._schema.encode_records([tags])
         except ConfigError as exc:
             raise HttpError(400, f"tags: {exc}") from None
         return tags or None

@@ -127,7 +127,7 @@ class TagSchema:
 
     def coverage(self, frame: pd.DataFrame) -> dict[str, float]:
         """Fraction of rows of ``frame`` whose tag is known, per column."""
-        return {col: float(mask.mean()) if len(mask) else 0.0 for col, mask in self.known(frame).items()}
+        return fraction_known(self.known(frame))
 
     def to_json(self) -> dict:
         """JSON form for the model card; columns are lists because their order is the encoding's order (JSON
@@ -141,6 +141,11 @@ class TagSchema:
     def from_json(cls, raw: dict) -> "TagSchema":
         return cls({e["column"]: tuple(e["values"]) for e in raw.get("categorical", [])},
                    {e["column"]: (float(e["mean"]), float(e["std"])) for e in raw.get("numeric", [])})
+
+
+def fraction_known(known: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per column, the fraction of rows whose tag is known, from :meth:`TagSchema.known` masks."""
+    return {col: float(mask.mean()) if len(mask) else 0.0 for col, mask in known.items()}
 
 
 def size_targets(frame: pd.DataFrame, column: str, classes: list[str] | tuple[str, ...]) -> np.ndarray:

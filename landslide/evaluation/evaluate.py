@@ -15,7 +15,7 @@ from landslide import storage
 from landslide.config import EvalConfig
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
-from landslide.data.tags import size_targets
+from landslide.data.tags import fraction_known, size_targets
 from landslide.data.transforms import build_transform, denormalize
 from landslide.evaluation import plots
 from landslide.evaluation.metrics import evaluate_predictions, multiclass_metrics, outcome, paired_difference
@@ -103,14 +103,13 @@ def evaluate_without_tags(model: LandslideClassifier, card: dict, manifest: Mani
     storage.write_text(storage.join(out_dir, "predictions_without_tags.csv"),
                        bare.drop(columns="index").assign(prediction=(bare["probability"] >= threshold).astype(int))
                        .to_csv(index=False))
-    schema = model.tag_schema
-    known = schema.known(manifest.frame)
+    known = model.tag_schema.known(manifest.frame)
     any_known = np.any(np.stack(list(known.values())), axis=0) if known else np.zeros(len(manifest), bool)
     target = manifest.frame["target"].to_numpy()
     return {"without_tags": without,
             "with_minus_without": paired_difference(y, p_with, threshold, p_without, threshold, cfg.bootstrap,
                                                     cfg.confidence, seed),
-            "coverage": schema.coverage(manifest.frame),
+            "coverage": fraction_known(known),
             "any_tag_known": {"landslide": float(any_known[target == 1].mean()) if (target == 1).any() else None,
                               "non_landslide": float(any_known[target == 0].mean()) if (target == 0).any()
                               else None}}

@@ -92,9 +92,11 @@ class Predictor:
         takes optional ``tags`` (one mapping per image; missing tags are unknown, as in training)."""
         if len(batch) == 0:
             return np.zeros(0, np.float32)
-        encoded = self.encode_tags(tags, len(batch))
-        logits = self.model(self._tensor(batch), tags=encoded).squeeze(1).float()
-        return torch.sigmoid(logits).cpu().numpy()
+        return self._probabilities(self._tensor(batch), self.encode_tags(tags, len(batch)))
+
+    @torch.inference_mode()
+    def _probabilities(self, x: torch.Tensor, tags: torch.Tensor | None) -> np.ndarray:
+        return torch.sigmoid(self.model(x, tags=tags).squeeze(1).float()).cpu().numpy()
 
     def label(self, probabilities: np.ndarray) -> list[str]:
         """Class names at the threshold."""
@@ -109,11 +111,10 @@ class Predictor:
             if method not in CAM_METHODS:
                 raise ConfigError(f"cam method {method!r}: choose one of {list(CAM_METHODS)}")
             self._explainers[method] = CamExplainer(self.model, method)
-        probs = self.predict(batch, tags)
+        x, encoded = self._tensor(batch), self.encode_tags(tags, len(batch))
+        probs = self._probabilities(x, encoded)
         classes = [int(p >= self.threshold) for p in probs]
-        cams = self._explainers[method](self._tensor(batch), classes=classes,
-                                        tags=self.encode_tags(tags, len(batch)))
-        return probs, cams
+        return probs, self._explainers[method](x, classes=classes, tags=encoded)
 
     @staticmethod
     def overlay_png(image: np.ndarray, cam: np.ndarray) -> bytes:

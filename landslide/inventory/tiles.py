@@ -16,7 +16,6 @@ before any tile's bytes are read.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 
@@ -123,22 +122,9 @@ def _clip_mercator(bbox):
 _BOUNDS_ALIASES = {"minx": "west", "miny": "south", "maxx": "east", "maxy": "north"}
 
 
-def _read_table(uri: str, what: str) -> pd.DataFrame:
-    """A CSV or Parquet table; a file that is not one is a DataError naming ``what`` it should have been."""
-    try:
-        if uri.lower().endswith(".csv"):
-            with storage.open_uri(uri) as fh:
-                return pd.read_csv(fh)
-        return pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
-    except StorageError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{uri}: not a readable {what} ({type(exc).__name__}: {exc})") from None
-
-
 def manifest_index(uri: str) -> pd.DataFrame:
     """Index from a CSV/Parquet tile manifest."""
-    df = _read_table(uri, "tile manifest").rename(columns=_BOUNDS_ALIASES)
+    df = storage.read_table(uri, "tile manifest").rename(columns=_BOUNDS_ALIASES)
     if "uri" not in df.columns and "path" in df.columns:
         df["uri"] = [storage.resolve(str(p), storage.parent(uri)) for p in df["path"]]
     missing = [c for c in ("uri", "west", "south", "east", "north") if c not in df.columns]
@@ -263,14 +249,12 @@ def build_index(source: str, fmt: str = "auto", zoom: int | None = None, chip_si
 
 def write_index(index: pd.DataFrame, uri: str) -> None:
     """Cache an index as Parquet."""
-    buf = io.BytesIO()
-    index.to_parquet(buf, index=False)
-    storage.write_bytes(uri, buf.getvalue())
+    storage.write_table(index, uri, "parquet")
 
 
 def read_index(uri: str) -> pd.DataFrame:
     """Read a cached index, checking its columns."""
-    df = _read_table(uri, "tile index (Parquet)")
+    df = storage.read_table(uri, "tile index (Parquet)")
     missing = [c for c in INDEX_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{uri}: not a tile index (lacks {missing}); rebuild it with `landslide tiles index`")

@@ -16,6 +16,7 @@ from landslide import CLASSES, __version__, storage
 from landslide.data.tags import TagSchema
 from landslide.errors import CheckpointError, LandslideError, StorageError
 from landslide.models.classifier import LandslideClassifier
+from landslide.models.multimodal import OPTIONS as TAG_OPTIONS
 from landslide.models.registry import get_spec
 
 WEIGHTS_FILE = "model.safetensors"
@@ -98,8 +99,7 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple
     try:
         tags = card.get("tags")
         schema = TagSchema.from_json(tags["schema"]) if tags else None
-        options = {k: tags[k] for k in ("embedding_dim", "hidden", "drop_all", "drop_each") if k in tags} \
-            if tags else None
+        options = {k: tags[k] for k in TAG_OPTIONS if k in tags} if tags else None
         size = card.get("size_head")
         model = LandslideClassifier(spec, dropout=float(card.get("dropout", 0.2)), pretrained="none", tags=schema,
                                     tag_options=options, size_classes=size["classes"] if size else None)

@@ -16,6 +16,9 @@ from torch import nn
 
 from landslide.data.tags import TagSchema
 
+OPTIONS = ("embedding_dim", "hidden", "drop_all", "drop_each")
+"""The encoder's constructor options: set by ``model.tags``, kept in the model card."""
+
 
 class TagEncoder(nn.Module):
     """Encoded tags ``(B, schema.width)`` -> features ``(B, hidden)``."""
@@ -33,8 +36,7 @@ class TagEncoder(nn.Module):
 
     def options(self) -> dict:
         """Constructor options (for the model card)."""
-        return {"embedding_dim": self.embedding_dim, "hidden": self.hidden, "drop_all": self.drop_all,
-                "drop_each": self.drop_each}
+        return {k: getattr(self, k) for k in OPTIONS}
 
     def unknown(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """The all-unknown encoding for ``n`` images."""

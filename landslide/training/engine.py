@@ -144,8 +144,7 @@ class Trainer:
         elif use_amp:
             self.amp_dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        raw = model.module if hasattr(model, "module") else model
-        self.size_weight = size_weight if getattr(raw, "size_head", None) is not None else 0.0
+        self.size_weight = size_weight if getattr(self.raw_model(), "size_head", None) is not None else 0.0
         self.size_loss_fn = nn.CrossEntropyLoss(ignore_index=-1, reduction="sum")
         self.skipped: dict[str, str] = {}
         self._spare_input: torch.Tensor | None = None

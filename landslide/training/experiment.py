@@ -26,7 +26,7 @@ import pandas as pd
 
 from landslide import storage
 from landslide.config import RunConfig, dump_config, parse_config
-from landslide.errors import ConfigError, LandslideError, StorageError
+from landslide.errors import ConfigError, DataError, LandslideError, StorageError
 from landslide.evaluation import plots
 from landslide.models.registry import get_spec
 
@@ -301,9 +301,7 @@ def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
 
 
 def _predictions(run_dir: str, name: str) -> pd.DataFrame:
-    import io
-
-    return pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(run_dir, "eval", name))))
+    return storage.read_table(storage.join(run_dir, "eval", name), "predictions table")
 
 
 def write_modality(cfg: RunConfig, variants: list[Variant]) -> dict[str, str]:
@@ -320,7 +318,7 @@ def write_modality(cfg: RunConfig, variants: list[Variant]) -> dict[str, str]:
         thresholds = [storage.read_json(storage.join(d, "summary.json"))["threshold"] for d in (image_dir, multi_dir)]
         leakage = storage.read_json(storage.join(multi_dir, "tag_leakage.json")) \
             if storage.exists(storage.join(multi_dir, "tag_leakage.json")) else None
-    except (StorageError, KeyError, ValueError) as exc:
+    except (StorageError, DataError, KeyError, ValueError) as exc:
         log.warning("modality comparison skipped: %s", exc)
         return {}
     both = image[["uri", "target", "probability"]].merge(multi[["uri", "probability"]], on="uri",

@@ -36,6 +36,7 @@ from landslide.evaluation.metrics import binary_metrics, choose_threshold
 from landslide.models.checkpoint import load_checkpoint, make_card, save_checkpoint
 from landslide.models.classifier import LandslideClassifier, build_model
 from landslide.models.freezing import apply_freezing, parameter_layers
+from landslide.models.multimodal import OPTIONS as TAG_OPTIONS
 from landslide.training.engine import FitResult, Trainer, describe_epoch, resolve_device
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[Landsli
         return model, card
     options = None
     if cfg.model.tags is not None:
-        options = {k: getattr(cfg.model.tags, k) for k in ("embedding_dim", "hidden", "drop_all", "drop_each")}
+        options = {k: getattr(cfg.model.tags, k) for k in TAG_OPTIONS}
     return build_model(cfg.model.backbone, cfg.model.pretrained, cfg.model.dropout, tags=schema,
                        tag_options=options, size_classes=size_classes), None
 
