@@ -25,6 +25,19 @@ class SplitConfig(_Strict):
     seed: int = 0
     block_size_m: float = Field(1000.0, gt=0)
     buffer_m: float = Field(0.0, ge=0)
+    folds: int | None = Field(None, ge=2, le=100)
+    """Cross-validation: deal the groups (or chips) into this many folds; fold ``fold`` is the test split and
+    ``val_fraction`` of the data is drawn from the others (``test_fraction`` is then unused)."""
+    fold: int = Field(0, ge=0)
+    """The test fold (0 .. folds-1); ``experiment.repeats.folds`` runs every fold."""
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "SplitConfig":
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"split.fold={self.fold} is not a fold of split.folds={self.folds} (0..{self.folds - 1})")
+        if self.folds is not None and self.method == "predefined":
+            raise ValueError("split.folds: cross-validation needs method group, spatial, stratified or random")
+        return self
 
 
 class DataConfig(_Strict):

@@ -77,3 +77,32 @@ def test_predefined_and_errors():
         assign_splits(no_group, "group")
     with pytest.raises(DataError, match="at least 3 groups"):
         assign_splits(_manifest(groups=2), "group")
+
+
+@pytest.mark.parametrize("method", ["group", "spatial", "stratified"])
+def test_kfold_tests_every_chip_once_without_group_leakage(method):
+    base = _manifest(n=300, groups=30)
+    tested = pd.Series(0, index=base.frame["uri"])
+    for fold in range(4):
+        m = assign_splits(base, method, 0.15, 0.0, seed=2, block_size_m=800, folds=4, fold=fold)
+        frame = m.frame
+        counts = frame["split"].value_counts(normalize=True)
+        assert abs(counts["test"] - 0.25) < 0.05 and abs(counts["val"] - 0.15) < 0.05
+        for name in ("train", "val", "test"):
+            assert frame.loc[frame["split"] == name, "target"].nunique() == 2
+        if method != "stratified":
+            check_no_group_leakage(m)
+        tested[frame.loc[frame["split"] == "test", "uri"]] += 1
+    assert (tested == 1).all()  # out-of-fold: each chip in exactly one test fold
+
+
+def test_kfold_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="fold=4"):
+        assign_splits(_manifest(), "group", 0.1, 0.0, folds=4, fold=4)
+    with pytest.raises(ConfigError, match="predefined"):
+        assign_splits(_manifest().subset(slice(None)), "predefined", folds=3)
+    with pytest.raises(DataError, match="at least 5 groups"):
+        assign_splits(_manifest(groups=3), "group", 0.1, 0.0, folds=5)
+    from landslide.config import parse_config
+    with pytest.raises(ConfigError, match="not a fold"):
+        parse_config({"data": {"train": "x.csv", "split": {"folds": 3, "fold": 3}}}, "test")

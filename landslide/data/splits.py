@@ -5,6 +5,11 @@ Methods: ``predefined`` (the manifest's ``split`` column), ``random``, ``stratif
 lat/lon, optionally with a ``buffer_m`` band of training chips dropped around every held-out chip, so no
 training chip touches a test chip across a block edge). Grouped methods try many seeded group orders and
 keep the one whose split sizes and class ratios come closest to the targets.
+
+Cross-validation (``folds`` = k): the units (groups for ``group``/``spatial``, single chips for ``random``/
+``stratified``) are dealt into k folds of near-equal size and class ratio; fold ``fold`` is the test split and
+validation groups are drawn from the other folds. Over the k folds every chip is tested exactly once, and the
+fold assignment depends only on the seed, so the k runs of one experiment share it.
 """
 
 from __future__ import annotations
@@ -82,6 +87,51 @@ def _grouped(groups: np.ndarray, targets: np.ndarray, val_f: float, test_f: floa
     return best[inverse]
 
 
+def kfold_assignment(units: np.ndarray, targets: np.ndarray, folds: int, seed: int, tries: int = 200) -> np.ndarray:
+    """Fold index (0..folds-1) per row; whole units stay together. Greedy largest-first dealing in many seeded
+    orders, keeping the one whose fold sizes and class ratios are most even."""
+    uniq, inverse = np.unique(units, return_inverse=True)
+    if len(uniq) < folds:
+        raise DataError(f"{folds}-fold cross-validation needs at least {folds} groups, found {len(uniq)}")
+    sizes = np.bincount(inverse).astype(float)
+    positives = np.bincount(inverse, weights=targets)
+    n, pos_rate = len(targets), float(targets.mean())
+    best, best_cost = None, math.inf
+    for attempt in range(tries):
+        rng = np.random.default_rng(seed + attempt)
+        # largest units first (ties and near-ties shuffled by the seed), each to the emptiest fold
+        order = np.lexsort((rng.random(len(uniq)), -sizes * rng.uniform(0.8, 1.2, len(uniq))))
+        fill, pos = np.zeros(folds), np.zeros(folds)
+        assign = np.empty(len(uniq), dtype=int)
+        for g in order:
+            # the emptiest fold, counting as extra fill the class imbalance this unit would leave there
+            need = pos_rate * (fill + sizes[g]) - (pos + positives[g])
+            k = int(np.argmin(fill + np.abs(need)))
+            assign[g] = k
+            fill[k] += sizes[g]
+            pos[k] += positives[g]
+        cost = np.abs(fill - n / folds).sum() / n + np.abs(pos / np.maximum(fill, 1) - pos_rate).sum()
+        if 0 < pos_rate < 1:
+            cost += 10.0 * int(((pos == 0) | (pos == fill)).sum())
+        if cost < best_cost:
+            best, best_cost = assign, cost
+    return best[inverse]
+
+
+def _fold_split(units: np.ndarray, targets: np.ndarray, folds: int, fold: int, val_f: float,
+                seed: int) -> np.ndarray:
+    if not 0 <= fold < folds:
+        raise ConfigError(f"split.fold={fold}: must be in 0..{folds - 1} for split.folds={folds}")
+    assign = kfold_assignment(units, targets, folds, seed)
+    split = np.where(assign == fold, "test", "train").astype(object)
+    rest = np.flatnonzero(assign != fold)
+    if val_f > 0:
+        # val_fraction is of the whole data set; draw it from the training folds' groups
+        inner = _grouped(units[rest], targets[rest], min(val_f * len(targets) / len(rest), 0.9), 0.0, seed)
+        split[rest[inner == "val"]] = "val"
+    return split
+
+
 def spatial_blocks(lat: np.ndarray, lon: np.ndarray, block_size_m: float) -> np.ndarray:
     """Block ids of ``block_size_m`` squares on an equal-area-ish grid (latitude rows, scaled longitude)."""
     if block_size_m <= 0:
@@ -115,11 +165,17 @@ def apply_buffer(split: np.ndarray, lat: np.ndarray, lon: np.ndarray, buffer_m: 
 
 def assign_splits(manifest: Manifest, method: str = "group", val_fraction: float = 0.15,
                   test_fraction: float = 0.15, seed: int = 0, block_size_m: float = 1000.0,
-                  buffer_m: float = 0.0) -> Manifest:
-    """Return a copy of ``manifest`` with a ``split`` column (train/val/test, or ``excluded`` in buffers)."""
+                  buffer_m: float = 0.0, folds: int | None = None, fold: int = 0) -> Manifest:
+    """Return a copy of ``manifest`` with a ``split`` column (train/val/test, or ``excluded`` in buffers).
+    With ``folds``, fold ``fold`` of a k-fold partition is the test split (``test_fraction`` is unused)."""
     if method not in METHODS:
         raise ConfigError(f"split.method={method!r}: choose one of {list(METHODS)}")
-    _check_fractions(val_fraction, test_fraction)
+    if folds is not None and method == "predefined":
+        raise ConfigError("split.folds: cross-validation needs method group, spatial, stratified or random, not "
+                          "predefined")
+    if folds is not None and folds < 2:
+        raise ConfigError(f"split.folds={folds}: cross-validation needs at least 2 folds")
+    _check_fractions(val_fraction, 1 / folds if folds else test_fraction)
     frame = manifest.frame.copy()
     if len(frame) == 0:
         raise DataError(f"{manifest.source}: no labelled samples to split")
@@ -128,6 +184,9 @@ def assign_splits(manifest: Manifest, method: str = "group", val_fraction: float
         if "split" not in frame.columns or frame["split"].isna().any():
             raise ConfigError(f"split.method='predefined' but {manifest.source} has no complete 'split' column")
         split = frame["split"].to_numpy(dtype=object)
+    elif folds is not None and method in ("random", "stratified"):
+        # single chips as units; the dealing balances class ratios for both (random differs only in its name)
+        split = _fold_split(np.arange(len(frame)), targets, folds, fold, val_fraction, seed)
     elif method in ("random", "stratified"):
         split = _random(targets, val_fraction, test_fraction, np.random.default_rng(seed), method == "stratified")
     else:
@@ -140,7 +199,10 @@ def assign_splits(manifest: Manifest, method: str = "group", val_fraction: float
                 raise ConfigError(f"split.method='spatial' needs 'lat' and 'lon' on every row of {manifest.source}")
             groups = spatial_blocks(frame["lat"].to_numpy(), frame["lon"].to_numpy(), block_size_m)
             frame["group"] = groups
-        split = _grouped(groups, targets, val_fraction, test_fraction, seed)
+        if folds is not None:
+            split = _fold_split(groups, targets, folds, fold, val_fraction, seed)
+        else:
+            split = _grouped(groups, targets, val_fraction, test_fraction, seed)
         if buffer_m > 0:
             if not {"lat", "lon"} <= set(frame.columns):
                 raise ConfigError("split.buffer_m needs 'lat' and 'lon' columns")

@@ -66,7 +66,7 @@ def prepare_data(cfg: RunConfig) -> Manifest:
         else:
             method = "stratified"
     return assign_splits(train, method, data.split.val_fraction, data.split.test_fraction, data.split.seed,
-                         data.split.block_size_m, data.split.buffer_m)
+                         data.split.block_size_m, data.split.buffer_m, data.split.folds, data.split.fold)
 
 
 def fit_tags(cfg: RunConfig, train: Manifest) -> TagSchema | None:
