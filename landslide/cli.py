@@ -63,12 +63,14 @@ def cmd_train(args) -> int:
     from landslide.training.experiment import format_summary, run_experiment
     from landslide.training.run import run_training
 
+    if not (args.config or args.config_file):
+        args.parser.error("give the config file (CONFIG or --config)")
     overrides = _parse_set(args.set)
     if args.init_from:
         overrides["train.init_from"] = args.init_from
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config or args.config_file, overrides)
     summary = run_experiment(cfg, run_training)
     print(format_summary(summary))
     return 1 if summary.get("failed") else 0
@@ -292,12 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_preprocess)
 
-    p = sub.add_parser("train", help="train from a YAML run config")
-    p.add_argument("--config", required=True)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
-    p.add_argument("--init-from", help="stage-2 weight transfer: start from this checkpoint folder")
-    p.add_argument("--output-dir")
-    p.set_defaults(func=cmd_train)
+    for name, help_text in (("train", "train from a YAML run config (a single run or any experiment)"),
+                            ("experiment", "run an experiment or study config (the same as train): all its runs, "
+                                           "resuming finished ones, then the comparison / study report")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("config_file", nargs="?", metavar="CONFIG", help="the YAML config (or --config)")
+        p.add_argument("--config", help=argparse.SUPPRESS if name == "experiment" else "the YAML config")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+        p.add_argument("--init-from", help="stage-2 weight transfer: start from this checkpoint folder")
+        p.add_argument("--output-dir")
+        p.set_defaults(func=cmd_train, parser=p)
 
     p = sub.add_parser("evaluate", help="metrics, plots, Grad-CAM galleries and report for a model")
     p.add_argument("--model", required=True, help="checkpoint folder (model.safetensors + model_card.json)")

@@ -194,6 +194,10 @@ class EvalConfig(_Strict):
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     cam_method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
+    tta: Literal["none", "flips", "d4"] = "none"
+    """Test-time augmentation: average over 4 flips or all 8 rotations/mirrors. The threshold is chosen on
+    validation predictions made the same way, the card records the mode (sweeps and the endpoint use it), and
+    the evaluation also reports the model without it and the paired difference."""
     cam_max_images: int = Field(200, ge=0)
     gallery_size: int = Field(12, ge=0)
 
@@ -231,10 +235,44 @@ class StageConfig(_Strict):
     """Dotted overrides for this stage, e.g. ``{data.train: gs://b/set2.csv, model.freeze.n: 6}``."""
 
 
-class ExperimentConfig(_Strict):
-    """Several runs from one config (see landslide.training.experiment). ``single`` is one plain run."""
+class RepeatConfig(_Strict):
+    """Every variant of an experiment run several times; results are reported per run and aggregated."""
 
-    kind: Literal["single", "compare", "finetune", "transfer", "data_size", "modality"] = "single"
+    folds: int | None = Field(None, ge=2, le=100)
+    """Cross-validation: one run per fold (``data.split.folds``/``fold``), so every chip is tested once; the
+    out-of-fold predictions are pooled for metrics with group-bootstrap intervals."""
+    seeds: list[int] = Field(default_factory=list)
+    """One run per seed (``train.seed`` and ``data.split.seed``: with ``folds`` each seed deals new folds,
+    without them each seed draws a new grouped split)."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds repeat: {value}")
+        return value
+
+
+class ExperimentConfig(_Strict):
+    """Several runs from one config (see landslide.training.experiment). ``single`` is one plain run;
+    ``study`` runs several experiments (``parts``) on the same data and writes one report."""
+
+    kind: Literal["single", "compare", "finetune", "transfer", "data_size", "modality", "study"] = "single"
+    name: str | None = None
+    """study parts: the part's name (its folder under the study's output_dir)."""
+    set: dict[str, Any] = Field(default_factory=dict)
+    """study parts: dotted overrides of the study's settings for this part, e.g. ``{train.epochs: 5}``."""
+    parts: list[ExperimentConfig] = Field(default_factory=list)
+    """study: the experiments to run, each an experiment of another kind with a ``name``."""
+    repeats: RepeatConfig | None = None
+    """Run every variant once per fold and/or seed (in a study: the default for parts without their own)."""
+    select: Literal["mcc", "f1", "accuracy", "roc_auc"] = "mcc"
+    """compare / study: the best variant is the one with the highest mean *validation* value of this metric
+    (test metrics never choose); its model is exported with its card to ``output_dir/best_model``."""
+    targets: dict[Literal["accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc"], float] = \
+        Field(default_factory=dict)
+    """study: goals for the selected model's test estimate, e.g. ``{f1: 0.90, mcc: 0.80}``; the report says
+    whether the estimate and its interval's lower bound reach them."""
     backbones: list[str] = Field(default_factory=list)
     """compare: backbones trained with identical splits and budget."""
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -263,6 +301,16 @@ class ExperimentConfig(_Strict):
             raise ValueError("kind 'data_size' needs fractions or subsets")
         if any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError("fractions must be in (0, 1]")
+        if self.kind == "study":
+            if not self.parts:
+                raise ValueError("kind 'study' needs parts: a list of experiments, each with a name and a kind")
+            names = [p.name for p in self.parts]
+            if any(not n for n in names) or len(set(names)) != len(names):
+                raise ValueError(f"study parts need distinct names, got {names}")
+            if any(p.kind == "study" for p in self.parts):
+                raise ValueError("a study part cannot itself be a study")
+        elif self.parts:
+            raise ValueError(f"parts are for kind 'study', not {self.kind!r}")
         if self.kind == "compare":
             from landslide.models.registry import get_spec
 

@@ -24,6 +24,7 @@ from landslide.explain import attention_stats
 from landslide.explain.gallery import write_galleries
 from landslide.explain.gradcam import CamExplainer, overlay
 from landslide.models.classifier import LandslideClassifier
+from landslide.models.tta import VIEWS as TTA_VIEWS
 from landslide.training.engine import predict_loader
 
 
@@ -35,15 +36,17 @@ def eval_transform(card: dict):
 
 def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest, batch_size: int = 32,
                      device: torch.device | str = "cpu", num_workers: int = 0, max_pixels: int = 64_000_000,
-                     progress: bool = False, without_tags: bool = False) -> tuple[pd.DataFrame, list[dict]]:
+                     progress: bool = False, without_tags: bool = False,
+                     tta: str = "none") -> tuple[pd.DataFrame, list[dict]]:
     """Probability of landslide for every readable image; unreadable ones are returned separately. A
-    multi-modal model reads the manifest's tag columns (``without_tags``: every tag unknown)."""
+    multi-modal model reads the manifest's tag columns (``without_tags``: every tag unknown); ``tta``
+    averages over flipped/rotated views (landslide.models.tta)."""
     dataset = ChipDataset(manifest, eval_transform(card), max_pixels=max_pixels, schema=model.tag_schema,
                           without_tags=without_tags)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_skip_bad)
     device = torch.device(device)
-    idx, _, probs, errors = predict_loader(model.to(device), loader, device, progress=progress)
+    idx, _, probs, errors = predict_loader(model.to(device), loader, device, progress=progress, tta=tta)
     frame = pd.DataFrame({"index": idx.astype(int), "uri": [dataset.uris[i] for i in idx],
                           "target": [dataset.targets[i] for i in idx], "probability": probs.astype(float)})
     return frame, errors
@@ -147,6 +150,23 @@ def evaluate_size_head(model: LandslideClassifier, card: dict, manifest: Manifes
     return out
 
 
+def _without_tta(model: LandslideClassifier, card: dict, manifest: Manifest, preds: pd.DataFrame, cfg: EvalConfig,
+                 metrics: dict, device, batch_size: int, num_workers: int, seed: int) -> pd.DataFrame:
+    """The measured effect of test-time augmentation: the same model without it (at the threshold chosen on
+    validation without it), and the paired difference with it minus without, into ``metrics['tta']``."""
+    mode, threshold = card["tta"], float(card["threshold"])
+    plain_threshold = float(card.get("thresholds_by_tta", {}).get("none", threshold))
+    plain, _ = predict_manifest(model, card, manifest, batch_size, device, num_workers)
+    both = preds.merge(plain[["index", "probability"]].rename(columns={"probability": "probability_without_tta"}),
+                       on="index")
+    y, p, q = both["target"].to_numpy(), both["probability"].to_numpy(), both["probability_without_tta"].to_numpy()
+    metrics["tta"] = {"mode": mode, "views": TTA_VIEWS[mode], "threshold_without_tta": plain_threshold,
+                      "without_tta": evaluate_predictions(y, q, plain_threshold, cfg.bootstrap, cfg.confidence, seed),
+                      "tta_minus_without": paired_difference(y, p, threshold, q, plain_threshold, cfg.bootstrap,
+                                                             cfg.confidence, seed)}
+    return both.assign(prediction_without_tta=(q >= plain_threshold).astype(int))
+
+
 def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, out_dir: str, cfg: EvalConfig,
                    history: list[dict] | None = None, device: torch.device | str = "cpu", batch_size: int = 32,
                    num_workers: int = 0, seed: int = 0, title: str = "Evaluation",
@@ -154,8 +174,9 @@ def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, o
     """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics."""
     storage.makedirs(out_dir)
     threshold = float(card.get("threshold", 0.5))
+    tta = str(card.get("tta", "none"))
     started = time.perf_counter()
-    preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers)
+    preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers, tta=tta)
     predict_seconds = time.perf_counter() - started
     if preds.empty:
         from landslide.errors import DataError
@@ -163,6 +184,8 @@ def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, o
     y, p = preds["target"].to_numpy(), preds["probability"].to_numpy()
     metrics = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
     metrics["unreadable_images"] = errors
+    if tta != "none":
+        preds = _without_tta(model, card, manifest, preds, cfg, metrics, device, batch_size, num_workers, seed)
     if model.tag_encoder is not None:
         metrics["tags"] = evaluate_without_tags(model, card, manifest, preds, threshold, cfg, out_dir, device,
                                                 batch_size, num_workers, seed)

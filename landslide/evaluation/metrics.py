@@ -76,6 +76,83 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: 
             for k, v in samples.items() if len(v) >= max(10, n_boot // 10)}
 
 
+def pooled_metrics(y: np.ndarray, pred: np.ndarray, p: np.ndarray, groups: np.ndarray | None = None,
+                   n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Metrics of pooled out-of-fold predictions (each run's decisions at its own validation threshold, so
+    ``pred`` is given, not derived from ``p``), with percentile intervals from a *cluster* bootstrap that
+    resamples whole groups: neighbouring chips of one group are not independent evidence."""
+    y, pred, p = np.asarray(y).astype(int), np.asarray(pred).astype(int), np.asarray(p, dtype=float)
+    counts = confusion(y, pred)
+    out = {**_from_counts(**counts), **_rank(y, p), "confusion": counts, "n": int(len(y)),
+           "positives": int(y.sum()), "negatives": int(len(y) - y.sum())}
+    out["groups"] = int(len(np.unique(groups))) if groups is not None else int(len(y))
+    samples: dict[str, list[float]] = {k: [] for k in (*POINT_METRICS, *RANK_METRICS)}
+    for idx in cluster_bootstrap(groups, len(y), n_boot, seed):
+        values = {**_from_counts(**confusion(y[idx], pred[idx])), **_rank(y[idx], p[idx])}
+        for key, value in values.items():
+            if not math.isnan(value):
+                samples[key].append(value)
+    alpha = (1 - confidence) / 2
+    out["intervals"] = {k: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
+                        for k, v in samples.items() if len(v) >= max(10, n_boot // 10)}
+    out["confidence"], out["bootstrap"] = confidence, n_boot
+    return out
+
+
+def cluster_bootstrap(groups: np.ndarray | None, n: int, n_boot: int, seed: int):
+    """Index arrays of a bootstrap that resamples whole groups (single rows when ``groups`` is None)."""
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot if n else 0):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+
+
+def paired_pooled_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: np.ndarray | None = None,
+                             n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+                             keys: tuple[str, ...] = ("accuracy", "f1", "mcc")) -> dict[str, dict]:
+    """Metric of decisions A minus decisions B on the same pooled images (e.g. with and without test-time
+    augmentation, each fold at its own thresholds), with a paired group-bootstrap interval."""
+    y, pred_a, pred_b = (np.asarray(a).astype(int) for a in (y, pred_a, pred_b))
+
+    def values(idx: np.ndarray) -> dict[str, float]:
+        a, b = _from_counts(**confusion(y[idx], pred_a[idx])), _from_counts(**confusion(y[idx], pred_b[idx]))
+        return {k: a[k] - b[k] for k in keys}
+
+    point = values(np.arange(len(y)))
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for idx in cluster_bootstrap(groups, len(y), n_boot, seed):
+        for key, value in values(idx).items():
+            if not math.isnan(value):
+                samples[key].append(value)
+    alpha = (1 - confidence) / 2
+    out = {}
+    for key in keys:
+        interval = None
+        if len(samples[key]) >= max(10, n_boot // 10):
+            interval = [float(np.quantile(samples[key], alpha)), float(np.quantile(samples[key], 1 - alpha))]
+        out[key] = {"difference": point[key], "interval": interval,
+                    "significant": bool(interval and (interval[0] > 0 or interval[1] < 0))}
+    return out
+
+
+def across_runs(values: list[float], confidence: float = 0.95) -> dict:
+    """Mean, standard deviation and Student-t interval of the mean of one metric over repeated runs (seeds or
+    folds). The interval describes run-to-run variation; with 2-3 runs it is wide, as it should be."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return {"n": 0, "mean": None, "std": None, "interval": None}
+    mean = float(v.mean())
+    if len(v) == 1:
+        return {"n": 1, "mean": mean, "std": None, "interval": None}
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * std / math.sqrt(len(v)))
+    return {"n": int(len(v)), "mean": mean, "std": std, "interval": [mean - half, mean + half]}
+
+
 def choose_threshold(y: np.ndarray, p: np.ndarray, method: str = "f1", fixed: float = 0.5) -> float:
     """Decision threshold from validation data: max F1, max Youden's J, or a fixed value."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)

@@ -142,3 +142,28 @@ def metric_lines(table, x_key: str, group_key: str | None, uri: str, xlabel: str
         axes[0].legend(fontsize=8)
     fig.suptitle(title, y=1.04)
     return _save(fig, uri)
+
+
+def attention_bars(summary: dict, uri: str) -> str:
+    """Grad-CAM share per region and outcome, as enrichment over an even map (1 = even), with intervals."""
+    from landslide.explain.attention_stats import EVEN_SHARE, SUMMARY_REGIONS
+
+    outcomes = [o for o in ("TP", "TN", "FP", "FN", "correct", "errors") if o in summary["outcomes"]]
+    x = np.arange(len(SUMMARY_REGIONS))
+    width = 0.8 / max(len(outcomes), 1)
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for i, name in enumerate(outcomes):
+        entry = summary["outcomes"][name]
+        vals = np.array([entry[r]["mean"] / EVEN_SHARE[r] for r in SUMMARY_REGIONS])
+        ci = [entry[r]["interval"] for r in SUMMARY_REGIONS]
+        err = np.array([[vals[j] - c[0] / EVEN_SHARE[r], c[1] / EVEN_SHARE[r] - vals[j]] if c else [0, 0]
+                        for j, (c, r) in enumerate(zip(ci, SUMMARY_REGIONS))]).T
+        ax.bar(x + (i - (len(outcomes) - 1) / 2) * width, vals, width, yerr=np.clip(err, 0, None), capsize=2,
+               label=f"{name} (n={entry['n']})")
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_xticks(x, SUMMARY_REGIONS)
+    ax.set_ylabel("share / even share")
+    ax.set_title("Where the model looks, by outcome (Grad-CAM)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=3)
+    return _save(fig, uri)

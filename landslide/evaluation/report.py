@@ -72,6 +72,21 @@ def tags_section(tags: dict | None, card: dict, with_tags: dict) -> list[str]:
     return lines
 
 
+def tta_section(tta: dict | None, with_tta: dict) -> list[str]:
+    """The model with test-time augmentation against itself without it, on the same images."""
+    if not tta:
+        return []
+    without = tta["without_tta"]
+    lines = ["", f"## Test-time augmentation ({tta['mode']}, {tta['views']} views)", "",
+             f"Each model at its own validation-chosen threshold (without: {tta['threshold_without_tta']:.3f}).", "",
+             "| metric | with TTA | without TTA | with − without (paired bootstrap) |", "|---|---|---|---|"]
+    for key, diff in tta["tta_minus_without"].items():
+        mark = " *" if diff["significant"] else ""
+        lines.append(f"| {key} | {_fmt(with_tta.get(key))} | {_fmt(without.get(key))} | "
+                     f"{diff['difference']:+.3f} [{_interval(diff['interval'])}]{mark} |")
+    return lines + ["", "\\* the interval excludes 0."]
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
@@ -133,6 +148,7 @@ def write_report(uri: str, title: str, metrics: dict, card: dict, figures: dict[
                   "right are border strips). An even map gives 0.111 per cell and 0.333 per strip; ×N is the "
                   "enrichment over that. Compare errors with correct predictions, e.g. `top_right`.", "",
                   *attention_table(attention)]
+    lines += tta_section(metrics.get("tta"), metrics)
     lines += tags_section(metrics.get("tags"), card, metrics)
     lines += size_section(metrics.get("size"))
     if galleries:

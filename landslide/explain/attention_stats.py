@@ -10,6 +10,7 @@ attend to the top-right corner: compare ``top_right`` for FP/FN against TP/TN.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 REGIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "top", "bottom", "left", "right", "centre")
 UNIFORM_SHARE = {**{r: 1 / 9 for r in ("top_left", "top_right", "bottom_left", "bottom_right", "centre")},
@@ -59,3 +60,59 @@ def dominant_region(shares: dict[str, float]) -> str:
     """The cell (corner or centre) holding the most mass relative to an even map."""
     cells = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
     return max(cells, key=lambda r: shares[r] / UNIFORM_SHARE[r])
+
+
+def with_totals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-image shares plus ``corners`` (the four corner cells together; even map 4/9) and ``border`` (all but
+    the centre cell; even map 8/9)."""
+    return frame.assign(corners=frame[["top_left", "top_right", "bottom_left", "bottom_right"]].sum(axis=1),
+                        border=1.0 - frame["centre"])
+
+
+SUMMARY_REGIONS = ("top_right", "top_left", "bottom_left", "bottom_right", "corners", "border", "centre")
+EVEN_SHARE = {**UNIFORM_SHARE, "corners": 4 / 9, "border": 8 / 9}
+
+
+def summarise(frame: pd.DataFrame, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Pooled per-image shares (columns: outcome, group, the regions) -> per outcome (TP/FP/FN/TN, errors,
+    correct) the mean share of each region with a group-bootstrap interval, and errors minus correct for each
+    region: the study's "errors look at the top-right corner" as a measured difference."""
+    from landslide.evaluation.metrics import cluster_bootstrap
+
+    frame = with_totals(frame)
+    frame = frame.assign(kind=np.where(frame["outcome"].isin(["FP", "FN"]), "errors", "correct"))
+    alpha = (1 - confidence) / 2
+
+    def interval(values: list[float]) -> list[float] | None:
+        return [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))] if len(values) >= 10 else None
+
+    regions = list(SUMMARY_REGIONS)
+    out: dict = {"outcomes": {}, "errors_minus_correct": {}, "even_share": EVEN_SHARE, "images": int(len(frame))}
+    for name, part in [*frame.groupby("outcome"), *frame.groupby("kind")]:
+        values = part[regions].to_numpy(dtype=float)
+        groups = part["group"].to_numpy() if "group" in part else None
+        boots = np.array([values[idx].mean(0) for idx in cluster_bootstrap(groups, len(part), n_boot, seed)])
+        entry: dict = {"n": int(len(part))}
+        for j, region in enumerate(regions):
+            mean = float(values[:, j].mean())
+            entry[region] = {"mean": mean, "interval": interval(list(boots[:, j])) if len(boots) else None,
+                             "enrichment": mean / EVEN_SHARE[region]}
+        out["outcomes"][str(name)] = entry
+    if {"errors", "correct"} <= set(frame["kind"]):
+        values = frame[regions].to_numpy(dtype=float)
+        groups = frame["group"].to_numpy() if "group" in frame else None
+        err = frame["kind"].to_numpy() == "errors"
+
+        def diff(idx: np.ndarray) -> np.ndarray:
+            e = err[idx]
+            if e.all() or not e.any():
+                return np.full(len(regions), np.nan)
+            return values[idx][e].mean(0) - values[idx][~e].mean(0)
+
+        point = diff(np.arange(len(frame)))
+        boots = np.array([diff(idx) for idx in cluster_bootstrap(groups, len(frame), n_boot, seed)])
+        for j, region in enumerate(regions):
+            ci = interval([b for b in boots[:, j] if not np.isnan(b)]) if len(boots) else None
+            out["errors_minus_correct"][region] = {"difference": float(point[j]), "interval": ci,
+                                                   "significant": bool(ci and (ci[0] > 0 or ci[1] < 0))}
+    return out

@@ -18,6 +18,7 @@ from landslide.data.images import encode_png
 from landslide.errors import ConfigError
 from landslide.explain.attention_stats import region_shares
 from landslide.explain.gradcam import CAM_METHODS, CamExplainer, overlay
+from landslide.models import tta as tta_lib
 from landslide.models.checkpoint import load_checkpoint
 from landslide.training.engine import resolve_device
 
@@ -36,16 +37,22 @@ class Predictor:
     """Landslide probability (and Grad-CAM) for RGB uint8 images with the model in ``model_uri``."""
 
     def __init__(self, model_uri: str, device: str = "auto", threshold: float | None = None,
-                 cam_method: str = "gradcam", num_threads: int | None = None):
+                 cam_method: str = "gradcam", num_threads: int | None = None, tta: str | None = None):
         if cam_method not in CAM_METHODS:
             raise ConfigError(f"cam method {cam_method!r}: choose one of {list(CAM_METHODS)}")
+        if tta is not None and tta not in tta_lib.MODES:
+            raise ConfigError(f"test-time augmentation {tta!r}: choose one of {list(tta_lib.MODES)}")
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(model_uri, self.device)
         self.model_uri = model_uri
+        # test-time augmentation: the card's mode unless asked otherwise, with the validation threshold chosen
+        # for that mode when the card has one
+        self.tta = tta or str(self.card.get("tta", "none"))
+        default = self.card.get("thresholds_by_tta", {}).get(self.tta, self.card["threshold"])
         self.input_size = int(self.card["input_size"])
-        self.threshold = float(self.card["threshold"] if threshold is None else threshold)
+        self.threshold = float(default if threshold is None else threshold)
         norm = self.card["normalization"]
         self.mean, self.std = tuple(norm["mean"]), tuple(norm["std"])
         self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
@@ -58,7 +65,7 @@ class Predictor:
         """Model identity recorded with every prediction: name, backbone and version (weights hash)."""
         return {"name": str(self.card.get("name") or self.card["backbone"]), "backbone": self.card["backbone"],
                 "version": self.card["weights_sha256"][:12], "input_size": self.input_size,
-                "threshold": self.threshold, "inputs": self.card.get("inputs", "image")}
+                "threshold": self.threshold, "inputs": self.card.get("inputs", "image"), "tta": self.tta}
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)`` at the model's input size (as evaluation resizes)."""
@@ -96,7 +103,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _probabilities(self, x: torch.Tensor, tags: torch.Tensor | None) -> np.ndarray:
-        return torch.sigmoid(self.model(x, tags=tags).squeeze(1).float()).cpu().numpy()
+        return tta_lib.probabilities(self.model, x, tags, self.tta).cpu().numpy()
 
     def label(self, probabilities: np.ndarray) -> list[str]:
         """Class names at the threshold."""

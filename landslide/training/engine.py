@@ -24,6 +24,7 @@ from landslide.config import TrainConfig
 from landslide.errors import CheckpointError, ImageError
 from landslide.evaluation.metrics import binary_metrics
 from landslide.models.freezing import set_frozen_batchnorm_eval
+from landslide.models.tta import probabilities as tta_probabilities
 from landslide.training import state as train_state
 
 EpochCallback = Callable[[int, dict, "Trainer"], None]
@@ -61,8 +62,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 @torch.no_grad()
 def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
                    autocast: Callable = contextlib.nullcontext, desc: str = "predict",
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    """(indices, targets, probabilities, errors) over a loader of ``collate_skip_bad`` batches."""
+                   progress: bool = False, tta: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """(indices, targets, probabilities, errors) over a loader of ``collate_skip_bad`` batches
+    (``tta``: probabilities averaged over flipped/rotated views, see landslide.models.tta)."""
     model.eval()
     idx, ys, ps, errors = [], [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
@@ -72,8 +74,8 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
         tags = batch.get("tags")
         tags = None if tags is None else tags.to(device)
         with autocast():
-            logits = model(batch["image"].to(device), tags=tags).squeeze(1).float()
-        ps.append(torch.sigmoid(logits).cpu().numpy())
+            probs = tta_probabilities(model, batch["image"].to(device), tags, tta)
+        ps.append(probs.cpu().numpy())
         ys.append(batch["target"].numpy())
         idx.append(batch["index"].numpy())
     if not ps:

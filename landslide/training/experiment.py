@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from landslide import storage
-from landslide.config import RunConfig, dump_config, parse_config
+from landslide.config import ExperimentConfig, RunConfig, dump_config, parse_config
 from landslide.errors import ConfigError, DataError, LandslideError, StorageError
 from landslide.evaluation import plots
 from landslide.models.registry import get_spec
@@ -41,6 +41,12 @@ class Variant:
     cfg: RunConfig
     params: dict[str, Any] = field(default_factory=dict)
     depends_on: str | None = None
+    base: str | None = None
+    """Repeated experiments: the variant this run repeats (one fold or seed of it); None when not repeated."""
+    part: str | None = None
+    """Studies: the part this variant belongs to."""
+    follows_previous: bool = False
+    """Transfer: the run starts from the model of ``depends_on`` (so each fold starts from the same fold)."""
 
 
 def _slug(text: str) -> str:
@@ -55,11 +61,86 @@ def _derive(cfg: RunConfig, name: str, overrides: dict[str, Any]) -> RunConfig:
     return parse_config(raw, f"experiment variant {name!r}", overrides)
 
 
+def part_config(cfg: RunConfig, part: ExperimentConfig) -> RunConfig:
+    """A study part as an experiment of its own: the study's settings with the part's ``set`` overrides, its
+    own folder, and the study's repeats unless the part has its own."""
+    raw = cfg.model_dump(mode="json")
+    exp = part.model_dump(mode="json", exclude={"name", "set", "parts"})
+    if exp.get("repeats") is None:
+        exp["repeats"] = raw["experiment"]["repeats"]
+    raw["experiment"] = exp
+    raw["name"] = f"{cfg.name}-{part.name}"
+    raw["output_dir"] = storage.join(cfg.output_dir, _slug(part.name))
+    return parse_config(raw, f"study part {part.name!r}", part.set)
+
+
+def repeat_tags(cfg: RunConfig) -> list[tuple[str, int | None, int | None]]:
+    """(folder tag, fold, seed) of each repeat of a variant; empty when the experiment is not repeated."""
+    rep = cfg.experiment.repeats
+    if rep is None or (not rep.folds and not rep.seeds):
+        return []
+    out = []
+    for seed in rep.seeds or [None]:
+        for fold in range(rep.folds) if rep.folds else [None]:
+            tag = "-".join(([f"fold-{fold}"] if fold is not None else []) + ([f"seed-{seed}"] if seed is not None
+                                                                              else []))
+            out.append((tag, fold, seed))
+    return out
+
+
 def plan(cfg: RunConfig) -> list[Variant]:
     """The runs an experiment consists of, in the order they must run."""
     exp = cfg.experiment
+    if exp.kind == "study":
+        variants = []
+        for part in exp.parts:
+            for v in plan(part_config(cfg, part)):
+                v.name, v.part = f"{part.name}/{v.name}", part.name
+                v.depends_on = f"{part.name}/{v.depends_on}" if v.depends_on else None
+                v.base = f"{part.name}/{v.base}" if v.base else None
+                variants.append(v)
+        return variants
+    variants = _plan_kind(cfg)
+    tags = repeat_tags(cfg)
+    if tags:
+        variants = _repeat(cfg, variants, tags)
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"experiment {exp.kind!r}: variant names repeat ({names}); make them unique")
+    return variants
+
+
+def _repeat(cfg: RunConfig, variants: list[Variant], tags: list[tuple[str, int | None, int | None]]
+            ) -> list[Variant]:
+    """Each variant once per fold/seed, in folders ``<variant folder>/<fold-i[-seed-s]>``."""
+    rep = cfg.experiment.repeats
+    by_name = {v.name: v for v in variants}
+    out = []
+    for v in variants:
+        for tag, fold, seed in tags:
+            overrides: dict[str, Any] = {}
+            if fold is not None:
+                overrides.update({"data.split.folds": rep.folds, "data.split.fold": fold})
+            if seed is not None:
+                overrides.update({"train.seed": seed, "data.split.seed": seed})
+            if v.follows_previous:
+                overrides["train.init_from"] = storage.join(by_name[v.depends_on].cfg.output_dir, tag, "model")
+            raw = v.cfg.model_dump(mode="json")
+            raw.pop("experiment")
+            raw["name"], raw["output_dir"] = f"{v.cfg.name}-{tag}", storage.join(v.cfg.output_dir, tag)
+            params = {**v.params, **({"fold": fold} if fold is not None else {}),
+                      **({"seed": seed} if seed is not None else {})}
+            out.append(Variant(f"{v.name}/{tag}", parse_config(raw, f"experiment run {v.name}/{tag}", overrides),
+                               params, f"{v.depends_on}/{tag}" if v.depends_on else None, base=v.name))
+    return out
+
+
+def _plan_kind(cfg: RunConfig) -> list[Variant]:
+    exp = cfg.experiment
     variants: list[Variant] = []
     if exp.kind == "single":
+        if repeat_tags(cfg):
+            return [Variant("run", _derive(cfg, "run", {}))]
         return [Variant(cfg.name, cfg)]
     if exp.kind == "compare":
         extra = {get_spec(k).name: v for k, v in exp.model_overrides.items()}
@@ -83,10 +164,11 @@ def plan(cfg: RunConfig) -> list[Variant]:
         for i, stage in enumerate(exp.stages):
             name = _slug(stage.name)
             overrides = dict(stage.set)
-            if previous is not None:
-                overrides.setdefault("train.init_from", storage.join(previous.cfg.output_dir, "model"))
+            follows = previous is not None and "train.init_from" not in overrides
+            if follows:
+                overrides["train.init_from"] = storage.join(previous.cfg.output_dir, "model")
             variant = Variant(name, _derive(cfg, name, overrides), {"stage": i + 1, "stage_name": stage.name},
-                              previous.name if previous else None)
+                              previous.name if previous else None, follows_previous=follows)
             variants.append(variant)
             previous = variant
     elif exp.kind == "data_size":
@@ -100,9 +182,6 @@ def plan(cfg: RunConfig) -> list[Variant]:
     elif exp.kind == "modality":
         variants.append(Variant("image-only", _derive(cfg, "image-only", {"model.tags": None}), {"inputs": "image"}))
         variants.append(Variant("multimodal", _derive(cfg, "multimodal", {}), {"inputs": "image + tags"}))
-    names = [v.name for v in variants]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"experiment {exp.kind!r}: variant names repeat ({names}); make them unique")
     return variants
 
 
@@ -149,16 +228,55 @@ def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None]
             report(f"{head}: FAILED: {exc}")
             continue
         report(f"{head}: {_one_line(results[variant.name])}")
-    table = comparison_table(variants, results)
-    files = write_comparison(cfg, table)
-    if cfg.experiment.kind == "modality" and not any("error" in r for r in results.values()):
-        files.update(write_modality(cfg, variants))
+    if cfg.experiment.kind == "study":
+        from landslide.training.study import combined_table, write_study
+
+        parts = {}
+        for part in cfg.experiment.parts:
+            pcfg = part_config(cfg, part)
+            pvariants = plan(pcfg)
+            parts[part.name] = write_results(pcfg, pvariants, {v.name: results[f"{part.name}/{v.name}"]
+                                                               for v in pvariants}, export=False)
+        table = combined_table(parts)
+        files = write_study(cfg, parts, variants, results)
+    else:
+        outcome = write_results(cfg, variants, results)
+        table, files = outcome["table"], outcome["files"]
     summary = {"name": cfg.name, "kind": cfg.experiment.kind, "output_dir": cfg.output_dir,
                "variants": len(variants), "failed": [n for n, r in results.items() if "error" in r],
-               "files": files, "seconds": time.perf_counter() - start,
-               "rows": table.astype(object).where(table.notna(), None).to_dict(orient="records")}
+               "files": files, "seconds": time.perf_counter() - start, "rows": _records(table)}
     storage.write_json(storage.join(cfg.output_dir, "experiment_summary.json"), summary)
     return summary
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    return table.astype(object).where(table.notna(), None).to_dict(orient="records")
+
+
+def write_results(cfg: RunConfig, variants: list[Variant], results: dict[str, dict], export: bool = True) -> dict:
+    """The comparison of one experiment: per-run table, the aggregate over repeats (when repeated), files and
+    plots, and (``export``) the best variant's model in ``output_dir/best_model``. Returns table/files/best."""
+    from landslide.training import repeats
+
+    runs = comparison_table(variants, results)
+    files: dict[str, str] = {}
+    if repeat_tags(cfg):
+        files["runs_csv"] = storage.join(cfg.output_dir, "runs.csv")
+        storage.write_text(files["runs_csv"], runs.to_csv(index=False))
+        table = repeats.aggregate_table(cfg, variants, results)
+    else:
+        table = runs.assign(runs=(runs["status"] == "ok").astype(int)) if "status" in runs else runs
+    files.update(write_comparison(cfg, table))
+    if cfg.experiment.kind == "modality" and not repeat_tags(cfg) and not any("error" in r for r in results.values()):
+        files.update(write_modality(cfg, variants))
+    best = None
+    if export and len(variants) > 1:
+        row = repeats.select_best(table, cfg.experiment.select)
+        if row is not None:
+            best = repeats.export_best(cfg.output_dir, row, repeats.groups_of_runs(variants)[row["variant"]],
+                                       results, cfg.experiment.select)
+            files["best_model"] = best["model_dir"]
+    return {"table": table, "runs": runs, "files": files, "best": best}
 
 
 def format_summary(summary: dict) -> str:
@@ -217,6 +335,7 @@ def comparison_table(variants: list[Variant], results: dict[str, dict]) -> pd.Da
             "train_accuracy": best.get("train_accuracy"), "val_accuracy": best.get("val_accuracy"),
             "test_images": res.get("test_images")})
         for key in METRICS:
+            row[f"val_{key}"] = res.get("val_metrics", {}).get(key)
             row[f"test_{key}"] = test.get(key)
             row[f"test_{key}_low"], row[f"test_{key}_high"] = intervals.get(key) or (None, None)
         row.update({"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
@@ -241,10 +360,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame, select: str = "mcc") -> str:
     """The comparison as a Markdown table (metrics with their intervals), like the study's tables."""
-    cols = ["variant", "backbone", "freeze", "train images", "params", "size (MB)", "depth", "train acc*",
-            "val acc*"] + [f"test {m}" for m in ("accuracy", "precision", "recall", "specificity", "F1", "MCC")] \
+    cols = ["variant", "backbone", "freeze", "runs", "train images", "params", "size (MB)", "depth", "train acc*",
+            "val acc*", f"val {select}†"] \
+        + [f"test {m}" for m in ("accuracy", "precision", "recall", "specificity", "F1", "MCC")] \
         + ["time (s)", "train img/s", "infer img/s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
@@ -261,13 +381,37 @@ def markdown_table(table: pd.DataFrame) -> str:
 
         params = r.get("total_params")
         lines.append("| " + " | ".join([
-            str(r["variant"]), str(r["backbone"]), str(r.get("freeze", "")), _fmt(r.get("train_images")),
-            f"{params / 1e6:.2f}M" if params and not pd.isna(params) else "–", _fmt(r.get("size_mb"), 1),
-            _fmt(r.get("depth")), _fmt(r.get("train_accuracy")), _fmt(r.get("val_accuracy")),
+            str(r["variant"]), str(r["backbone"]), str(r.get("freeze", "")), _fmt(r.get("runs", 1)),
+            _fmt(r.get("train_images"), 0), f"{params / 1e6:.2f}M" if params and not pd.isna(params) else "–",
+            _fmt(r.get("size_mb"), 1), _fmt(r.get("depth"), 0), _fmt(r.get("train_accuracy")),
+            _fmt(r.get("val_accuracy")), _fmt(r.get(f"val_{select}")),
             ci("accuracy"), ci("precision"), ci("recall"), ci("specificity"), ci("f1"), ci("mcc"),
             _fmt(r.get("seconds"), 0), _fmt(r.get("train_images_per_s"), 1),
             _fmt(r.get("inference_images_per_s"), 1)]) + " |")
     return "\n".join(lines) + "\n"
+
+
+TITLES = {"single": "Repeated run", "compare": "Backbone comparison", "finetune": "Fine-tuning scenarios",
+          "transfer": "Weight transfer", "data_size": "Training data size", "modality": "Image-only vs. multi-modal"}
+
+
+def caption(cfg: RunConfig) -> str:
+    """How to read a comparison table: what the test numbers and intervals are."""
+    conf, rep = f"{cfg.eval.confidence:.0%}", cfg.experiment.repeats
+    if rep and rep.folds:
+        head = (f"Test metrics of the pooled out-of-fold predictions of {rep.folds}-fold grouped cross-validation"
+                + (f", repeated with seeds {rep.seeds}" if rep.seeds else "")
+                + f" (every chip tested once per seed, each fold at its own validation-chosen threshold), with "
+                f"{conf} intervals from a bootstrap over spatial groups; every variant uses the same folds.")
+    elif rep and rep.seeds:
+        head = (f"Test metrics: mean over {len(rep.seeds)} seeds (each seed its own grouped split, the same for "
+                f"every variant) with {conf} Student-t intervals of the mean.")
+    else:
+        head = (f"Test metrics with {conf} bootstrap intervals at each model's validation-chosen threshold; "
+                "identical val/test splits for every variant.")
+    return (head + f" *Train and validation accuracy at the best epoch (by {cfg.train.monitor}), threshold 0.5. "
+            f"†Validation {cfg.experiment.select} at the chosen threshold (mean over runs): it picks the best "
+            "variant; test metrics never do. Depth: layers with weights.")
 
 
 def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
@@ -276,17 +420,12 @@ def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
     kind = cfg.experiment.kind
     files = {"csv": storage.join(out, "comparison.csv"), "markdown": storage.join(out, "comparison.md")}
     storage.write_text(files["csv"], table.to_csv(index=False))
-    title = {"compare": "Backbone comparison", "finetune": "Fine-tuning scenarios", "transfer": "Weight transfer",
-             "data_size": "Training data size", "modality": "Image-only vs. multi-modal"}[kind]
-    storage.write_text(files["markdown"], f"# {title}: {cfg.name}\n\nTest metrics with "
-                       f"{cfg.eval.confidence:.0%} bootstrap intervals at each model's validation-chosen "
-                       f"threshold; identical val/test splits for every variant. *Train and validation accuracy "
-                       f"at the best epoch (by {cfg.train.monitor}), threshold 0.5. Depth: layers with "
-                       f"weights.\n\n" + markdown_table(table))
+    storage.write_text(files["markdown"], f"# {TITLES[kind]}: {cfg.name}\n\n{caption(cfg)}\n\n"
+                       + markdown_table(table, cfg.experiment.select))
     ok = table[table["status"] == "ok"] if "status" in table else table.iloc[0:0]
     if ok.empty:
         return files
-    files["plot"] = plots.metric_bars(ok, storage.join(out, "comparison.png"), title)
+    files["plot"] = plots.metric_bars(ok, storage.join(out, "comparison.png"), TITLES[kind])
     if kind == "finetune":
         depth = ok[ok["strategy"].isin(["last_blocks", "last_layers"])]
         if not depth.empty:

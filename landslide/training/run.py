@@ -228,14 +228,22 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
                                "split_method": cfg.data.split.method, "history": result.history},
                      **card_extras(run))
     threshold_info = {"method": "fixed", "value": cfg.eval.fixed_threshold}
-    if len(run.val):
+    thresholds_by_tta = {}
+    for mode in dict.fromkeys([cfg.eval.tta, "none"]):  # the configured mode first; plain too, to compare
+        if not len(run.val):
+            break
         vpreds, _ = predict_manifest(model, card, run.val, cfg.train.batch_size, device, cfg.data.num_workers,
-                                     cfg.data.max_image_pixels)
+                                     cfg.data.max_image_pixels, tta=mode)
         if len(vpreds):
             t = choose_threshold(vpreds["target"].to_numpy(), vpreds["probability"].to_numpy(), cfg.eval.threshold,
                                  cfg.eval.fixed_threshold)
-            threshold_info = {"method": cfg.eval.threshold, "value": t, "chosen_on": "validation",
-                              "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t)}
+            thresholds_by_tta[mode] = t
+            if mode == cfg.eval.tta:
+                threshold_info = {"method": cfg.eval.threshold, "value": t, "chosen_on": "validation",
+                                  "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t)}
+    card["tta"] = cfg.eval.tta
+    if cfg.eval.tta != "none":
+        card["thresholds_by_tta"] = thresholds_by_tta
     if run.leakage is not None:
         card["tags"]["leakage"] = run.leakage
     card["threshold"] = float(threshold_info["value"])
@@ -259,6 +267,9 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
                "best_epoch_metrics": {k: v for k, v in best.items() if isinstance(v, (int, float))},
                "train_images_per_s": float(sum(epoch_speed) / len(epoch_speed)) if epoch_speed else None,
                "splits": splits, "inputs": card["inputs"]}
+    if "validation_metrics" in threshold_info:  # at the chosen threshold: what experiments select models by
+        summary["val_metrics"] = {k: v for k, v in threshold_info["validation_metrics"].items()
+                                  if isinstance(v, (int, float))}
     if run.leakage is not None:
         summary["tag_leakage"] = {"verdict": run.leakage["verdict"], "leaks": run.leakage["leaks"],
                                   "combined_auc": run.leakage["combined_auc"]}
@@ -274,6 +285,12 @@ def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evalua
         if metrics.get("images_per_s"):
             summary["inference_images_per_s"] = metrics["images_per_s"]
         card["metrics"] = {"test": summary["test_metrics"], "test_intervals": summary["test_intervals"]}
+        if "tta" in metrics:
+            plain = metrics["tta"]["without_tta"]
+            summary["tta"] = metrics["tta"]["mode"]
+            summary["test_metrics_without_tta"] = {k: plain[k] for k in summary["test_metrics"]}
+            summary["tta_minus_without"] = metrics["tta"]["tta_minus_without"]
+            card["metrics"]["test_without_tta"] = summary["test_metrics_without_tta"]
         if "tags" in metrics:
             bare = metrics["tags"]["without_tags"]
             summary["test_metrics_without_tags"] = {k: bare[k] for k in summary["test_metrics"]}

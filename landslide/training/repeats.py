@@ -1,0 +1,179 @@
+"""Repeated experiments: aggregate the runs of each variant (folds and/or seeds), pick and export the best.
+
+With cross-validation (``experiment.repeats.folds``) every chip is tested exactly once per seed. The test
+predictions of all folds are pooled, each fold's decisions taken at that fold's own validation-chosen
+threshold, and the metrics of the pooled set get intervals from a bootstrap over spatial *groups* (neighbouring
+chips are not independent evidence). The spread of the per-run metrics (mean, standard deviation, Student-t
+interval) is reported beside it. Seeds alone (no folds) give one grouped split per seed; then the estimate is
+the mean over runs with its t interval.
+
+The best variant is chosen by its mean *validation* metric (``experiment.select``); test metrics never choose.
+Its model (the run with the best validation value) is copied with its card to ``output_dir/best_model``, the
+card extended with the selection and the variant's cross-validated test estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from landslide import storage
+from landslide.config import RunConfig
+from landslide.errors import DataError, StorageError
+from landslide.evaluation.metrics import across_runs, pooled_metrics
+
+if TYPE_CHECKING:
+    from landslide.training.experiment import Variant
+
+log = logging.getLogger(__name__)
+METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
+_RUN_KEYS = ("fold", "seed")
+
+
+def groups_of_runs(variants: list[Variant]) -> dict[str, list[Variant]]:
+    """Runs by the variant they repeat, in plan order."""
+    out: dict[str, list[Variant]] = {}
+    for v in variants:
+        out.setdefault(v.base or v.name, []).append(v)
+    return out
+
+
+def read_run_table(run_dir: str, name: str, seed: int | None = None) -> pd.DataFrame:
+    """A run's ``eval/<name>`` (e.g. predictions.csv) with each chip's spatial group from ``splits.csv``."""
+    table = storage.read_table(storage.join(run_dir, "eval", name), f"{name} of {run_dir}")
+    splits = storage.read_table(storage.join(run_dir, "splits.csv"), f"splits of {run_dir}")
+    if "group" in splits.columns:
+        table = table.merge(splits[["uri", "group"]].drop_duplicates("uri"), on="uri", how="left")
+    if "group" not in table.columns:
+        table["group"] = table["uri"]
+    table["group"] = table["group"].astype(str)
+    if seed is not None:  # the same chip tested under two seeds is two observations of one group
+        table["group"] = table["group"] + f"@{seed}"
+    return table
+
+
+def pooled_table(runs: list[Variant], results: dict[str, dict], name: str = "predictions.csv") -> pd.DataFrame:
+    """The ``eval/<name>`` tables of a variant's finished runs, concatenated, with ``run`` and ``group``."""
+    frames = []
+    for v in runs:
+        res = results.get(v.name, {})
+        if "error" in res or not res.get("test_metrics"):
+            continue
+        try:
+            frame = read_run_table(v.cfg.output_dir, name, v.params.get("seed"))
+        except (StorageError, DataError) as exc:
+            log.warning("%s: %s", v.name, exc)
+            continue
+        frames.append(frame.assign(run=v.name.rsplit("/", 1)[-1]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def aggregate_table(cfg: RunConfig, variants: list[Variant], results: dict[str, dict]) -> pd.DataFrame:
+    """One row per variant over its runs: test metrics (pooled out-of-fold with group-bootstrap intervals, or
+    the mean over seeds with t intervals), the per-run mean and spread, and mean validation metrics."""
+    rep = cfg.experiment.repeats
+    folds = bool(rep and rep.folds)
+    rows = []
+    for base, runs in groups_of_runs(variants).items():
+        ok = [results[v.name] for v in runs if v.name in results and "error" not in results[v.name]]
+        first = runs[0]
+        row: dict[str, Any] = {"variant": base, **{k: v for k, v in first.params.items() if k not in _RUN_KEYS},
+                               "backbone": first.cfg.model.backbone, "runs": len(ok),
+                               "failed_runs": len(runs) - len(ok)}
+        if not ok:
+            errors = [results.get(v.name, {}).get("error", "not run") for v in runs]
+            rows.append({**row, "status": "failed", "error": errors[0]})
+            continue
+        freeze = ok[0]["freeze"]
+        row.update({
+            "status": "ok", "backbone": ok[0].get("backbone", row["backbone"]),
+            "freeze": freeze["strategy"] + (f" {freeze['n']}" if freeze["strategy"] in ("last_blocks", "last_layers")
+                                            else ""),
+            "estimate": "out-of-fold" if folds else "mean of runs",
+            **{k: _mean([r.get(k) for r in ok]) for k in ("train_images", "total_params", "trainable_params",
+                                                          "model_size_mb", "depth", "image_size",
+                                                          "train_images_per_s", "inference_images_per_s")},
+            "train_accuracy": _mean([r.get("best_epoch_metrics", {}).get("train_accuracy") for r in ok]),
+            "val_accuracy": _mean([r.get("best_epoch_metrics", {}).get("val_accuracy") for r in ok]),
+            "seconds": float(sum(r.get("seconds", 0) for r in ok)),
+            "test_images": int(sum(r.get("test_images", 0) for r in ok))})
+        row["size_mb"] = row.pop("model_size_mb")
+        for key in METRICS:
+            row[f"val_{key}"] = _mean([r.get("val_metrics", {}).get(key) for r in ok])
+            spread = across_runs([r.get("test_metrics", {}).get(key) for r in ok], cfg.eval.confidence)
+            row[f"test_{key}_runs_mean"], row[f"test_{key}_runs_std"] = spread["mean"], spread["std"]
+            row[f"test_{key}"] = spread["mean"]
+            low, high = spread["interval"] or (None, None)
+            if low is not None:  # a t interval can pass a metric's range with few runs
+                low, high = max(low, -1.0 if key == "mcc" else 0.0), min(high, 1.0)
+            row[f"test_{key}_low"], row[f"test_{key}_high"] = low, high
+        if folds:
+            pooled = pooled_table(runs, results)
+            if not pooled.empty:
+                m = pooled_metrics(pooled["target"], pooled["prediction"], pooled["probability"], pooled["group"],
+                                   cfg.eval.bootstrap, cfg.eval.confidence, cfg.train.seed)
+                row["test_images"], row["test_groups"] = m["n"], m["groups"]
+                for key in METRICS:
+                    row[f"test_{key}"] = m[key]
+                    row[f"test_{key}_low"], row[f"test_{key}_high"] = m["intervals"].get(key) or (None, None)
+                storage.write_text(storage.join(_variant_dir(first), "predictions_out_of_fold.csv"),
+                                   pooled.to_csv(index=False))
+        row["output_dir"] = _variant_dir(first)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _variant_dir(run: Variant) -> str:
+    """The folder holding a variant's runs (a run folder's parent when repeated)."""
+    return storage.parent(run.cfg.output_dir) if run.base else run.cfg.output_dir
+
+
+def select_best(table: pd.DataFrame, metric: str) -> pd.Series | None:
+    """The row with the highest mean validation ``metric`` (ties: more runs, then plan order)."""
+    key = f"val_{metric}"
+    if table.empty or "status" not in table or key not in table:
+        return None
+    ok = table[(table["status"] == "ok") & table[key].notna()]
+    if ok.empty:
+        return None
+    return ok.loc[ok[key].astype(float).idxmax()]
+
+
+def export_best(out_dir: str, best: pd.Series, runs: list[Variant], results: dict[str, dict], metric: str,
+                label: str | None = None) -> dict:
+    """Copy the best variant's best run (by validation ``metric``) to ``out_dir/best_model`` and extend its card
+    with how it was chosen and the variant's test estimate. Returns the selection record."""
+    from landslide.models.checkpoint import CARD_FILE, WEIGHTS_FILE, read_card
+
+    finished = [v for v in runs if "error" not in results.get(v.name, {"error": 1})]
+    run = max(finished, key=lambda v: results[v.name].get("val_metrics", {}).get(metric, float("-inf")))
+    source = results[run.name]["model_dir"]
+    target = storage.join(out_dir, "best_model")
+    storage.makedirs(target)
+    for name in (WEIGHTS_FILE, CARD_FILE):  # weights first: a card always has its weights
+        storage.write_bytes(storage.join(target, name), storage.read_bytes(storage.join(source, name)))
+    selection = {"variant": label or str(best["variant"]), "run": run.name, "source": source,
+                 "selected_by": f"mean validation {metric} over the variant's runs "
+                                f"({best[f'val_{metric}']:.4f}); run with the best validation {metric}",
+                 "runs": int(best.get("runs", 1)), "estimate": best.get("estimate", "single run"),
+                 "test": {k: _num(best.get(f"test_{k}")) for k in METRICS},
+                 "test_intervals": {k: [_num(best.get(f"test_{k}_low")), _num(best.get(f"test_{k}_high"))]
+                                    for k in METRICS if _num(best.get(f"test_{k}_low")) is not None}}
+    card = read_card(target)
+    card["selection"] = selection
+    storage.write_json(storage.join(target, "model_card.json"), card)
+    return {**selection, "model_dir": target}
+
+
+def _num(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return float(value)
