@@ -406,6 +406,8 @@ class SweepConfig(_Strict):
     read_threads: int = Field(4, ge=1)
     """Local sweeps: threads reading and decoding tiles while the model runs."""
     device: str = "auto"
+    tta: Literal["none", "flips", "d4"] | None = None
+    """Test-time augmentation; default: the mode in the model card (with its validation threshold)."""
     max_image_pixels: int = Field(64_000_000, gt=0)
     max_tile_bytes: int = Field(64 * 1024 * 1024, gt=0)
     explain: SweepExplainConfig = SweepExplainConfig()
@@ -434,6 +436,8 @@ class ServeAppConfig(_Strict):
     model: str
     """Checkpoint folder/URI (model.safetensors + model_card.json), local or gs://."""
     device: str = "auto"
+    tta: Literal["none", "flips", "d4"] | None = None
+    """Test-time augmentation; default: the mode in the model card (with its validation threshold)."""
     threshold: float | None = Field(None, gt=0, lt=1)
     max_request_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)

@@ -49,9 +49,9 @@ class InferenceActor:
     """Ray Data actor: holds one Predictor (loaded once) and turns read batches into result rows."""
 
     def __init__(self, model: str, device: str, threshold: float | None, cam_method: str, output: str,
-                 explain: bool, threads: int):
+                 explain: bool, threads: int, tta: str | None = None):
         # Ray sets OMP_NUM_THREADS to the integer part of num_cpus; use what the actor reserved
-        self.predictor = Predictor(model, device, threshold, cam_method, num_threads=threads)
+        self.predictor = Predictor(model, device, threshold, cam_method, num_threads=threads, tta=tta)
         self.output, self.explain = output, explain
 
     def __call__(self, batch: dict) -> pd.DataFrame:
@@ -76,7 +76,7 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     if ray_cfg.inference_actors * ray_cfg.cpus_per_actor + ray_cfg.read_cpus > cpus:
         raise ConfigError(f"sweep: {ray_cfg.inference_actors} actor(s) x {ray_cfg.cpus_per_actor:g} CPU leave no "
                           f"room for a read task ({ray_cfg.read_cpus:g} CPU) on a cluster of {cpus:g} CPUs; {fix}")
-    driver_model = Predictor(cfg.model, "cpu", cfg.threshold, cfg.explain.method)
+    driver_model = Predictor(cfg.model, "cpu", cfg.threshold, cfg.explain.method, tta=cfg.tta)
     plan = plan_sweep(cfg, driver_model.info)
     size = driver_model.input_size
     del driver_model
@@ -101,7 +101,7 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
         ds = ds.map_batches(InferenceActor, batch_size=cfg.batch_size, batch_format="numpy",
                             fn_constructor_kwargs={"model": cfg.model, "device": device, "threshold": cfg.threshold,
                                                    "cam_method": cfg.explain.method, "output": cfg.output,
-                                                   "explain": cfg.explain.enabled,
+                                                   "explain": cfg.explain.enabled, "tta": cfg.tta,
                                                    "threads": max(1, math.ceil(ray_cfg.cpus_per_actor))},
                             compute=ray.data.ActorPoolStrategy(size=ray_cfg.inference_actors),
                             num_cpus=ray_cfg.cpus_per_actor, num_gpus=ray_cfg.gpus_per_actor or None)

@@ -62,7 +62,7 @@ class Classifier:
     def __init__(self, cfg: dict):
         settings = ServeAppConfig.model_validate(cfg)
         # torch takes its thread count from the OMP_NUM_THREADS Ray sets for the replica's CPUs
-        self.predictor = Predictor(settings.model, settings.device, settings.threshold)
+        self.predictor = Predictor(settings.model, settings.device, settings.threshold, tta=settings.tta)
         self.predict_batch.set_max_batch_size(settings.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
@@ -85,7 +85,7 @@ class Explainer:
 
     def __init__(self, cfg: dict):
         settings = ServeAppConfig.model_validate(cfg)
-        self.predictor = Predictor(settings.model, settings.device, settings.threshold)
+        self.predictor = Predictor(settings.model, settings.device, settings.threshold, tta=settings.tta)
 
     def __call__(self, image: np.ndarray, method: str, tags: dict | None = None) -> dict:
         probs, cams = self.predictor.explain(image[None], method, [tags] if tags else None)

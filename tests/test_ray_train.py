@@ -191,3 +191,22 @@ def test_crashed_run_resumes_when_started_again(ray_cluster, synth_manifest, tmp
     assert "resuming from checkpoint" in again.stdout + again.stderr
     history = json.load(open(tmp_path / "crash" / "history.json"))
     assert [h["epoch"] for h in history] == list(range(epochs))
+
+
+def test_study_with_folds_runs_on_ray_train(ray_cluster, synth_manifest, tmp_path):
+    """A study config (cross-validated, test-time augmentation) through the Ray job: the same plan, files and
+    report as the local `landslide experiment`."""
+    cfg = tiny_config(synth_manifest, str(tmp_path / "study"), name="ray-study", eval={"tta": "flips"},
+                      experiment={"kind": "study", "repeats": {"folds": 2}, "targets": {"f1": 0.9},
+                                  "parts": [{"name": "bb", "kind": "compare", "backbones": ["baseline_cnn"]}]})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _direct(ray_cluster, "--config", str(path))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "experiment ray-study (study): 2 variants, 0 failed" in proc.stdout
+    for name in ("study.md", "study.json", "best_model/model_card.json", "bb/comparison.md", "bb/runs.csv",
+                 "bb/variants/baseline_cnn/predictions_out_of_fold.csv"):
+        assert (tmp_path / "study" / name).exists(), name
+    summary = json.loads((tmp_path / "study" / "bb" / "variants" / "baseline_cnn" / "fold-1" / "summary.json")
+                         .read_text())
+    assert summary["tta"] == "flips" and summary["ray"] and summary["val_metrics"]

@@ -120,9 +120,15 @@ def paired_pooled_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarr
         a, b = _from_counts(**confusion(y[idx], pred_a[idx])), _from_counts(**confusion(y[idx], pred_b[idx]))
         return {k: a[k] - b[k] for k in keys}
 
-    point = values(np.arange(len(y)))
+    return _paired(values, len(y), keys, groups, n_boot, confidence, seed)
+
+
+def _paired(values, n: int, keys: tuple[str, ...], groups: np.ndarray | None, n_boot: int, confidence: float,
+            seed: int) -> dict[str, dict]:
+    """Point differences ``values(all rows)`` and percentile intervals over (group-)bootstrap resamples."""
+    point = values(np.arange(n))
     samples: dict[str, list[float]] = {k: [] for k in keys}
-    for idx in cluster_bootstrap(groups, len(y), n_boot, seed):
+    for idx in cluster_bootstrap(groups, n, n_boot, seed):
         for key, value in values(idx).items():
             if not math.isnan(value):
                 samples[key].append(value)
@@ -204,23 +210,7 @@ def paired_difference(y: np.ndarray, p_a: np.ndarray, threshold_a: float, p_b: n
         b = {**_from_counts(**confusion(y[idx], p_b[idx] >= threshold_b)), **_rank(y[idx], p_b[idx])}
         return {k: a[k] - b[k] for k in keys}
 
-    n = len(y)
-    point = values(np.arange(n))
-    rng = np.random.default_rng(seed)
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    for _ in range(n_boot if n else 0):
-        for key, value in values(rng.integers(0, n, n)).items():
-            if not math.isnan(value):
-                samples[key].append(value)
-    alpha = (1 - confidence) / 2
-    out = {}
-    for key in keys:
-        interval = None
-        if len(samples[key]) >= max(10, n_boot // 10):
-            interval = [float(np.quantile(samples[key], alpha)), float(np.quantile(samples[key], 1 - alpha))]
-        out[key] = {"difference": point[key], "interval": interval,
-                    "significant": bool(interval and (interval[0] > 0 or interval[1] < 0))}
-    return out
+    return _paired(values, len(y), keys, None, n_boot, confidence, seed)
 
 
 def multiclass_metrics(y: np.ndarray, pred: np.ndarray, classes: list[str] | tuple[str, ...], n_boot: int = 1000,

@@ -314,7 +314,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
     """Sweep in this process: ``read_threads`` threads read and decode ahead while the model runs. Re-running
     resumes; ``stop_after_shards`` (tests) stops early as an interruption would."""
     started = time.perf_counter()
-    predictor = Predictor(cfg.model, cfg.device, cfg.threshold, cfg.explain.method)
+    predictor = Predictor(cfg.model, cfg.device, cfg.threshold, cfg.explain.method, tta=cfg.tta)
     try:
         plan = plan_sweep(cfg, predictor.info)
         pending = plan.pending()
