@@ -258,6 +258,21 @@ def cmd_catalog_leakage(args) -> int:
     return 1 if report["leaks"] else 0
 
 
+def cmd_labels(args) -> int:
+    from landslide import storage
+    from landslide.data.masks import label_table
+
+    frame, report = label_table(args.source, args.mask_column, args.landslide_min, args.clean_max)
+    storage.write_table(frame, args.out)
+    counts = report["counts"]
+    print(f"labelled {sum(counts.values())} chips -> {args.out}: {counts['landslide']} landslide (mask >= "
+          f"{args.landslide_min:.0%}), {counts['non_landslide']} non_landslide (mask <= {args.clean_max:.0%}), "
+          f"{counts['ambiguous']} ambiguous (skipped in training); {len(report['unreadable'])} unreadable masks")
+    for item in report["unreadable"][:10]:
+        print(f"  unreadable: {item['mask']}: {item['reason']}")
+    return 1 if report["unreadable"] else 0
+
+
 def cmd_catalog_seed(args) -> int:
     from landslide import storage
     from landslide.data.catalog import seed_regions
@@ -370,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad-accuracy", action="store_true", help="grow each box by twice its location accuracy")
     p.add_argument("--out", required=True, help="regions GeoJSON (use as region.geojson in a sweep)")
     p.set_defaults(func=cmd_catalog_seed)
+
+    p = sub.add_parser("labels", help="chip labels from landslide masks by the documented rule (landslide.data.masks)")
+    p.add_argument("source", help="CSV/Parquet of chips with a mask column (paths relative to the table)")
+    p.add_argument("--out", required=True, help="the labelled table (.csv or .parquet)")
+    p.add_argument("--mask-column", default="mask_path")
+    p.add_argument("--landslide-min", type=float, default=0.05, help="landslide if mask fraction >= this")
+    p.add_argument("--clean-max", type=float, default=0.0, help="non_landslide if mask fraction <= this")
+    p.set_defaults(func=cmd_labels)
 
     p = sub.add_parser("models", help="list the backbone registry")
     p.set_defaults(func=cmd_models)

@@ -40,3 +40,27 @@ def test_real_chips_train_and_evaluate(tmp_path):
         "eval": {"bootstrap": 100, "cam_max_images": 8, "gallery_size": 2}})
     summary = run_training(cfg)
     assert summary["test_metrics"]["roc_auc"] is None or summary["test_metrics"]["roc_auc"] > 0.5
+
+
+def test_real_labels_follow_the_documented_mask_rule(tmp_path):
+    """The shipped labels are what `landslide labels` computes from the masks (landslide.data.masks)."""
+    from landslide.cli import main
+
+    out = tmp_path / "relabelled.csv"
+    assert main(["labels", str(BAIGE), "--out", str(out)]) == 0
+    ours, theirs = pd.read_csv(out), pd.read_csv(BAIGE)
+    assert (ours["label"] == theirs["label"]).all()
+    assert (ours["landslide_fraction"] - theirs["landslide_fraction"]).abs().max() < 1e-3
+    assert ours["label"].value_counts().to_dict() == {"non_landslide": 267, "landslide": 208, "ambiguous": 35}
+
+
+def test_real_group_folds_test_every_chip_once():
+    m = manifest_lib.load(str(BAIGE))
+    tested = pd.Series(0, index=m.frame["uri"])
+    for fold in range(5):
+        s = assign_splits(m, "group", 0.2, 0.0, seed=0, folds=5, fold=fold)
+        assert s.frame.groupby("group")["split"].nunique().max() == 1
+        test = s.frame[s.frame["split"] == "test"]
+        assert 85 <= len(test) <= 105 and 0.35 < test["target"].mean() < 0.5
+        tested[test["uri"]] += 1
+    assert (tested == 1).all()

@@ -181,3 +181,27 @@ def test_tiny_version_of_the_real_study_config_end_to_end(tmp_path, capsys):
     assert predictor.predict(batch).shape == (3,)
     with pytest.raises(ConfigError, match="test-time augmentation"):
         Predictor(str(best), tta="all")
+
+
+def test_mask_label_rule(tmp_path):
+    from landslide.data.images import encode_png
+    from landslide.data.masks import label_for, label_table
+
+    assert [label_for(f) for f in (0.0, 0.01, 0.05, 0.5)] == ["non_landslide", "ambiguous", "landslide",
+                                                              "landslide"]
+    rows = []
+    for name, marked in (("none", 0), ("sliver", 40), ("slide", 400)):
+        mask = np.zeros((40, 40, 3), np.uint8)
+        mask.reshape(-1, 3)[:marked] = 255
+        (tmp_path / f"{name}.png").write_bytes(encode_png(mask))
+        rows.append({"path": f"{name}.jpg", "mask_path": f"{name}.png"})
+    rows.append({"path": "x.jpg", "mask_path": "missing.png"})
+    pd.DataFrame(rows).to_csv(tmp_path / "chips.csv", index=False)
+    frame, report = label_table(str(tmp_path / "chips.csv"))
+    assert list(frame["label"][:3]) == ["non_landslide", "ambiguous", "landslide"]
+    assert frame["landslide_fraction"][2] == 0.25 and pd.isna(frame["label"][3])
+    assert report["counts"] == {"landslide": 1, "non_landslide": 1, "ambiguous": 1}
+    assert "missing.png" in report["unreadable"][0]["mask"]
+    with pytest.raises(ConfigError, match="clean_max"):
+        label_table(str(tmp_path / "chips.csv"), landslide_min=0.0)
+    assert cli_main(["labels", str(tmp_path / "chips.csv"), "--out", str(tmp_path / "out.csv")]) == 1  # unreadable

@@ -7,6 +7,12 @@ Kinds (``experiment.kind``), after the study's experiments:
 - ``finetune``: a grid over freezing strategy and depth (last N blocks / last N layers).
 - ``transfer``: stages in order; each later stage starts from the previous stage's model (weight transfer).
 - ``data_size``: growing training subsets (fractions or named sets) against fixed val/test splits.
+- ``modality``: image-only vs. the multi-modal model on the same splits.
+- ``study``: several of the above (``parts``) on the same data, with one report (landslide.training.study).
+
+``repeats`` runs every variant once per cross-validation fold and/or seed (``<variant>/fold-i``); the
+comparison then aggregates the runs (landslide.training.repeats) and the best variant by validation metric is
+exported to ``output_dir/best_model``.
 
 Each variant is a plain :class:`RunConfig` with its own folder ``output_dir/variants/<name>``; the runner is
 ``run_training`` locally and a Ray TorchTrainer in ``ray_jobs.train``, so both produce the same files. A
@@ -198,7 +204,7 @@ def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None]
     """Run every variant not yet finished, then write the comparison. Returns the experiment summary."""
     variants = plan(cfg)
     start = time.perf_counter()
-    if cfg.experiment.kind == "single":
+    if cfg.experiment.kind == "single" and not repeat_tags(cfg):
         done = finished_summary(cfg)
         if done is not None:
             report(f"{cfg.name}: already finished in {cfg.output_dir}; nothing to do (use a new output_dir "
