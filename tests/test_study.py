@@ -106,7 +106,8 @@ def test_repeats_and_study_plans(synth_manifest, tmp_path):
     for bad, match in (({"kind": "study"}, "needs parts"),
                        ({"kind": "compare", "backbones": ["baseline_cnn"], "parts": [{"name": "x"}]}, "parts are for"),
                        ({"kind": "study", "parts": [{"name": "x"}, {"name": "x"}]}, "distinct names"),
-                       ({"kind": "study", "parts": [{"name": "x", "kind": "study", "parts": [{"name": "y"}]}]}, "cannot itself"),
+                       ({"kind": "study", "parts": [{"name": "x", "kind": "study", "parts": [{"name": "y"}]}]},
+                        "cannot itself"),
                        ({"kind": "study", "parts": [{"name": "x"}], "targets": {"kappa": 0.9}}, "targets")):
         with pytest.raises(ConfigError, match=match):
             parse_config(tiny_config(synth_manifest, str(tmp_path), experiment=bad))
