@@ -71,7 +71,11 @@ def cmd_train(args) -> int:
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     cfg = load_config(args.config or args.config_file, overrides)
-    summary = run_experiment(cfg, run_training)
+    runner = run_training
+    if args.report_only:
+        def runner(variant_cfg):  # noqa: ARG001 - an unfinished run stays unfinished
+            raise LandslideError("not trained yet (--report-only)")
+    summary = run_experiment(cfg, runner)
     print(format_summary(summary))
     return 1 if summary.get("failed") else 0
 
@@ -318,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
         p.add_argument("--init-from", help="stage-2 weight transfer: start from this checkpoint folder")
         p.add_argument("--output-dir")
+        p.add_argument("--report-only", action="store_true",
+                       help="train nothing: write the comparison / study report from the runs finished so far")
         p.set_defaults(func=cmd_train, parser=p)
 
     p = sub.add_parser("evaluate", help="metrics, plots, Grad-CAM galleries and report for a model")

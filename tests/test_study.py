@@ -136,7 +136,10 @@ def test_tiny_version_of_the_real_study_config_end_to_end(tmp_path, capsys):
     cfg = load_config(STUDY_CONFIG, overrides)
     assert cfg.experiment.kind == "study" and len(plan(cfg)) == 20
     argv = ["experiment", STUDY_CONFIG] + [f"--set={k}={v}" for k, v in overrides.items()]
-    cli_main(argv)  # exit 0 or 1 (a failed tiny run) both write the report
+    assert cli_main(argv + ["--report-only"]) == 1  # nothing trained yet: a report of unfinished runs, no crash
+    assert "FAILED: not trained yet (--report-only)" in capsys.readouterr().out
+    assert (out / "study.md").exists() and not (out / "best_model").exists()
+    assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "experiment baige-study (study): 20 variants, 0 failed" in printed
     assert "backbones/tf_efficientnet_lite0" in printed
