@@ -200,8 +200,10 @@ def finished_summary(cfg: RunConfig) -> dict | None:
         return None
 
 
-def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None] = print) -> dict:
-    """Run every variant not yet finished, then write the comparison. Returns the experiment summary."""
+def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None] = print,
+                   train: bool = True) -> dict:
+    """Run every variant not yet finished, then write the comparison. Returns the experiment summary.
+    ``train=False``: run nothing; the comparison (or study report) covers the runs finished so far."""
     variants = plan(cfg)
     start = time.perf_counter()
     if cfg.experiment.kind == "single" and not repeat_tags(cfg):
@@ -225,6 +227,9 @@ def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None]
         if done is not None:
             report(f"{head}: already finished, kept as is ({variant.cfg.output_dir})")
             results[variant.name] = done
+            continue
+        if not train:
+            results[variant.name] = {"error": "not finished yet (report only)"}
             continue
         report(f"{head}: training -> {variant.cfg.output_dir}")
         try:
