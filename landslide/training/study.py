@@ -78,7 +78,11 @@ def write_study(cfg: RunConfig, parts: dict[str, dict], variants: list[Variant],
     files = {"markdown": storage.join(out, "study.md"), "json": storage.join(out, "study.json")}
     table = combined_table(parts)
     by_variant = repeats.groups_of_runs(variants)
-    best_row = repeats.select_best(table, exp.select)
+    # candidates for the exported model: variants trained on the whole training split; data-size fractions
+    # and scene subsets (transfer stages, subsets) are ablations that answer a question, not models to ship
+    full = [name for name, runs in by_variant.items()
+            if runs[0].cfg.data.train_fraction == 1 and not runs[0].cfg.data.train_filter]
+    best_row = repeats.select_best(table[table["variant"].isin(full)] if not table.empty else table, exp.select)
     best = attention = None
     tta: dict[str, dict] = {}
     if best_row is not None:
@@ -125,8 +129,9 @@ def _markdown(cfg: RunConfig, parts: dict[str, dict], table: pd.DataFrame, best_
              + f"; validation {cfg.data.split.val_fraction:.0%} of the data from the training folds' groups. Budget "
              f"per run: {tr.epochs} epochs, batch {tr.batch_size}, Adam lr {tr.lr:g} with ReduceLROnPlateau "
              f"(factor {tr.plateau_factor}, patience {tr.plateau_patience}), monitor {tr.monitor}. Threshold: "
-             f"{ev.threshold} on validation. Test-time augmentation: {ev.tta}. The best variant is chosen by mean "
-             f"validation {exp.select}; test data never chooses anything.", ""]
+             f"{ev.threshold} on validation. Test-time augmentation: {ev.tta}. The selected model is the variant "
+             f"with the best mean validation {exp.select} among those trained on the whole training split (data-"
+             "size fractions and scene subsets are ablations); test data never chooses anything.", ""]
     if best_row is not None:
         b = best_row
         lines += ["## Selected model", "",
