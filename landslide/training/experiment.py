@@ -282,7 +282,7 @@ def write_results(cfg: RunConfig, variants: list[Variant], results: dict[str, di
         files.update(write_modality(cfg, variants))
     best = None
     if export and len(variants) > 1:
-        row = repeats.select_best(table, cfg.experiment.select)
+        row = repeats.select_best(table, cfg.experiment.select, variants)
         if row is not None:
             best = repeats.export_best(cfg.output_dir, row, repeats.groups_of_runs(variants)[row["variant"]],
                                        results, cfg.experiment.select)

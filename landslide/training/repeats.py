@@ -41,7 +41,7 @@ def groups_of_runs(variants: list[Variant]) -> dict[str, list[Variant]]:
     return out
 
 
-def read_run_table(run_dir: str, name: str, seed: int | None = None) -> pd.DataFrame:
+def read_run_table(run_dir: str, name: str) -> pd.DataFrame:
     """A run's ``eval/<name>`` (e.g. predictions.csv) with each chip's spatial group from ``splits.csv``."""
     table = storage.read_table(storage.join(run_dir, "eval", name), f"{name} of {run_dir}")
     splits = storage.read_table(storage.join(run_dir, "splits.csv"), f"splits of {run_dir}")
@@ -49,9 +49,8 @@ def read_run_table(run_dir: str, name: str, seed: int | None = None) -> pd.DataF
         table = table.merge(splits[["uri", "group"]].drop_duplicates("uri"), on="uri", how="left")
     if "group" not in table.columns:
         table["group"] = table["uri"]
+    # the same group under several seeds stays one group: a bootstrap draw takes all of its observations
     table["group"] = table["group"].astype(str)
-    if seed is not None:  # the same chip tested under two seeds is two observations of one group
-        table["group"] = table["group"] + f"@{seed}"
     return table
 
 
@@ -63,7 +62,7 @@ def pooled_table(runs: list[Variant], results: dict[str, dict], name: str = "pre
         if "error" in res or not res.get("test_metrics"):
             continue
         try:
-            frame = read_run_table(v.cfg.output_dir, name, v.params.get("seed"))
+            frame = read_run_table(v.cfg.output_dir, name)
         except (StorageError, DataError) as exc:
             log.warning("%s: %s", v.name, exc)
             continue
@@ -136,12 +135,16 @@ def _variant_dir(run: Variant) -> str:
     return storage.parent(run.cfg.output_dir) if run.base else run.cfg.output_dir
 
 
-def select_best(table: pd.DataFrame, metric: str) -> pd.Series | None:
-    """The row with the highest mean validation ``metric`` (ties: more runs, then plan order)."""
+def select_best(table: pd.DataFrame, metric: str, variants: list[Variant]) -> pd.Series | None:
+    """The row with the highest mean validation ``metric`` (ties: plan order) among the variants trained on
+    the whole training split: data-size fractions and subsets (e.g. a transfer stage on one scene) are
+    ablations that answer a question, not models to ship."""
     key = f"val_{metric}"
     if table.empty or "status" not in table or key not in table:
         return None
-    ok = table[(table["status"] == "ok") & table[key].notna()]
+    full = [name for name, runs in groups_of_runs(variants).items()
+            if runs[0].cfg.data.train_fraction == 1 and not runs[0].cfg.data.train_filter]
+    ok = table[(table["status"] == "ok") & table[key].notna() & table["variant"].isin(full)]
     if ok.empty:
         return None
     return ok.loc[ok[key].astype(float).idxmax()]

@@ -78,11 +78,7 @@ def write_study(cfg: RunConfig, parts: dict[str, dict], variants: list[Variant],
     files = {"markdown": storage.join(out, "study.md"), "json": storage.join(out, "study.json")}
     table = combined_table(parts)
     by_variant = repeats.groups_of_runs(variants)
-    # candidates for the exported model: variants trained on the whole training split; data-size fractions
-    # and scene subsets (transfer stages, subsets) are ablations that answer a question, not models to ship
-    full = [name for name, runs in by_variant.items()
-            if runs[0].cfg.data.train_fraction == 1 and not runs[0].cfg.data.train_filter]
-    best_row = repeats.select_best(table[table["variant"].isin(full)] if not table.empty else table, exp.select)
+    best_row = repeats.select_best(table, exp.select, variants)
     best = attention = None
     tta: dict[str, dict] = {}
     if best_row is not None:
