@@ -17,6 +17,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
+TtaMode = Literal["none", "flips", "d4"]
+"""Test-time augmentation modes (landslide.models.tta)."""
+
+
 class SplitConfig(_Strict):
     method: Literal["auto", "predefined", "random", "stratified", "group", "spatial"] = "auto"
     """auto: predefined if the manifest has a split column, else group, else spatial (lat/lon), else stratified."""
@@ -194,7 +198,7 @@ class EvalConfig(_Strict):
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     cam_method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
-    tta: Literal["none", "flips", "d4"] = "none"
+    tta: TtaMode = "none"
     """Test-time augmentation: average over 4 flips or all 8 rotations/mirrors. The threshold is chosen on
     validation predictions made the same way, the card records the mode (sweeps and the endpoint use it), and
     the evaluation also reports the model without it and the paired difference."""
@@ -406,7 +410,7 @@ class SweepConfig(_Strict):
     read_threads: int = Field(4, ge=1)
     """Local sweeps: threads reading and decoding tiles while the model runs."""
     device: str = "auto"
-    tta: Literal["none", "flips", "d4"] | None = None
+    tta: TtaMode | None = None
     """Test-time augmentation; default: the mode in the model card (with its validation threshold)."""
     max_image_pixels: int = Field(64_000_000, gt=0)
     max_tile_bytes: int = Field(64 * 1024 * 1024, gt=0)
@@ -436,7 +440,7 @@ class ServeAppConfig(_Strict):
     model: str
     """Checkpoint folder/URI (model.safetensors + model_card.json), local or gs://."""
     device: str = "auto"
-    tta: Literal["none", "flips", "d4"] | None = None
+    tta: TtaMode | None = None
     """Test-time augmentation; default: the mode in the model card (with its validation threshold)."""
     threshold: float | None = Field(None, gt=0, lt=1)
     max_request_bytes: int = Field(20 * 1024 * 1024, gt=0)

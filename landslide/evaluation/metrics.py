@@ -59,15 +59,15 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: 
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     if n_boot <= 0 or len(y) == 0:
         return {}
-    rng = np.random.default_rng(seed)
-    pred = (p >= threshold).astype(int)
+    return _intervals(y, (p >= threshold).astype(int), p, None, n_boot, confidence, seed)
+
+
+def _intervals(y: np.ndarray, pred: np.ndarray, p: np.ndarray, groups: np.ndarray | None, n_boot: int,
+               confidence: float, seed: int) -> dict[str, list[float]]:
+    """Percentile intervals of every metric over (group-)bootstrap resamples of given decisions."""
     samples: dict[str, list[float]] = {k: [] for k in (*POINT_METRICS, *RANK_METRICS)}
-    n = len(y)
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        yb, pb = y[idx], pred[idx]
-        values = _from_counts(**confusion(yb, pb))
-        values.update(_rank(yb, p[idx]))
+    for idx in cluster_bootstrap(groups, len(y), n_boot, seed):
+        values = {**_from_counts(**confusion(y[idx], pred[idx])), **_rank(y[idx], p[idx])}
         for key, value in values.items():
             if not math.isnan(value):
                 samples[key].append(value)
@@ -86,15 +86,7 @@ def pooled_metrics(y: np.ndarray, pred: np.ndarray, p: np.ndarray, groups: np.nd
     out = {**_from_counts(**counts), **_rank(y, p), "confusion": counts, "n": int(len(y)),
            "positives": int(y.sum()), "negatives": int(len(y) - y.sum())}
     out["groups"] = int(len(np.unique(groups))) if groups is not None else int(len(y))
-    samples: dict[str, list[float]] = {k: [] for k in (*POINT_METRICS, *RANK_METRICS)}
-    for idx in cluster_bootstrap(groups, len(y), n_boot, seed):
-        values = {**_from_counts(**confusion(y[idx], pred[idx])), **_rank(y[idx], p[idx])}
-        for key, value in values.items():
-            if not math.isnan(value):
-                samples[key].append(value)
-    alpha = (1 - confidence) / 2
-    out["intervals"] = {k: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
-                        for k, v in samples.items() if len(v) >= max(10, n_boot // 10)}
+    out["intervals"] = _intervals(y, pred, p, groups, n_boot, confidence, seed)
     out["confidence"], out["bootstrap"] = confidence, n_boot
     return out
 
@@ -120,12 +112,13 @@ def paired_pooled_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarr
         a, b = _from_counts(**confusion(y[idx], pred_a[idx])), _from_counts(**confusion(y[idx], pred_b[idx]))
         return {k: a[k] - b[k] for k in keys}
 
-    return _paired(values, len(y), keys, groups, n_boot, confidence, seed)
+    return paired_bootstrap(values, len(y), keys, groups, n_boot, confidence, seed)
 
 
-def _paired(values, n: int, keys: tuple[str, ...], groups: np.ndarray | None, n_boot: int, confidence: float,
+def paired_bootstrap(values, n: int, keys: tuple[str, ...], groups: np.ndarray | None, n_boot: int, confidence: float,
             seed: int) -> dict[str, dict]:
-    """Point differences ``values(all rows)`` and percentile intervals over (group-)bootstrap resamples."""
+    """Point differences ``values(all rows)`` (a dict per key) and percentile intervals over (group-)bootstrap
+    resamples; ``significant``: the interval excludes 0. NaN values of a resample are left out."""
     point = values(np.arange(n))
     samples: dict[str, list[float]] = {k: [] for k in keys}
     for idx in cluster_bootstrap(groups, n, n_boot, seed):
@@ -210,7 +203,7 @@ def paired_difference(y: np.ndarray, p_a: np.ndarray, threshold_a: float, p_b: n
         b = {**_from_counts(**confusion(y[idx], p_b[idx] >= threshold_b)), **_rank(y[idx], p_b[idx])}
         return {k: a[k] - b[k] for k in keys}
 
-    return _paired(values, len(y), keys, None, n_boot, confidence, seed)
+    return paired_bootstrap(values, len(y), keys, None, n_boot, confidence, seed)
 
 
 def multiclass_metrics(y: np.ndarray, pred: np.ndarray, classes: list[str] | tuple[str, ...], n_boot: int = 1000,

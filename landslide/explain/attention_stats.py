@@ -77,7 +77,7 @@ def summarise(frame: pd.DataFrame, n_boot: int = 1000, confidence: float = 0.95,
     """Pooled per-image shares (columns: outcome, group, the regions) -> per outcome (TP/FP/FN/TN, errors,
     correct) the mean share of each region with a group-bootstrap interval, and errors minus correct for each
     region: the study's "errors look at the top-right corner" as a measured difference."""
-    from landslide.evaluation.metrics import cluster_bootstrap
+    from landslide.evaluation.metrics import cluster_bootstrap, paired_bootstrap
 
     frame = with_totals(frame)
     frame = frame.assign(kind=np.where(frame["outcome"].isin(["FP", "FN"]), "errors", "correct"))
@@ -103,16 +103,12 @@ def summarise(frame: pd.DataFrame, n_boot: int = 1000, confidence: float = 0.95,
         groups = frame["group"].to_numpy() if "group" in frame else None
         err = frame["kind"].to_numpy() == "errors"
 
-        def diff(idx: np.ndarray) -> np.ndarray:
+        def diff(idx: np.ndarray) -> dict[str, float]:
             e = err[idx]
             if e.all() or not e.any():
-                return np.full(len(regions), np.nan)
-            return values[idx][e].mean(0) - values[idx][~e].mean(0)
+                return dict.fromkeys(regions, float("nan"))
+            return dict(zip(regions, (values[idx][e].mean(0) - values[idx][~e].mean(0)).tolist()))
 
-        point = diff(np.arange(len(frame)))
-        boots = np.array([diff(idx) for idx in cluster_bootstrap(groups, len(frame), n_boot, seed)])
-        for j, region in enumerate(regions):
-            ci = interval([b for b in boots[:, j] if not np.isnan(b)]) if len(boots) else None
-            out["errors_minus_correct"][region] = {"difference": float(point[j]), "interval": ci,
-                                                   "significant": bool(ci and (ci[0] > 0 or ci[1] < 0))}
+        out["errors_minus_correct"] = paired_bootstrap(diff, len(frame), tuple(regions), groups, n_boot, confidence,
+                                                       seed)
     return out

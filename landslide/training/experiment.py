@@ -246,8 +246,8 @@ def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None]
         for part in cfg.experiment.parts:
             pcfg = part_config(cfg, part)
             pvariants = plan(pcfg)
-            parts[part.name] = write_results(pcfg, pvariants, {v.name: results[f"{part.name}/{v.name}"]
-                                                               for v in pvariants}, export=False)
+            parts[part.name] = {"cfg": pcfg, **write_results(pcfg, pvariants, {
+                v.name: results[f"{part.name}/{v.name}"] for v in pvariants}, export=False)}
         table = combined_table(parts)
         files = write_study(cfg, parts, variants, results)
     else:

@@ -18,7 +18,7 @@ from landslide.evaluation import plots
 from landslide.evaluation.metrics import paired_pooled_difference
 from landslide.explain import attention_stats
 from landslide.training import repeats
-from landslide.training.experiment import Variant, caption, markdown_table, part_config
+from landslide.training.experiment import Variant, caption, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def _targets(best: pd.Series, targets: dict[str, float]) -> dict[str, dict]:
 
 def write_study(cfg: RunConfig, parts: dict[str, dict], variants: list[Variant], results: dict[str, dict]
                 ) -> dict[str, str]:
-    """study.md / study.json / attention plot / best_model for a finished (or partly failed) study."""
+    """study.md / study.json / attention plot / best_model for a finished (or partly failed) study; ``parts``:
+    each part's ``cfg`` and its ``write_results`` (table, files)."""
     out, exp, ev = cfg.output_dir, cfg.experiment, cfg.eval
     files = {"markdown": storage.join(out, "study.md"), "json": storage.join(out, "study.json")}
     table = combined_table(parts)
@@ -89,10 +90,9 @@ def write_study(cfg: RunConfig, parts: dict[str, dict], variants: list[Variant],
             attention = attention_stats.summarise(shares, ev.bootstrap, ev.confidence, cfg.train.seed)
             files["attention_plot"] = plots.attention_bars(attention, storage.join(out, "attention_by_outcome.png"))
     for part in exp.parts:
-        pcfg = part_config(cfg, part)
         for name, runs in repeats.groups_of_runs(
                 [v for v in variants if v.part == part.name]).items():
-            effect = tta_effect(pcfg, runs, results)
+            effect = tta_effect(parts[part.name]["cfg"], runs, results)
             if effect:
                 tta[name] = effect
     baseline = table[(table.get("backbone") == "baseline_cnn") & (table.get("status") == "ok")] \
@@ -150,7 +150,7 @@ def _markdown(cfg: RunConfig, parts: dict[str, dict], table: pd.DataFrame, best_
                              f"{'yes' if t['met'] else 'no'} | {'yes' if t['met_at_lower_bound'] else 'no'} |")
         lines.append("")
     for name, part in parts.items():
-        pcfg = part_config(cfg, next(p for p in exp.parts if p.name == name))
+        pcfg = part["cfg"]
         lines += [f"## Part `{name}` ({pcfg.experiment.kind})", "", caption(pcfg), "",
                   markdown_table(part["table"], exp.select)]
         for key, uri in part["files"].items():
