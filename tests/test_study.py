@@ -134,14 +134,14 @@ def test_tiny_version_of_the_real_study_config_end_to_end(tmp_path, capsys):
                  "train.progress": False, "eval.bootstrap": 50, "eval.tta": "flips", "eval.cam_max_images": 12,
                  "eval.gallery_size": 2, "data.split.val_fraction": 0.25}
     cfg = load_config(STUDY_CONFIG, overrides)
-    assert cfg.experiment.kind == "study" and len(plan(cfg)) == 24
+    assert cfg.experiment.kind == "study" and len(plan(cfg)) == 26
     argv = ["experiment", STUDY_CONFIG] + [f"--set={k}={v}" for k, v in overrides.items()]
     assert cli_main(argv + ["--report-only"]) == 0  # nothing trained yet: a report of unfinished runs, no crash
     assert "FAILED: not finished yet (report only)" in capsys.readouterr().out
     assert (out / "study.md").exists() and not (out / "best_model").exists()
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
-    assert "experiment baige-study (study): 24 variants, 0 failed" in printed
+    assert "experiment baige-study (study): 26 variants, 0 failed" in printed
     assert "backbones/tf_efficientnet_lite0" in printed
 
     # cross-validation: every chip tested exactly once per variant, decisions as the runs made them
@@ -163,6 +163,17 @@ def test_tiny_version_of_the_real_study_config_end_to_end(tmp_path, capsys):
     assert study["best"]["selected_by"].startswith("mean validation mcc")
     assert set(study["targets"]) == {"f1", "mcc"} and study["baseline"][0]["backbone"] == "baseline_cnn"
     assert "backbones/baseline_cnn" in study["tta_effect"]
+    # nested estimate of the selection procedure: per fold, the full-data variant with the best validation MCC
+    nested = study["selection_estimate"]
+    assert set(nested["chosen"]) == {"fold-0", "fold-1"} and nested["n"] == len(oof)
+    runs = pd.concat([pd.read_csv(out / part / "runs.csv").assign(part=part)
+                      for part in ("backbones", "mobilenetv2-lr-3e-4", "mobilenetv2-15-epochs", "mobilenetv2-224px",
+                                   "finetune")])  # data_size and transfer train on subsets: not candidates
+    for fold, chosen in nested["chosen"].items():
+        rows = runs[runs["fold"] == int(fold.split("-")[1])]
+        assert nested["validation"][fold] == pytest.approx(rows["val_mcc"].max())
+        assert chosen.split("/", 1)[0] in rows.loc[rows["val_mcc"] == rows["val_mcc"].max(), "part"].tolist()
+    assert "the selection procedure (nested)" in (out / "study.md").read_text()
     assert study["attention"]["images"] > 0 and set(study["attention"]["outcomes"]) & {"correct", "errors"}
     md = (out / "study.md").read_text()
     for section in ("## Selected model", "## Part `backbones` (compare)", "## Part `data_size` (data_size)",

@@ -9,7 +9,9 @@ the mean over runs with its t interval.
 
 The best variant is chosen by its mean *validation* metric (``experiment.select``); test metrics never choose.
 Its model (the run with the best validation value) is copied with its card to ``output_dir/best_model``, the
-card extended with the selection and the variant's cross-validated test estimate.
+card extended with the selection and the variant's cross-validated test estimate. Because the winner of many
+close validation comparisons is partly the luckiest, ``selection_estimate`` also measures the selection procedure
+itself by nested cross-validation: each fold's choice made on that fold's validation data alone.
 """
 
 from __future__ import annotations
@@ -135,6 +137,12 @@ def _variant_dir(run: Variant) -> str:
     return storage.parent(run.cfg.output_dir) if run.base else run.cfg.output_dir
 
 
+def candidates(variants: list[Variant]) -> dict[str, list[Variant]]:
+    """The variants that may be selected (with their runs): those trained on the whole training split."""
+    return {name: runs for name, runs in groups_of_runs(variants).items()
+            if runs[0].cfg.data.train_fraction == 1 and not runs[0].cfg.data.train_filter}
+
+
 def select_best(table: pd.DataFrame, metric: str, variants: list[Variant]) -> pd.Series | None:
     """The row with the highest mean validation ``metric`` (ties: plan order) among the variants trained on
     the whole training split: data-size fractions and subsets (e.g. a transfer stage on one scene) are
@@ -142,12 +150,42 @@ def select_best(table: pd.DataFrame, metric: str, variants: list[Variant]) -> pd
     key = f"val_{metric}"
     if table.empty or "status" not in table or key not in table:
         return None
-    full = [name for name, runs in groups_of_runs(variants).items()
-            if runs[0].cfg.data.train_fraction == 1 and not runs[0].cfg.data.train_filter]
-    ok = table[(table["status"] == "ok") & table[key].notna() & table["variant"].isin(full)]
+    ok = table[(table["status"] == "ok") & table[key].notna() & table["variant"].isin(candidates(variants))]
     if ok.empty:
         return None
     return ok.loc[ok[key].astype(float).idxmax()]
+
+
+def selection_estimate(cfg: RunConfig, variants: list[Variant], results: dict[str, dict], metric: str
+                       ) -> dict | None:
+    """Test estimate of the *selection procedure* (nested cross-validation): in each fold (and seed), the
+    candidate with the best validation ``metric`` of that fold; the test predictions of those choices, pooled,
+    with group-bootstrap intervals. The selected variant's out-of-fold estimate measures that variant; this
+    measures the whole procedure, including a choice made on noisy validation data (the winner of many close
+    comparisons is partly the luckiest), and no fold's choice sees its test chips. None without folds or
+    finished runs."""
+    rep = cfg.experiment.repeats
+    if not (rep and rep.folds):
+        return None
+    best: dict[str, tuple[float, Variant]] = {}
+    for runs in candidates(variants).values():
+        for v in runs:
+            value = results.get(v.name, {}).get("val_metrics", {}).get(metric)
+            if "error" in results.get(v.name, {"error": 1}) or value is None or np.isnan(value):
+                continue
+            key = v.name.rsplit("/", 1)[-1]  # fold-i[-seed-s]
+            if key not in best or value > best[key][0]:  # ties: plan order
+                best[key] = (float(value), v)
+    chosen = {key: best[key][1] for key in sorted(best)}
+    pooled = pooled_table(list(chosen.values()), results)
+    if pooled.empty:
+        return None
+    m = pooled_metrics(pooled["target"], pooled["prediction"], pooled["probability"], pooled["group"],
+                       cfg.eval.bootstrap, cfg.eval.confidence, cfg.train.seed)
+    return {"chosen": {key: v.base or v.name for key, v in chosen.items()},
+            "validation": {key: best[key][0] for key in chosen}, "n": m["n"], "groups": m["groups"],
+            "test": {k: _num(m[k]) for k in METRICS},
+            "test_intervals": {k: m["intervals"][k] for k in METRICS if k in m["intervals"]}}
 
 
 def export_best(out_dir: str, best: pd.Series, runs: list[Variant], results: dict[str, dict], metric: str,
