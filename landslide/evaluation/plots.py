@@ -121,7 +121,7 @@ def metric_bars(table, uri: str, title: str) -> str:
 
 
 def metric_lines(table, x_key: str, group_key: str | None, uri: str, xlabel: str, title: str) -> str:
-    """Each test metric against ``x_key`` (one panel per metric, one line per group, F1 with its interval)."""
+    """Each test metric against ``x_key`` (one panel per metric, one line per group, each point with its interval)."""
     groups = [(None, table)] if group_key is None else list(table.groupby(group_key))
     fig, axes = plt.subplots(1, len(_BAR_METRICS), figsize=(3.2 * len(_BAR_METRICS), 3.4), sharey=True)
     for ax, (key, label) in zip(axes, _BAR_METRICS):
@@ -129,10 +129,12 @@ def metric_lines(table, x_key: str, group_key: str | None, uri: str, xlabel: str
             part = part.sort_values(x_key)
             xs = np.asarray(part[x_key], dtype=float)
             ys = np.asarray(part[f"test_{key}"], dtype=float)
-            ax.plot(xs, ys, "o-", label=str(name) if name is not None else label)
             low, high = part.get(f"test_{key}_low"), part.get(f"test_{key}_high")
-            if low is not None and high is not None:
-                ax.fill_between(xs, np.asarray(low, dtype=float), np.asarray(high, dtype=float), alpha=0.15)
+            err = None
+            if low is not None and high is not None:  # error bars: visible at a single point, too
+                err = np.clip([ys - np.asarray(low, dtype=float), np.asarray(high, dtype=float) - ys], 0, None)
+                err = np.nan_to_num(err)
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=str(name) if name is not None else label)
         ax.set_title(label)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
