@@ -277,6 +277,9 @@ class ExperimentConfig(_Strict):
         Field(default_factory=dict)
     """study: goals for the selected model's test estimate, e.g. ``{f1: 0.90, mcc: 0.80}``; the report says
     whether the estimate and its interval's lower bound reach them."""
+    error_breakdown: list[str] = Field(default_factory=list)
+    """study: manifest columns to break the selected model's test errors down by, e.g. ``[scene,
+    landslide_fraction]`` (numeric columns in quantile bins)."""
     backbones: list[str] = Field(default_factory=list)
     """compare: backbones trained with identical splits and budget."""
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -114,12 +114,15 @@ def test_repeats_and_study_plans(synth_manifest, tmp_path):
 
 
 def _chips_in_two_scenes(folder: str) -> str:
-    """40 synthetic 32-px chips in 10 groups, with a ``scene`` column (west B / east C, as the Baige chips)."""
+    """40 synthetic 32-px chips in 10 groups, with ``scene`` (west B / east C) and ``landslide_fraction`` (0 for
+    non-landslides) columns, as the Baige chips."""
     from landslide.data.synthetic import generate_dataset
 
     manifest = generate_dataset(folder, n_per_class=20, size=32, seed=3, block=2)
     frame = pd.read_csv(manifest)
     frame["scene"] = np.where(frame["lon"] < frame["lon"].median(), "B", "C")
+    landslide = frame["label"] == "landslide"
+    frame["landslide_fraction"] = np.where(landslide, np.linspace(0.05, 0.9, len(frame)), 0.0)
     frame.to_csv(manifest, index=False)
     return manifest
 
@@ -174,11 +177,22 @@ def test_tiny_version_of_the_real_study_config_end_to_end(tmp_path, capsys):
         assert nested["validation"][fold] == pytest.approx(rows["val_mcc"].max())
         assert chosen.split("/", 1)[0] in rows.loc[rows["val_mcc"] == rows["val_mcc"].max(), "part"].tolist()
     assert "the selection procedure (nested)" in (out / "study.md").read_text()
+    # where the selected model errs, by the manifest's columns: every test chip counted once per column
+    breakdown = study["error_breakdown"]
+    best_oof = pd.read_csv(os.path.join(study["best"]["source"], "..", "..", "predictions_out_of_fold.csv"))
+    for column in ("scene", "landslide_fraction"):
+        rows = breakdown[column]["rows"]
+        assert sum(r["n"] for r in rows) == len(oof)
+        assert sum(r["errors"] for r in rows) == int((best_oof["prediction"] != best_oof["target"]).sum())
+    assert [r["value"] for r in breakdown["scene"]["rows"]] == ["B", "C"]
+    fractions = breakdown["landslide_fraction"]
+    assert fractions["binned"] and fractions["rows"][0]["value"] == "= 0"
+    assert fractions["rows"][0]["non_landslide"] == fractions["rows"][0]["n"] == 20  # every non-landslide
     assert study["attention"]["images"] > 0 and set(study["attention"]["outcomes"]) & {"correct", "errors"}
     md = (out / "study.md").read_text()
     for section in ("## Selected model", "## Part `backbones` (compare)", "## Part `data_size` (data_size)",
                     "## Part `finetune` (finetune)", "## Part `transfer` (transfer)", "## Test-time augmentation",
-                    "## Where the selected model looks", "| target | goal |"):
+                    "## Where the selected model looks", "| target | goal |", "## Where the selected model errs"):
         assert section in md, section
     assert (out / "attention_by_outcome.png").stat().st_size > 1000
 
@@ -220,3 +234,19 @@ def test_mask_label_rule(tmp_path):
     with pytest.raises(ConfigError, match="clean_max"):
         label_table(str(tmp_path / "chips.csv"), landslide_min=0.0)
     assert cli_main(["labels", str(tmp_path / "chips.csv"), "--out", str(tmp_path / "out.csv")]) == 1  # unreadable
+
+
+def test_error_breakdown_bins_and_missing_columns():
+    from landslide.evaluation.breakdown import bins, error_breakdown
+
+    fraction = pd.Series([0.0] * 6 + [0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 0.9, 1.0])
+    labels = bins(fraction)
+    assert (labels[:6] == "= 0").all() and labels[6:].nunique() == 4  # the frequent 0: its own bin, rest quartiles
+    predictions = pd.DataFrame({"uri": list("abcd"), "target": [1, 1, 0, 0], "prediction": [1, 0, 1, 0]})
+    manifest = pd.DataFrame({"uri": list("abcd"), "scene": ["B", "B", "C", None]})
+    out = error_breakdown(predictions, manifest, ["scene", "sensor"])
+    assert out["sensor"] == {"error": "the manifest has no column 'sensor'"}
+    rows = {r["value"]: r for r in out["scene"]["rows"]}
+    assert list(rows) == ["B", "C", "missing"]
+    assert (rows["B"]["FN"], rows["B"]["recall"], rows["B"]["specificity"]) == (1, 0.5, None)
+    assert (rows["C"]["FP"], rows["C"]["error_rate"]) == (1, 1.0)

@@ -1,5 +1,6 @@
 """The study report: every part's comparison, the selected model against the baseline and the targets, the
-effect of test-time augmentation, and where the models look when they are wrong (Grad-CAM statistics).
+effect of test-time augmentation, where the selected model looks when it is wrong (Grad-CAM statistics) and
+where its errors are (by manifest columns such as scene or mask coverage).
 
 Written by :func:`landslide.training.experiment.run_experiment` for ``experiment.kind: study`` into the study's
 ``output_dir``: ``study.md``, ``study.json``, ``attention_by_outcome.png`` and ``best_model/``.
@@ -14,7 +15,9 @@ import pandas as pd
 
 from landslide import storage
 from landslide.config import RunConfig
-from landslide.evaluation import plots
+from landslide.data import manifest
+from landslide.errors import DataError
+from landslide.evaluation import breakdown, plots
 from landslide.evaluation.metrics import paired_pooled_difference
 from landslide.explain import attention_stats
 from landslide.training import repeats
@@ -83,11 +86,13 @@ def write_study(cfg: RunConfig, parts: dict[str, dict], variants: list[Variant],
     table = combined_table(parts)
     by_variant = repeats.groups_of_runs(variants)
     best_row = repeats.select_best(table, exp.select, variants)
-    best = attention = None
+    best = attention = errors = None
     tta: dict[str, dict] = {}
     if best_row is not None:
         best = repeats.export_best(out, best_row, by_variant[best_row["variant"]], results, exp.select)
         files["best_model"] = best["model_dir"]
+        if exp.error_breakdown:
+            errors = _error_breakdown(cfg, repeats.pooled_table(by_variant[best_row["variant"]], results))
         shares = repeats.pooled_table(by_variant[best_row["variant"]], results, "attention_per_image.csv")
         if not shares.empty:
             attention = attention_stats.summarise(shares, ev.bootstrap, ev.confidence, cfg.train.seed)
@@ -106,11 +111,22 @@ def write_study(cfg: RunConfig, parts: dict[str, dict], variants: list[Variant],
                "tta": ev.tta, "best": best, "selection_estimate": nested,
                "targets": _targets(best_row, exp.targets, nested) if best_row is not None else {},
                "baseline": baseline.to_dict(orient="records") if len(baseline) else [],
-               "tta_effect": tta, "attention": attention,
+               "tta_effect": tta, "attention": attention, "error_breakdown": errors,
                "parts": {name: {"files": p["files"], "rows": len(p["table"])} for name, p in parts.items()}}
     storage.write_json(files["json"], _jsonable(summary))
     storage.write_text(files["markdown"], _markdown(cfg, parts, table, best_row, summary))
     return files
+
+
+def _error_breakdown(cfg: RunConfig, predictions: pd.DataFrame) -> dict | None:
+    """The selected model's pooled test outcomes by the manifest columns of ``experiment.error_breakdown``."""
+    if predictions.empty:
+        return None
+    try:
+        frame = manifest.load(cfg.data.train, check_files=False).frame
+    except DataError as exc:  # the report still gets written
+        return {c: {"error": str(exc)} for c in cfg.experiment.error_breakdown}
+    return breakdown.error_breakdown(predictions, frame, cfg.experiment.error_breakdown)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -210,4 +226,18 @@ def _markdown(cfg: RunConfig, parts: dict[str, dict], table: pd.DataFrame, best_
                       + ". The study's observation that errors attend to the top-right corner holds here only if "
                       "`top_right` is marked *.", "", "![attention by outcome](attention_by_outcome.png)"]
         lines += ["", "Galleries per outcome (TP/FP/FN/TN) are in each run's `eval/gallery/`."]
+    if summary["error_breakdown"]:
+        lines += ["", "## Where the selected model errs", "",
+                  "Its pooled test outcomes by manifest column (numeric columns in quantile bins; a value shared "
+                  "by many chips, such as a mask fraction of 0, is a bin of its own)."]
+        for column, entry in summary["error_breakdown"].items():
+            lines += ["", f"**{column}**" + (f": {entry['error']}" if "error" in entry else ""), ""]
+            if "error" in entry:
+                continue
+            lines += [f"| {column} | n | landslide | non-landslide | errors | error rate | FN | FP | recall | "
+                      "specificity |", "|---|---|---|---|---|---|---|---|---|---|"]
+            for r in entry["rows"]:
+                lines.append(f"| {r['value']} | {r['n']} | {r['landslide']} | {r['non_landslide']} | {r['errors']} | "
+                             f"{_fmt(r['error_rate'])} | {r['FN']} | {r['FP']} | {_fmt(r['recall'])} | "
+                             f"{_fmt(r['specificity'])} |")
     return "\n".join(lines) + "\n"
