@@ -148,6 +148,12 @@ def test_predictor_matches_evaluation(model_dir, synth_manifest):
     predictor = Predictor(model_dir)
     batch = np.stack([predictor.prepare(read_tile(u)) for u in expected["uri"]])
     np.testing.assert_allclose(predictor.predict(batch), expected["probability"], atol=1e-5)
+    # images at another size are prepared (resized as evaluation resizes), never scored at the wrong size
+    raw = np.stack([read_tile(u) for u in expected["uri"][:4]])
+    assert raw.shape[1] != predictor.input_size
+    np.testing.assert_allclose(predictor.predict(raw), expected["probability"][:4], atol=1e-5)
+    with pytest.raises(ValueError, match="batch of RGB uint8 images"):
+        predictor.predict(raw[0])
     assert predictor.info["version"] == card["weights_sha256"][:12] and len(predictor.info["version"]) == 12
     probs, cams = predictor.explain(batch[:3])
     assert cams.shape == (3, predictor.input_size, predictor.input_size) and 0 <= cams.min() and cams.max() <= 1

@@ -29,7 +29,8 @@ def prepare_image(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    resized = v2.functional.resize(torch.from_numpy(image).permute(2, 0, 1), [size, size], antialias=True)
+    pixels = torch.from_numpy(image if image.flags.writeable else image.copy())
+    resized = v2.functional.resize(pixels.permute(2, 0, 1), [size, size], antialias=True)
     return resized.permute(1, 2, 0).numpy()
 
 
@@ -72,6 +73,11 @@ class Predictor:
         return prepare_image(image, self.input_size)
 
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
+        batch = np.asarray(batch)
+        if batch.ndim != 4:
+            raise ValueError(f"expected a (B, H, W, 3) batch of RGB uint8 images, got shape {batch.shape}")
+        if batch.shape[1:3] != (self.input_size, self.input_size):  # not prepared: resize as evaluation does,
+            batch = np.stack([self.prepare(image) for image in batch])  # never score at the wrong size
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         return (x - self._mean) / self._std
 
@@ -95,8 +101,9 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, batch: np.ndarray, tags: list[dict | None] | None = None) -> np.ndarray:
-        """Probabilities of landslide for a ``(B, S, S, 3)`` uint8 batch of prepared images; a multi-modal model
-        takes optional ``tags`` (one mapping per image; missing tags are unknown, as in training)."""
+        """Probabilities of landslide for a ``(B, S, S, 3)`` uint8 batch of prepared images (a batch of another
+        size is prepared first); a multi-modal model takes optional ``tags`` (one mapping per image; missing tags
+        are unknown, as in training)."""
         if len(batch) == 0:
             return np.zeros(0, np.float32)
         return self._probabilities(self._tensor(batch), self.encode_tags(tags, len(batch)))
