@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from landslide.evaluation.metrics import confusion
+
 NUMERIC_BINS = 4
 _MAX_CATEGORIES = 12
 
@@ -34,9 +36,9 @@ def _is_numeric(values: pd.Series) -> bool:
 
 
 def _row(value: str, part: pd.DataFrame) -> dict:
-    target, pred = part["target"].to_numpy(int), part["prediction"].to_numpy(int)
-    pos, neg = int((target == 1).sum()), int((target == 0).sum())
-    fn, fp = int(((target == 1) & (pred == 0)).sum()), int(((target == 0) & (pred == 1)).sum())
+    counts = confusion(part["target"], part["prediction"])
+    fn, fp = counts["fn"], counts["fp"]
+    pos, neg = counts["tp"] + fn, counts["tn"] + fp
     return {"value": value, "n": int(len(part)), "landslide": pos, "non_landslide": neg, "errors": fn + fp,
             "error_rate": (fn + fp) / len(part), "FN": fn, "FP": fp,
             "recall": (pos - fn) / pos if pos else None, "specificity": (neg - fp) / neg if neg else None}
