@@ -126,7 +126,8 @@ def format_sweep(s: dict, output: str) -> str:
     if s.get("interrupted"):
         return f"Sweep stopped after {s['shards_done']}/{s['shards']} shards; run it again to finish."
     rate = f", {s['tiles_per_s_this_run']:.1f} tiles/s" if s.get("tiles_per_s_this_run") else ""
-    lines = [f"{s['tiles_in']} tiles in ({s['region']}): {s['tiles_ok']} ok, {s['tiles_failed']} failed; "
+    nodata = f", {s['tiles_nodata']} without data" if s.get("tiles_nodata") else ""
+    lines = [f"{s['tiles_in']} tiles in ({s['region']}): {s['tiles_ok']} ok{nodata}, {s['tiles_failed']} failed; "
              f"{s['positives']} positive ({s['area_km2_positive']:.4f} of {s['area_km2_swept']:.4f} km2); "
              f"{s['tiles_this_run']} tiles this run in {s['seconds_this_run']:.1f} s{rate}"]
     if s["failure_reasons"]:
@@ -147,21 +148,25 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tiles_index(args) -> int:
-    from landslide import storage
+    from landslide import lonlat, storage
+    from landslide.config import RegionConfig, parse_config
     from landslide.inventory.tiles import build_index, write_index
 
     out = args.out or storage.join(args.source.rstrip("/"), "tiles_index.parquet")
+    if args.bbox:  # the same checks as a sweep's region.bbox
+        parse_config({"bbox": list(args.bbox)}, "--bbox", schema=RegionConfig)
     index = build_index(args.source, args.format, args.zoom, args.chip_size, args.overlap,
-                        tuple(args.bbox) if args.bbox else None)
+                        tuple(args.bbox) if args.bbox else None, scheme=args.scheme)
     write_index(index, out)
-    print(f"{len(index)} tiles indexed: lon {index['west'].min():.6f}..{index['east'].max():.6f}, "
-          f"lat {index['south'].min():.6f}..{index['north'].max():.6f}\nIndex: {out} "
-          "(use it as tiles.index in sweep configs)")
+    w, s, e, n = lonlat.bounds(index)
+    print(f"{len(index)} tiles indexed: lon {w:.6f}..{e:.6f}{' (across 180)' if w > e else ''}, "
+          f"lat {s:.6f}..{n:.6f}\nIndex: {out} (use it as tiles.index in sweep configs)")
     return 0
 
 
 def _catalog_filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"), help="lon/lat box (degrees)")
+    p.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"),
+                   help="lon/lat box (degrees; W > E crosses 180)")
     p.add_argument("--polygon", help="GeoJSON (Multi)Polygon file/URI: events inside it")
     p.add_argument("--since", help="first date, e.g. 2010-01-01")
     p.add_argument("--until", help="last date (a date without time includes that whole day)")
@@ -350,7 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chip-size", type=int, help="GeoTIFF: window side in px")
     p.add_argument("--overlap", type=float, default=0.0, help="GeoTIFF: window overlap fraction")
     p.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"),
-                   help="XYZ with --zoom: only list tile columns in this lon/lat box")
+                   help="XYZ with --zoom: only list tile columns in this lon/lat box (W > E crosses 180)")
+    p.add_argument("--scheme", default="auto", choices=["auto", "xyz", "tms"],
+                   help="XYZ trees: row order (tms: rows from the south, gdal2tiles' default; auto: tms when "
+                        "the tree has a tilemapresource.xml, else xyz)")
     p.set_defaults(func=cmd_tiles_index)
 
     p = sub.add_parser("catalog", help="NASA Global Landslide Catalog: load, query, join to chips, seed sweeps")

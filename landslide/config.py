@@ -356,15 +356,32 @@ class TilesConfig(_Strict):
     ``tiles_index.parquet`` in the sweep's output."""
     zoom: int | None = Field(None, ge=0, le=30)
     """XYZ: the zoom level to sweep (required when the tree holds several)."""
+    scheme: Literal["auto", "xyz", "tms"] = "auto"
+    """XYZ trees: row order. ``xyz`` counts rows from the north (slippy maps), ``tms`` from the south
+    (gdal2tiles' default, MBTiles); ``auto``: TMS when the tree has a ``tilemapresource.xml``, else XYZ (logged)."""
     chip_size: int | None = Field(None, ge=16, le=8192)
     """GeoTIFF: window side in pixels (default: the model's input size)."""
     overlap: float = Field(0.0, ge=0, lt=1)
     """GeoTIFF: fraction of a window shared with its neighbour."""
+    bands: list[int] | None = Field(None, min_length=1, max_length=3)
+    """GeoTIFF: the bands to read as R, G, B (or one band as grey), 1-based, e.g. ``[3, 2, 1]`` for a B, G, R,
+    NIR raster; default: from the raster's colour interpretation (a raster with 4+ bands and none is refused)."""
+    max_nodata: float = Field(0.5, ge=0, le=1)
+    """A tile whose share of nodata pixels (nodata value, alpha/mask, NaN, beyond the scene's edge, transparent
+    PNG pixels) exceeds this is recorded as ``nodata`` and not scored."""
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) not in (1, 3) or any(b < 1 for b in value)):
+            raise ValueError(f"{value}: give 3 bands (R, G, B) or 1 (grey), numbered from 1")
+        return value
 
 
 class RegionConfig(_Strict):
     bbox: tuple[float, float, float, float] | None = None
-    """west, south, east, north in degrees (EPSG:4326)."""
+    """west, south, east, north in degrees (EPSG:4326); ``west > east`` crosses the antimeridian (RFC 7946),
+    e.g. ``[179.5, 68.4, -179.0, 69.4]``."""
     geojson: str | None = None
     """A GeoJSON file/URI (Polygon/MultiPolygon geometry, Feature or FeatureCollection) in EPSG:4326."""
 
@@ -372,9 +389,9 @@ class RegionConfig(_Strict):
     def _valid(self) -> "RegionConfig":
         if self.bbox is not None:
             w, s, e, n = self.bbox
-            if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-                raise ValueError(f"bbox {list(self.bbox)} must be west < east within [-180, 180] and "
-                                 "south < north within [-90, 90]")
+            if not (-180 <= w <= 180 and -180 <= e <= 180 and w != e and -90 <= s < n <= 90):
+                raise ValueError(f"bbox {list(self.bbox)} must be west != east within [-180, 180] (west > east "
+                                 "crosses the antimeridian) and south < north within [-90, 90]")
         return self
 
 

@@ -31,7 +31,8 @@ def demo_config(data_manifest: str, out_dir: str, quick: bool = False, seed: int
 def demo_sweep_config(model_dir: str, region: dict, out_dir: str) -> dict:
     """The demo's sweep config: the trained model over the synthetic region's XYZ tiles."""
     return {"name": "demo-sweep-synthetic", "model": model_dir,
-            "tiles": {"source": region["xyz"], "zoom": region["zoom"]}, "region": {"bbox": region["bbox"]},
+            "tiles": {"source": region["xyz"], "zoom": region["zoom"], "scheme": "xyz"},
+            "region": {"bbox": region["bbox"]},
             "output": storage.join(out_dir, "sweep"), "batch_size": 16, "shard_size": 16}
 
 

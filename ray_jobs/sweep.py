@@ -27,7 +27,7 @@ import pandas as pd
 from landslide.config import SweepConfig, load_config
 from landslide.errors import ConfigError
 from landslide.inventory.predictor import Predictor
-from landslide.inventory.sweep import finalize, infer_tiles, plan_sweep, read_tiles
+from landslide.inventory.sweep import TileReader, finalize, infer_tiles, plan_sweep, read_tiles
 from ray_jobs.common import check_resources, job_parser, run_main
 
 log = logging.getLogger("ray_jobs.sweep")
@@ -35,13 +35,15 @@ log = logging.getLogger("ray_jobs.sweep")
 TILE_COLUMNS = ["tile_id", "uri", "window", "west", "south", "east", "north", "shard"]
 
 
-def read_batch(batch: pd.DataFrame, size: int, max_pixels: int, max_bytes: int, threads: int) -> dict:
-    """Ray Data task: index rows -> the same rows plus ``image`` (uint8, model input size) and ``status``."""
+def read_batch(batch: pd.DataFrame, reader: TileReader, threads: int) -> dict:
+    """Ray Data task: index rows -> the same rows plus ``image`` (uint8, model input size), ``status``,
+    ``reason`` and ``nodata_fraction``."""
     with cf.ThreadPoolExecutor(threads) as pool:  # overlap object-store latency within a task
-        loaded = read_tiles(batch, size, max_pixels, max_bytes, pool)
+        loaded = read_tiles(batch, reader, pool)
     out = {c: batch[c].to_numpy() for c in TILE_COLUMNS}
     out.update(loaded)
     out["status"] = loaded["status"].astype(str)
+    out["reason"] = loaded["reason"].astype(str)
     return out
 
 
@@ -56,7 +58,7 @@ class InferenceActor:
 
     def __call__(self, batch: dict) -> pd.DataFrame:
         rows = pd.DataFrame({c: batch[c] for c in TILE_COLUMNS})
-        result = infer_tiles(self.predictor, rows, batch["image"], batch["status"], self.output, self.explain)
+        result = infer_tiles(self.predictor, rows, batch, self.output, self.explain)
         result["shard"] = rows["shard"].to_numpy()
         return result
 
@@ -93,8 +95,7 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
         # reads are separate tasks (SPREAD over nodes, not fused into the model actors), so I/O and decoding
         # scale independently of the (GPU) actors and overlap with inference
         ds = ds.map_batches(read_batch, batch_size=cfg.batch_size, batch_format="pandas",
-                            fn_kwargs={"size": size, "max_pixels": cfg.max_image_pixels,
-                                       "max_bytes": cfg.max_tile_bytes, "threads": cfg.read_threads},
+                            fn_kwargs={"reader": TileReader.for_sweep(cfg, size), "threads": cfg.read_threads},
                             compute=ray.data.TaskPoolStrategy(size=ray_cfg.read_concurrency),
                             num_cpus=ray_cfg.read_cpus, scheduling_strategy="SPREAD")
         device = "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu"

@@ -98,6 +98,26 @@ def multimodal_run(tagged_manifest, tmp_path_factory) -> dict:
     return run_training(parse_config(tiny_config(tagged_manifest, out, name="mm", model=MULTIMODAL)))
 
 
+def two_page_tiff_without_width() -> bytes:
+    """A 2-page TIFF whose second page has no ImageWidth tag (Pillow: 'Missing dimensions')."""
+    import io
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    pages = [Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (50, 200)]
+    buf = io.BytesIO()
+    pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buf.getvalue())
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for i in range(struct.unpack_from("<H", data, second)[0]):
+        if struct.unpack_from("<H", data, second + 2 + 12 * i)[0] == 256:
+            struct.pack_into("<H", data, second + 2 + 12 * i, 65000)
+    return bytes(data)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

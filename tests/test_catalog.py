@@ -145,7 +145,9 @@ def test_queries(messy_csv, tmp_path):
     with pytest.raises(DataError, match="size: unknown value"):
         glc.query(cat, sizes=["huge"])
     with pytest.raises(DataError, match="bbox"):
-        glc.query(cat, bbox=(10, 0, 5, 1))
+        glc.query(cat, bbox=(10, 1, 20, 0))
+    # west > east crosses 180: everything but 5..10 E, here every event in the latitude band
+    assert len(glc.query(cat, bbox=(10, 20, 5, 60))) == len(glc.query(cat, bbox=(-180, 20, 180, 60)))
 
 
 def test_exports_round_trip(messy_csv, tmp_path):

@@ -94,13 +94,14 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
 
     inv = _parquet(fs, f"{bucket}/sweeps/a/inventory.parquet")
     assert len(inv) == 36 and inv["tile_id"].is_unique and set(inv["tile_id"]) == set(inside["tile_id"])
-    failed = inv.set_index("tile_id").loc[corrupt, "status"]
-    assert "truncated" in failed.iloc[0] and "not a recognised image format" in failed.iloc[1]
+    failed = inv.set_index("tile_id").loc[corrupt]
+    assert (failed["status"] == "error").all()
+    assert "truncated" in failed["reason"].iloc[0] and "not a recognised image format" in failed["reason"].iloc[1]
     merged = inv.merge(inside, on="tile_id", suffixes=("", "_truth"))
     for side in ("west", "south", "east", "north"):
         np.testing.assert_allclose(merged[side], merged[f"{side}_truth"], rtol=0, atol=1e-12)
     summary = json.loads(fs.cat(f"{bucket}/sweeps/a/summary.json"))
-    assert summary["tiles_in"] == 36 == summary["tiles_ok"] + summary["tiles_failed"]
+    assert summary["tiles_in"] == 36 == summary["tiles_ok"] + summary["tiles_nodata"] + summary["tiles_failed"]
     assert summary["tiles_this_run"] == 36 - done_before
     fc = json.loads(fs.cat(f"{bucket}/sweeps/a/inventory.geojson"))
     assert len(fc["features"]) == summary["positives"] == 34  # threshold 0.01: every readable tile

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from conftest import REPO, _free_port
+from conftest import REPO, _free_port, two_page_tiff_without_width
 from PIL import Image
 
 pytest.importorskip("ray")
@@ -185,6 +185,7 @@ def test_bad_input_gets_precise_status_codes(base):
         ("empty", dict(data=b"", headers={"Content-Type": "image/jpeg"}), 422),
         ("too many pixels", dict(data=_png_header_bomb(), headers={"Content-Type": "image/png"}), 422),
         ("no file field", dict(files={"other": (None, "x")}), 400),
+        ("damaged tiff", dict(data=two_page_tiff_without_width()[:70], headers={"Content-Type": "image/tiff"}), 422),
     ]
     for name, kwargs, status in cases:
         r = requests.post(f"{url}/classify", timeout=60, **kwargs)

@@ -125,8 +125,9 @@ def test_region_bbox_polygon_and_errors(region, tmp_path):
     assert 0 < len(picked) < 12 and all(shapely.area(shapely.intersection(shapely.geometry.shape(tri), boxes)) > 0)
     edge = RegionConfig(bbox=(index["east"].max(), s, index["east"].max() + 0.01, n))
     assert load_region(edge).select(index).empty
-    with pytest.raises(ValueError, match="west < east"):
-        RegionConfig(bbox=(10, 0, 5, 1))
+    for bad in ((10, 0, 10, 1), (10, 1, 20, 0), (-190, 0, 5, 1)):  # (10, 0, 5, 1) crosses 180: valid
+        with pytest.raises(ValueError, match="west != east"):
+            RegionConfig(bbox=bad)
     (tmp_path / "pt.geojson").write_text(json.dumps({"type": "Point", "coordinates": [w, s]}))
     with pytest.raises(ConfigError, match="Polygon or MultiPolygon"):
         load_region(RegionConfig(geojson=str(tmp_path / "pt.geojson")))
@@ -182,13 +183,14 @@ def test_sweep_outputs_with_corrupt_tiles(model_dir, region, median_threshold, t
     root, bad = _corrupt_copy(region, tmp_path)
     out = str(tmp_path / "out")
     s = run_sweep(sweep_cfg(model_dir, root, out, threshold=median_threshold))
-    assert s["tiles_in"] == 12 == s["tiles_ok"] + s["tiles_failed"] and s["tiles_failed"] == 3
-    assert sum(s["failure_reasons"].values()) == 3 and s["shards"] == 3
+    assert s["tiles_in"] == 12 == s["tiles_ok"] + s["tiles_nodata"] + s["tiles_failed"] and s["tiles_failed"] == 3
+    assert sum(s["failure_reasons"].values()) == 3 and s["shards"] == 3 and s["tiles_nodata"] == 0
     inv = read_parquet(storage.join(out, "inventory.parquet"))
     assert len(inv) == 12 and inv["tile_id"].is_unique
+    assert set(inv["status"]) == {"ok", "error"} and (inv.loc[inv["status"] == "ok", "reason"] == "").all()
     failed = inv[inv["status"] != "ok"].set_index("tile_id")
     for tile_id, reason in bad.items():
-        assert reason in failed.loc[tile_id, "status"]
+        assert failed.loc[tile_id, "status"] == "error" and reason in failed.loc[tile_id, "reason"]
         assert np.isnan(failed.loc[tile_id, "probability"]) and pd.isna(failed.loc[tile_id, "label"])
     # GeoParquet: WKB footprints equal the bounds, metadata per the spec
     meta = json.loads(pq.read_schema(io.BytesIO(storage.read_bytes(storage.join(out, "inventory.parquet"))))

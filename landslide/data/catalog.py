@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
-from landslide import storage
+from landslide import lonlat, storage
 from landslide.data.splits import sphere_xyz
 from landslide.errors import DataError
 
-EARTH_RADIUS_KM = 6371.0088
+EARTH_RADIUS_KM = lonlat.EARTH_RADIUS_KM
 
 # The GLC's own vocabularies (NASA's GLC data dictionary); anything else becomes "unknown" with a warning.
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -73,8 +73,17 @@ COLUMNS = ("event_id", "event_date", "event_title", "event_description", "locati
 _TEXT = ("event_title", "event_description", "location_description", "country", "country_code",
          "admin_division", "source_name", "source_link")
 REQUIRED = ("event_id", "event_date", "lat", "lon")
-_DATE_FORMATS = ("%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S",
-                 "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+_DATE_FORMATS = (
+    # the data portal's export and Excel re-saves of it (US month first; 12-hour clock with AM/PM)
+    "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y",
+    "%m/%d/%y %I:%M:%S %p", "%m/%d/%y %I:%M %p", "%m/%d/%y %H:%M:%S", "%m/%d/%y %H:%M", "%m/%d/%y",
+    # re-saved with other tools
+    "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%Y-%m-%d %I:%M:%S %p", "%d-%b-%Y %H:%M:%S", "%d-%b-%Y",
+    "%d %b %Y", "%b %d, %Y", "%B %d, %Y",
+)
+"""Date layouts of GLC exports as people have them; ISO 8601 (with ``T`` or a space, fractions, ``Z`` or an
+offset, which is converted to UTC) is read by :func:`datetime.fromisoformat`. Times without an offset are UTC,
+as the GLC records them."""
 
 
 @dataclass
@@ -140,17 +149,41 @@ def _snake(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
 
 
-def _parse_date(text: str) -> pd.Timestamp | None:
-    text = text.strip()
+def _day_first(values: list[str]) -> bool:
+    """True when a file's slash dates are day first (``31/01/2008``, a re-save with a European locale): some
+    first field exceeds 12 and no second field does. The GLC's own exports are month first."""
+    firsts, seconds = [], []
+    for value in values:
+        m = re.match(r"\s*(\d{1,2})/(\d{1,2})/\d{2,4}", value)
+        if m:
+            firsts.append(int(m.group(1)))
+            seconds.append(int(m.group(2)))
+    return any(v > 12 for v in firsts) and not any(v > 12 for v in seconds)
+
+
+def _parse_date(text: str, day_first: bool = False) -> pd.Timestamp | None:
+    """A catalog date in UTC, or None when no known layout reads it (:data:`_DATE_FORMATS`, ISO 8601)."""
+    text = " ".join(text.strip().split())
     if not text:
         return None
-    iso = text[:-1] if text.endswith("Z") else text
-    for fmt in _DATE_FORMATS:
-        try:
-            return pd.Timestamp(datetime.strptime(iso, fmt), tz="UTC")
-        except ValueError:
-            continue
-    return None
+    parsed = None
+    iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+    iso = re.sub(r" ?(UTC|GMT)$", "+00:00", iso)
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        for fmt in _DATE_FORMATS:
+            if day_first and fmt.startswith("%m/%d"):
+                fmt = "%d/%m" + fmt[5:]
+            try:
+                parsed = datetime.strptime(text.upper() if "%p" in fmt else text, fmt)
+                break
+            except ValueError:
+                continue
+    if parsed is None:
+        return None
+    stamp = pd.Timestamp(parsed)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _parse_float(text: str) -> float | None:
@@ -185,39 +218,61 @@ def read_glc_csv(uri: str) -> Catalog:
                         f"(found: {', '.join(h for h in header if h)[:300]})")
     where = {name: i for i, name in reversed(list(enumerate(names))) if name}
 
-    rows, invalid, seen = [], [], set()
-    start = reader.line_num + 1
-    rows_read = 0
+    records, start = [], reader.line_num + 1
     for record in reader:
         line, start = start, reader.line_num + 1
-        if not any(cell.strip() for cell in record):
-            continue
+        if any(cell.strip() for cell in record):
+            records.append((line, record))
+    date_at = where["event_date"]
+    day_first = _day_first([r[date_at] for _, r in records if len(r) > date_at])
+    rows, invalid, seen = [], [], set()
+    rows_read = 0
+    for line, record in records:
         rows_read += 1
         if len(record) < len(header):
             record = record + [""] * (len(header) - len(record))
         cell = {name: record[i].strip() for name, i in where.items()}
         event_id = cell.get("event_id", "")
-        parsed = _parse_required(cell, seen)
+        parsed = _parse_required(cell, seen, day_first)
         if isinstance(parsed, str):
             invalid.append({"line": line, "event_id": event_id or None, "reason": parsed})
             continue
         seen.add(event_id)
         rows.append(_normalise(cell, *parsed, line, warnings))
+    if rows_read and not rows:
+        raise DataError(f"{uri}: none of its {rows_read} row(s) is a usable event; "
+                        + _why_none(invalid, header, names))
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "line"])
     frame = _typed(frame)
     return Catalog(frame, uri, rows_read, invalid, warnings)
 
 
-def _parse_required(cell: dict[str, str], seen: set[str]) -> str | tuple[pd.Timestamp, float, float]:
+def _why_none(invalid: list[dict], header: list[str], names: list[str | None]) -> str:
+    """The commonest reason rows were refused, with its column as the file names it and an example."""
+    counts: dict[str, int] = {}
+    for item in invalid:
+        key = item["reason"].split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    key = max(counts, key=counts.get)
+    example = next(item for item in invalid if item["reason"].startswith(key))
+    column = {"event_date": "event_date", "coordinates": "lat"}.get(key, key)
+    source = next((h for h, n in zip(header, names) if n == column), key)
+    return (f"{counts[key]} with {key} problems in column {source!r}, e.g. line {example['line']}: "
+            f"{example['reason']}")
+
+
+def _parse_required(cell: dict[str, str], seen: set[str], day_first: bool = False
+                    ) -> str | tuple[pd.Timestamp, float, float]:
     """(event_date, lat, lon) of a usable row, or the reason it is not one."""
     event_id = cell.get("event_id", "")
     if not event_id:
         return "event_id: missing"
     if event_id in seen:
         return f"event_id: duplicate {event_id!r}"
-    date = _parse_date(cell.get("event_date", ""))
+    date = _parse_date(cell.get("event_date", ""), day_first)
     if date is None:
-        return f"event_date: cannot parse {cell.get('event_date', '')!r} (expected M/D/YYYY H:MM or ISO 8601)"
+        return (f"event_date: cannot parse {cell.get('event_date', '')!r} (expected M/D/YYYY [h:mm[:ss] AM/PM] "
+                "or ISO 8601)")
     lat, lon = _parse_float(cell.get("lat", "")), _parse_float(cell.get("lon", ""))
     if lat is None or lon is None:
         return f"coordinates: not numbers (latitude {cell.get('lat', '')!r}, longitude {cell.get('lon', '')!r})"
@@ -298,9 +353,10 @@ def query(catalog: Catalog, bbox: tuple[float, float, float, float] | None = Non
     keep = pd.Series(True, index=f.index)
     if bbox is not None:
         w, s, e, n = bbox
-        if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-            raise DataError(f"bbox {list(bbox)}: expected west,south,east,north in degrees with west < east")
-        keep &= f["lon"].between(w, e) & f["lat"].between(s, n)
+        if not (-180 <= w <= 180 and -180 <= e <= 180 and w != e and -90 <= s < n <= 90):
+            raise DataError(f"bbox {list(bbox)}: expected west,south,east,north in degrees (west > east crosses "
+                            "the antimeridian)")
+        keep &= lonlat.in_lon_interval(f["lon"].to_numpy(float), w, e) & f["lat"].between(s, n).to_numpy()
     if polygon is not None:
         shapely.prepare(polygon)
         keep &= np.asarray(shapely.covers(polygon, shapely.points(f["lon"].to_numpy(), f["lat"].to_numpy())))
@@ -340,8 +396,10 @@ def write_parquet(catalog: Catalog, uri: str) -> None:
 
     frame = catalog.frame
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    bbox = [float(frame["lon"].min()), float(frame["lat"].min()), float(frame["lon"].max()),
-            float(frame["lat"].max())] if len(frame) else None
+    bbox = None
+    if len(frame):
+        w, e = lonlat.extent(frame["lon"].to_numpy(float), frame["lon"].to_numpy(float))
+        bbox = [w, float(frame["lat"].min()), e, float(frame["lat"].max())]
     table = table.append_column("geometry", _points_wkb(frame))
     schema = geoparquet_schema(table.schema.remove(table.schema.get_field_index("geometry")), bbox,
                                geometry_types=["Point"])
@@ -466,12 +524,8 @@ def seed_regions(catalog: Catalog, size_km: float, pad_accuracy: bool = False) -
         side = size_km
         if pad_accuracy and not math.isnan(row.accuracy_km):
             side += 2 * row.accuracy_km
-        half_lat = math.degrees(side / 2 / EARTH_RADIUS_KM)
-        cos_lat = max(math.cos(math.radians(row.lat)), 1e-6)
-        half_lon = min(math.degrees(side / 2 / (EARTH_RADIUS_KM * cos_lat)), 180.0)
-        w, e = max(row.lon - half_lon, -180.0), min(row.lon + half_lon, 180.0)
-        s, n = max(row.lat - half_lat, -90.0), min(row.lat + half_lat, 90.0)
-        geom = shapely.box(w, s, e, n)
+        # a box near 180° wraps (a MultiPolygon cut there), near a pole it becomes the polar cap
+        geom = lonlat.footprint(*lonlat.box_around(row.lat, row.lon, side))
         features.append(feature(geom, {"event_id": row.event_id, "event_date": row.event_date.isoformat(),
                                        "size": row.size, "trigger": row.trigger,
                                        "location_accuracy": row.location_accuracy, "side_km": round(side, 3),

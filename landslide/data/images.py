@@ -2,14 +2,19 @@
 
 Handles truncated/corrupt files, decompression bombs (a pixel limit checked from the header, before any
 pixel is decoded), EXIF orientation, and modes seen in aerial imagery: CMYK, RGBA/LA (composited on
-black, the usual nodata colour of tiles), palette, grayscale, 1-bit and 16-bit/float (contrast-stretched
-to 8 bits between the 0.5th and 99.5th percentiles, like GIS viewers do).
+black, the usual nodata colour of tiles; transparent pixels are nodata), palette, grayscale, 1-bit and
+16-bit/float (contrast-stretched to 8 bits between the 0.5th and 99.5th percentiles, like GIS viewers do).
+
+TIFFs and 16-bit PNGs are decoded at full depth by GDAL (through rasterio) with the band rules of
+:mod:`landslide.data.rasters` (Pillow would keep only the high byte of a 16-bit RGB PNG). Whatever a decoder
+raises on a damaged file becomes an :class:`ImageError` naming the file, never another exception.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -49,10 +54,40 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
-def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes into an ``(H, W, 3)`` uint8 RGB array, EXIF orientation applied."""
+@dataclass
+class Decoded:
+    """A decoded image: ``rgb`` ``(H, W, 3)`` uint8 and ``valid`` ``(H, W)`` bool (False where nodata:
+    transparent, masked or non-finite pixels), or None when every pixel holds data."""
+
+    rgb: np.ndarray
+    valid: np.ndarray | None = None
+
+    @property
+    def nodata_fraction(self) -> float:
+        """Share of pixels without data (0..1)."""
+        return 0.0 if self.valid is None else float(1.0 - self.valid.mean())
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _needs_gdal(data: bytes) -> bool:
+    """TIFFs (every photometric and bit depth) and 16-bit PNGs, which Pillow reduces to their high byte."""
+    if data[:4] in _TIFF_MAGIC:
+        return True
+    return data[:8] == _PNG_MAGIC and len(data) > 24 and data[12:16] == b"IHDR" and data[24] == 16
+
+
+def decode(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode image bytes into RGB uint8 plus its nodata mask, EXIF orientation applied (Pillow images)."""
     if not data:
         raise ImageError(name, "empty file")
+    if _needs_gdal(data):
+        from landslide.data.rasters import decode_raster
+
+        rgb, valid = decode_raster(data, name, max_pixels)
+        return _checked(Decoded(rgb, None if valid.all() else valid), name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -64,10 +99,9 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
                 raise ImageError(
                     name, f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
                     "(possible decompression bomb; raise max_pixels if the image is genuine)")
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            img.load()
+            img.load()  # the first frame of multi-frame files (GIF, MPO): later frames are never parsed
             img = ImageOps.exif_transpose(img)
+            valid = _alpha_valid(img)
             arr = _to_rgb(img)
     except ImageError:
         raise
@@ -75,14 +109,35 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_M
         raise ImageError(name, UNRECOGNISED_FORMAT) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(name, f"decompression bomb refused ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # Pillow's plugins raise OSError, SyntaxError, ValueError, TypeError, ... on bad files
         message = str(exc) or type(exc).__name__
         if "truncated" in message.lower():
             message = "truncated file (" + message + ")"
-        raise ImageError(name, f"corrupt image: {message}") from None
+        elif not isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+            message = f"{type(exc).__name__}: {message}"
+        raise ImageError(name, f"corrupt image: {message[:300]}") from None
+    return _checked(Decoded(arr, valid), name)
+
+
+def _alpha_valid(img: Image.Image) -> np.ndarray | None:
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        alpha = np.asarray(img.convert("RGBA"))[..., 3] > 0
+        return None if alpha.all() else alpha
+    return None
+
+
+def _checked(decoded: Decoded, name: str) -> Decoded:
+    arr = decoded.rgb
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageError(name, f"unexpected decoded shape {arr.shape}")
-    return arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr, order="C")
+    if not (arr.flags.writeable and arr.flags.c_contiguous):
+        decoded.rgb = np.array(arr, order="C")
+    return decoded
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes into an ``(H, W, 3)`` uint8 RGB array (nodata black); see :func:`decode`."""
+    return decode(data, name, max_pixels).rgb
 
 
 def read_image(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Geo outputs QGIS opens directly: GeoParquet (WKB geometry + ``geo`` metadata, GeoParquet 1.0) and GeoJSON
-FeatureCollections (RFC 7946, EPSG:4326 lon/lat), plus dissolving adjacent positive tiles into polygons."""
+FeatureCollections (RFC 7946, EPSG:4326 lon/lat), plus dissolving adjacent positive tiles into polygons.
+
+Footprints that cross the antimeridian (``west > east``) are written cut at 180° as MultiPolygons, and the
+``bbox`` members follow RFC 7946 §5.2 (``west > east`` across 180°); see :mod:`landslide.lonlat`."""
 
 from __future__ import annotations
 
@@ -11,20 +14,22 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 
+from landslide import lonlat
+
 GEOPARQUET_VERSION = "1.0.0"
-EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
+EARTH_RADIUS_KM = lonlat.EARTH_RADIUS_KM
 
 
 def tile_boxes(df: pd.DataFrame) -> np.ndarray:
-    """Shapely boxes of the tiles' lon/lat footprints."""
-    return shapely.box(df["west"].to_numpy(float), df["south"].to_numpy(float), df["east"].to_numpy(float),
-                       df["north"].to_numpy(float))
+    """The tiles' lon/lat footprints: Polygons, or MultiPolygons cut at 180° for tiles with ``west > east``."""
+    return lonlat.footprints(df["west"], df["south"], df["east"], df["north"])
 
 
 def geoparquet_schema(schema: pa.Schema, bbox: list[float] | None = None,
                       geometry_types: list[str] | None = None) -> pa.Schema:
-    """``schema`` plus a WKB ``geometry`` column and GeoParquet metadata (CRS: OGC:CRS84, the default)."""
-    column = {"encoding": "WKB", "geometry_types": geometry_types or ["Polygon"]}
+    """``schema`` plus a WKB ``geometry`` column and GeoParquet metadata (CRS: OGC:CRS84, the default).
+    ``bbox`` follows RFC 7946 as the GeoParquet spec says: ``west > east`` when the data cross 180°."""
+    column = {"encoding": "WKB", "geometry_types": geometry_types or ["Polygon", "MultiPolygon"]}
     if bbox:
         column["bbox"] = bbox
     meta = {"version": GEOPARQUET_VERSION, "primary_column": "geometry", "columns": {"geometry": column}}
@@ -63,12 +68,13 @@ def tile_features(df: pd.DataFrame, columns: list[str]) -> list[dict]:
 
 
 def dissolve(df: pd.DataFrame) -> list[dict]:
-    """Adjacent or overlapping tiles merged into polygons, each with its tile count, area and probabilities."""
+    """Adjacent or overlapping tiles merged into polygons, each with its tile count, area and probabilities.
+    An area that spans 180° is one feature (a MultiPolygon cut at the antimeridian)."""
     if df.empty:
         return []
     boxes = tile_boxes(df)
     merged = shapely.union_all(boxes)
-    parts = list(getattr(merged, "geoms", [merged]))
+    parts = lonlat.join_across_antimeridian(list(getattr(merged, "geoms", [merged])))
     tree = shapely.STRtree(boxes)
     probs = df["probability"].to_numpy(float)
     out = []
@@ -82,24 +88,13 @@ def dissolve(df: pd.DataFrame) -> list[dict]:
 
 
 def tile_area_km2(df: pd.DataFrame) -> float:
-    """Total area of the tiles' footprints on a sphere of radius 6371.0088 km (overlaps counted twice)."""
+    """Total area of the tiles' footprints on a sphere of radius 6371.0088 km (overlaps counted twice;
+    tiles across 180° by their true width)."""
     if df.empty:
         return 0.0
-    r = EARTH_RADIUS_KM
-    lat = np.radians(df[["south", "north"]].to_numpy(float))
-    dlon = np.radians((df["east"] - df["west"]).to_numpy(float))
-    return float(np.sum(r * r * dlon * (np.sin(lat[:, 1]) - np.sin(lat[:, 0]))))
+    return float(np.sum(lonlat.box_area_km2(df["west"], df["south"], df["east"], df["north"])))
 
 
 def spherical_area_km2(geom) -> float:
-    """Area of a lon/lat polygon on a sphere of radius 6371.0088 km (exact for boxes, close for small shapes)."""
-    r = EARTH_RADIUS_KM
-
-    def ring_area(coords) -> float:
-        lon, lat = np.radians(np.asarray(coords)[:, 0]), np.radians(np.asarray(coords)[:, 1])
-        return abs(float(np.sum((lon[1:] - lon[:-1]) * (np.sin(lat[1:]) + np.sin(lat[:-1])) / 2))) * r * r
-
-    total = 0.0
-    for poly in getattr(geom, "geoms", [geom]):
-        total += ring_area(poly.exterior.coords) - sum(ring_area(h.coords) for h in poly.interiors)
-    return total
+    """Area of a lon/lat (Multi)Polygon on a sphere of radius 6371.0088 km (exact for boxes)."""
+    return lonlat.geometry_area_km2(geom)

@@ -2,6 +2,10 @@
 
 Pruning happens on the tile index (footprints), before a single tile is read: a vectorised bbox test first,
 then an exact polygon intersection for the candidates.
+
+The antimeridian: a bbox with ``west > east`` crosses 180° (RFC 7946 §5.2), and a polygon whose ring jumps
+across 180° (179° -> -179°) is cut there; both become MultiPolygons with one part on each side, and tiles
+whose footprint crosses 180° are tested with both of their parts (see :mod:`landslide.lonlat`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import shapely
-from shapely.geometry import box, shape
+from shapely.geometry import shape
 
-from landslide import storage
+from landslide import lonlat, storage
 from landslide.config import RegionConfig
 from landslide.errors import ConfigError, StorageError
 
@@ -26,20 +30,25 @@ class Region:
 
     @property
     def bbox(self) -> tuple[float, float, float, float] | None:
-        return None if self.geometry is None else tuple(float(v) for v in self.geometry.bounds)
+        """RFC 7946 bbox (``west > east`` when the region crosses 180°), or None for everywhere."""
+        return None if self.geometry is None else lonlat.bounds([self.geometry])
+
+    @property
+    def boxes(self) -> list[tuple[float, float, float, float]] | None:
+        """Bounds of each polygon of the region (none crosses 180°): what listing and pre-filters test."""
+        return None if self.geometry is None else lonlat.parts_bounds(self.geometry)
 
     def select(self, index: pd.DataFrame) -> pd.DataFrame:
         """Rows of a tile index whose footprint intersects the region (touching edges do not count)."""
         if self.geometry is None or index.empty:
             return index
-        w, s, e, n = self.bbox
-        near = index[(index["east"] > w) & (index["west"] < e) & (index["north"] > s) & (index["south"] < n)]
+        near = index[lonlat.intersects_boxes(index, self.boxes)]
         if near.empty:
             return near
-        boxes = shapely.box(near["west"].to_numpy(), near["south"].to_numpy(), near["east"].to_numpy(),
-                            near["north"].to_numpy())
+        shapes = lonlat.footprints(near["west"], near["south"], near["east"], near["north"])
         shapely.prepare(self.geometry)
-        hit = shapely.intersects(self.geometry, boxes) & ~shapely.touches(self.geometry, boxes)
+        # shared area, not a shared edge: a tile cut at 180° touches a region on the other side only there
+        hit = shapely.area(shapely.intersection(self.geometry, shapes)) > 0
         return near[np.asarray(hit)].reset_index(drop=True)
 
     def to_geojson(self) -> dict | None:
@@ -61,12 +70,15 @@ def _geometry_of(doc: dict, source: str) -> shapely.Geometry:
         geom = shape(doc)
     except Exception as exc:
         raise ConfigError(f"region {source}: invalid geometry ({exc})") from None
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
     w, s, e, n = geom.bounds
-    if not (-180 <= w and e <= 180 and -90 <= s and n <= 90):
+    if not (-360 <= w and e <= 360 and -90 <= s and n <= 90):
         raise ConfigError(f"region {source}: coordinates {list(geom.bounds)} are not lon/lat degrees "
                           "(GeoJSON is EPSG:4326)")
+    if w < -180 or e > 180:  # 0..360 longitudes (some tools write them): wrap, then cut at 180 below
+        geom = shapely.transform(geom, lambda xy: np.column_stack([lonlat.normalize_lon(xy[:, 0]), xy[:, 1]]))
+    geom = lonlat.fix_geometry(geom)
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
     return geom
 
 
@@ -83,7 +95,7 @@ def load_region(cfg: RegionConfig) -> Region:
         geometry = _geometry_of(doc, cfg.geojson)
         parts.append(f"polygon {cfg.geojson}")
     if cfg.bbox is not None:
-        b = box(*cfg.bbox)
+        b = lonlat.footprint(*cfg.bbox)
         geometry = b if geometry is None else geometry.intersection(b)
         parts.append("bbox " + ",".join(f"{v:.6f}".rstrip("0").rstrip(".") for v in cfg.bbox))
     if geometry is not None and geometry.is_empty:

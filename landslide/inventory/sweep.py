@@ -6,8 +6,8 @@ The pieces are shared by the local sweep (:func:`run_sweep`, threads + one model
 1. :func:`plan_sweep` - tile index (built once, cached), pruned to the region, cut into shards of
    ``shard_size`` tiles (sorted by tile id, so shards are stable between runs); ``sweep.json`` records
    what the output folder holds and refuses to mix sweeps.
-2. :func:`read_tiles` - bytes -> decoded RGB -> resized uint8, one status per tile (``ok`` or the reason it
-   failed); never raises for a bad tile.
+2. :func:`read_tiles` - bytes -> decoded RGB -> resized uint8 with a :class:`TileReader`, one status per tile
+   (``ok``, ``nodata`` above ``tiles.max_nodata``, ``error``) and its reason; never raises for a bad tile.
 3. :func:`infer_tiles` - probabilities through the shared :class:`~landslide.inventory.predictor.Predictor`,
    Grad-CAM overlays of positives written next to the inventory.
 4. :meth:`SweepPlan.write_shard` - one Parquet file per finished shard, written whole (the unit of
@@ -15,7 +15,7 @@ The pieces are shared by the local sweep (:func:`run_sweep`, threads + one model
    duplicates).
 5. :func:`finalize` - streams the shards into ``inventory.parquet`` (GeoParquet), writes
    ``inventory.geojson`` (positive tiles), ``landslide_areas.geojson`` (adjacent positives dissolved) and
-   ``summary.json`` (tiles in = ok + failed, area, positives, throughput).
+   ``summary.json`` (tiles in = ok + nodata + failed, area, positives, throughput).
 """
 
 from __future__ import annotations
@@ -36,25 +36,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from landslide import CLASSES, storage
+from landslide import CLASSES, lonlat, storage
 from landslide.config import SweepConfig, dump_config
 from landslide.errors import ConfigError, DataError, ImageError, StorageError
 from landslide.inventory import geo
 from landslide.inventory.predictor import Predictor, prepare_image
 from landslide.inventory.region import Region, load_region
-from landslide.inventory.tiles import build_index, read_index, read_tile, write_index
+from landslide.inventory.tiles import build_index, flip_rows, load_tile, read_index, write_index
 
 log = logging.getLogger(__name__)
 
-SWEEP_FORMAT = 1
+SWEEP_FORMAT = 2
 RESULT_SCHEMA = pa.schema([
     ("tile_id", pa.string()), ("uri", pa.string()), ("window", pa.string()),
     ("west", pa.float64()), ("south", pa.float64()), ("east", pa.float64()), ("north", pa.float64()),
-    ("probability", pa.float64()), ("label", pa.string()), ("status", pa.string()), ("cam", pa.string()),
-    ("model_name", pa.string()), ("model_version", pa.string()),
+    ("probability", pa.float64()), ("label", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("nodata_fraction", pa.float64()), ("cam", pa.string()), ("model_name", pa.string()),
+    ("model_version", pa.string()),
 ])
-"""One row per tile. ``probability``/``label`` are null unless ``status == "ok"``; ``cam`` is the path of the
-Grad-CAM overlay relative to the output folder (positives only)."""
+"""One row per tile. ``status`` is ``ok``, ``nodata`` or ``error`` (:data:`STATUSES`) with the detail in
+``reason``; ``probability``/``label`` are null unless ``ok``; ``nodata_fraction`` is the tile's share of nodata
+pixels (null when unreadable); ``cam`` is the path of the Grad-CAM overlay relative to the output folder
+(positives only). ``west > east`` marks a footprint across 180°."""
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -119,7 +122,7 @@ def _load_index(cfg: SweepConfig, region: Region, input_size: int) -> tuple[pd.D
         return read_index(cached), cached
     started = time.perf_counter()
     index = build_index(cfg.tiles.source, cfg.tiles.format, cfg.tiles.zoom, cfg.tiles.chip_size or input_size,
-                        cfg.tiles.overlap, bbox=region.bbox)
+                        cfg.tiles.overlap, bbox=region.boxes, scheme=cfg.tiles.scheme, bands=cfg.tiles.bands)
     write_index(index, cached)
     log.info("indexed %d tiles of %s in %.1f s (cached in %s)", len(index), cfg.tiles.source,
              time.perf_counter() - started, cached)
@@ -134,8 +137,13 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
     index, index_uri = _load_index(cfg, region, int(model["input_size"]))
     tiles = region.select(index).reset_index(drop=True)
     if tiles.empty:
+        hint = ""
+        flipped = flip_rows(index)
+        if flipped is not None and not region.select(flipped).empty:
+            hint = ("; read with its rows counted the other way (tiles.scheme: "
+                    f"{'xyz' if cfg.tiles.scheme == 'tms' else 'tms'}) the tree does cover it")
         raise DataError(f"no tiles of {cfg.tiles.source} intersect the region ({region.description}); "
-                        f"the index covers {_extent(index)}")
+                        f"the index covers {_extent(index)}{hint}")
     tiles["shard"] = np.arange(len(tiles)) // cfg.shard_size
     plan = SweepPlan(cfg, region, tiles, model, index_uri)
     record = {"format": SWEEP_FORMAT, "name": cfg.name, "model": model, "model_uri": cfg.model,
@@ -163,7 +171,7 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
 
 def _identity(record: dict) -> dict:
     """What must match for a run to continue the sweep recorded in ``sweep.json``."""
-    return {"model": record.get("model", {}).get("version"),
+    return {"format": record.get("format"), "model": record.get("model", {}).get("version"),
             "tiles/region": record.get("tiles", {}).get("fingerprint"),
             "shard_size": record.get("shard_size"), "threshold": record.get("threshold")}
 
@@ -171,33 +179,63 @@ def _identity(record: dict) -> dict:
 def _extent(index: pd.DataFrame) -> str:
     if index.empty:
         return "nothing"
-    return (f"lon {index['west'].min():.5f}..{index['east'].max():.5f}, "
-            f"lat {index['south'].min():.5f}..{index['north'].max():.5f}")
+    w, s, e, n = lonlat.bounds(index)
+    return f"lon {w:.5f}..{e:.5f}{' (across 180)' if w > e else ''}, lat {s:.5f}..{n:.5f}"
 
 
 # ----------------------------------------------------------------------------------------------- tile work
-def read_one(uri: str, window: str, size: int, max_pixels: int, max_bytes: int) -> tuple[np.ndarray | None, str]:
-    """(prepared uint8 image or None, status) for one tile; every failure becomes a status, never an exception."""
-    try:
-        return prepare_image(read_tile(uri, window, max_pixels, max_bytes), size), "ok"
-    except ImageError as exc:
-        return None, f"error: {exc.reason}"
-    except StorageError as exc:
-        return None, f"error: {str(exc).removeprefix(uri + ': ')}"
-    except Exception as exc:  # a tile must never stop the sweep; keep the reason
-        return None, f"error: {type(exc).__name__}: {exc}"
+@dataclass(frozen=True)
+class TileReader:
+    """How a sweep reads its tiles: the model's input size, the size limits, the bands and the nodata limit.
+    Small and picklable, so Ray read tasks get the same rules as the local sweep."""
+
+    size: int
+    max_pixels: int = 64_000_000
+    max_bytes: int = 64 * 1024 * 1024
+    bands: tuple[int, ...] | None = None
+    max_nodata: float = 0.5
+
+    @classmethod
+    def for_sweep(cls, cfg: SweepConfig, size: int) -> "TileReader":
+        return cls(size, cfg.max_image_pixels, cfg.max_tile_bytes,
+                   tuple(cfg.tiles.bands) if cfg.tiles.bands else None, cfg.tiles.max_nodata)
+
+    def read_one(self, uri: str, window: str) -> tuple[np.ndarray | None, str, str, float]:
+        """(prepared uint8 image or None, status, reason, nodata share) for one tile; every failure becomes a
+        status (:data:`STATUSES`) with its reason, never an exception."""
+        try:
+            tile = load_tile(uri, window, self.max_pixels, self.max_bytes, self.bands)
+        except ImageError as exc:
+            if exc.reason.startswith("no data"):
+                return None, "nodata", exc.reason, 1.0
+            return None, "error", exc.reason, float("nan")
+        except StorageError as exc:
+            return None, "error", str(exc).removeprefix(uri + ": "), float("nan")
+        except Exception as exc:  # a tile must never stop the sweep; keep the reason
+            return None, "error", f"{type(exc).__name__}: {exc}", float("nan")
+        share = tile.nodata_fraction
+        if share > self.max_nodata:
+            return None, "nodata", f"{share:.1%} of the pixels are nodata (tiles.max_nodata {self.max_nodata:g})", share
+        return prepare_image(tile.rgb, self.size), "ok", "", share
 
 
-def read_tiles(rows: pd.DataFrame, size: int, max_pixels: int, max_bytes: int,
-               executor: cf.Executor | None = None) -> dict[str, np.ndarray]:
-    """Read a batch of index rows -> ``{"image": (B, S, S, 3) uint8 (zeros where failed), "status": (B,)}``."""
-    args = [(u, w, size, max_pixels, max_bytes) for u, w in zip(rows["uri"], rows["window"])]
-    results = list(executor.map(lambda a: read_one(*a), args)) if executor else [read_one(*a) for a in args]
-    images = np.zeros((len(rows), size, size, 3), np.uint8)
-    for i, (img, _) in enumerate(results):
+STATUSES = ("ok", "nodata", "error")
+"""A tile's ``status``: scored, not scored for lack of data, or unreadable (the detail is in ``reason``)."""
+
+
+def read_tiles(rows: pd.DataFrame, reader: TileReader, executor: cf.Executor | None = None) -> dict[str, np.ndarray]:
+    """Read a batch of index rows -> ``{"image": (B, S, S, 3) uint8 (zeros where not ok), "status": (B,),
+    "reason": (B,), "nodata_fraction": (B,)}``."""
+    args = list(zip(rows["uri"], rows["window"]))
+    results = (list(executor.map(lambda a: reader.read_one(*a), args)) if executor
+               else [reader.read_one(*a) for a in args])
+    images = np.zeros((len(rows), reader.size, reader.size, 3), np.uint8)
+    for i, (img, *_) in enumerate(results):
         if img is not None:
             images[i] = img
-    return {"image": images, "status": np.array([s for _, s in results], dtype=object)}
+    return {"image": images, "status": np.array([r[1] for r in results], dtype=object),
+            "reason": np.array([r[2] for r in results], dtype=object),
+            "nodata_fraction": np.array([r[3] for r in results], dtype=float)}
 
 
 def cam_path(tile_id: str) -> str:
@@ -205,9 +243,11 @@ def cam_path(tile_id: str) -> str:
     return "cams/" + re.sub(r"[^A-Za-z0-9._-]+", "_", tile_id) + ".png"
 
 
-def infer_tiles(predictor: Predictor, rows: pd.DataFrame, images: np.ndarray, status: np.ndarray,
-                output: str | None, explain: bool) -> pd.DataFrame:
-    """Result rows (:data:`RESULT_SCHEMA`) for a read batch; overlays of positives go to ``output/cams/``."""
+def infer_tiles(predictor: Predictor, rows: pd.DataFrame, batch: dict, output: str | None,
+                explain: bool) -> pd.DataFrame:
+    """Result rows (:data:`RESULT_SCHEMA`) for a batch from :func:`read_tiles`; overlays of positives go to
+    ``output/cams/``."""
+    images, status = batch["image"], batch["status"]
     ok = np.array([s == "ok" for s in status], bool)
     probs = np.full(len(rows), np.nan)
     cams = [""] * len(rows)
@@ -224,7 +264,9 @@ def infer_tiles(predictor: Predictor, rows: pd.DataFrame, images: np.ndarray, st
     out = rows[["tile_id", "uri", "window", "west", "south", "east", "north"]].reset_index(drop=True).copy()
     out["probability"] = np.where(ok, probs, np.nan)
     out["label"] = labels
-    out["status"] = list(status)
+    out["status"] = [str(v) for v in status]
+    out["reason"] = [str(v) for v in batch["reason"]]
+    out["nodata_fraction"] = np.asarray(batch["nodata_fraction"], float)
     out["cam"] = cams
     out["model_name"] = info["name"]
     out["model_version"] = info["version"]
@@ -243,8 +285,7 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
     missing = plan.pending()
     if missing:
         raise DataError(f"{out}: shards {missing[:5]} are not finished; run the sweep again to complete it")
-    bbox = [float(plan.tiles["west"].min()), float(plan.tiles["south"].min()),
-            float(plan.tiles["east"].max()), float(plan.tiles["north"].max())]
+    bbox = [float(v) for v in lonlat.bounds(plan.tiles)]
     schema = geo.geoparquet_schema(RESULT_SCHEMA, bbox)
     counts: collections.Counter = collections.Counter()
     reasons: collections.Counter = collections.Counter()
@@ -257,9 +298,9 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
                                 "and run the sweep again")
             seen += len(frame)
             ok = frame["status"] == "ok"
-            counts["ok"] += int(ok.sum())
-            counts["failed"] += int((~ok).sum())
-            reasons.update(_reason(s) for s in frame.loc[~ok, "status"])
+            failed = frame["status"] == "error"
+            counts.update(frame["status"])
+            reasons.update(_reason(r) for r in frame.loc[failed, "reason"])
             area += geo.tile_area_km2(frame[ok])
             positives.append(frame[ok & (frame["label"] == CLASSES[1])])
             table = pa.Table.from_pandas(frame[RESULT_SCHEMA.names], RESULT_SCHEMA, preserve_index=False)
@@ -268,35 +309,36 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
     pos = pd.concat(positives, ignore_index=True) if positives else pd.DataFrame(columns=RESULT_SCHEMA.names)
     props = ["tile_id", "uri", "window", "probability", "label", "model_name", "model_version", "cam"]
     name = f"{cfg.name} ({plan.model['name']} {plan.model['version']})"
+    members = {"bbox": [float(v) for v in lonlat.bounds(pos)]} if len(pos) else {}
     storage.write_json(storage.join(out, "inventory.geojson"),
-                       geo.feature_collection(geo.tile_features(pos, props), name=name))
+                       geo.feature_collection(geo.tile_features(pos, props), name=name, **members))
     files = {"inventory": "inventory.parquet", "positives": "inventory.geojson", "summary": "summary.json",
              "shards": "shards/", "index": plan.index_uri}
     if cfg.merge_polygons:
         storage.write_json(storage.join(out, "landslide_areas.geojson"),
-                           geo.feature_collection(geo.dissolve(pos), name=f"{name} areas"))
+                           geo.feature_collection(geo.dissolve(pos), name=f"{name} areas", **members))
         files["areas"] = "landslide_areas.geojson"
     if cfg.explain.enabled:
         files["cams"] = "cams/"
     summary = {
         "name": cfg.name, "model": plan.model, "region": plan.region.description,
-        "tiles_in": len(plan.tiles), "tiles_ok": counts["ok"], "tiles_failed": counts["failed"],
+        "tiles_in": len(plan.tiles), "tiles_ok": counts["ok"], "tiles_nodata": counts["nodata"],
+        "tiles_failed": counts["error"],
         "positives": len(pos), "area_km2_swept": round(area, 6),
         "area_km2_positive": round(geo.tile_area_km2(pos), 6), "failure_reasons": dict(reasons.most_common()),
         "shards": plan.n_shards, "tiles_this_run": processed, "seconds_this_run": round(seconds, 3),
         "tiles_per_s_this_run": round(processed / seconds, 3) if seconds > 0 and processed else None,
         "files": files, "threshold": plan.model["threshold"],
     }
-    if seen != summary["tiles_ok"] + summary["tiles_failed"] or seen != len(plan.tiles):
+    if seen != summary["tiles_ok"] + summary["tiles_nodata"] + summary["tiles_failed"] or seen != len(plan.tiles):
         raise DataError(f"{out}: shards hold {seen} rows for {len(plan.tiles)} tiles")
     storage.write_json(storage.join(out, "summary.json"), summary)
     return summary
 
 
-def _reason(status: str) -> str:
-    """A failure status without its details, for counting (``error: corrupt image: ...`` -> ``corrupt image``)."""
-    text = status.removeprefix("error: ")
-    return re.split(r"[:(]", text, maxsplit=1)[0].strip() or text
+def _reason(reason: str) -> str:
+    """A failure reason without its details, for counting (``corrupt image: ...`` -> ``corrupt image``)."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip() or reason
 
 
 # ----------------------------------------------------------------------------------------------- local runner
@@ -323,7 +365,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
         if stop_after_shards is not None:
             pending = pending[:stop_after_shards]
         processed, parts = 0, []
-        size = predictor.input_size
+        reader = TileReader.for_sweep(cfg, predictor.input_size)
         prefetch = 2  # batches read ahead of the model
         with cf.ThreadPoolExecutor(cfg.read_threads) as tile_pool, cf.ThreadPoolExecutor(prefetch) as batch_pool:
             batches = _batches(plan, pending, cfg.batch_size)
@@ -333,8 +375,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
                 nxt = next(batches, None)
                 if nxt is not None:
                     shard, rows, last = nxt
-                    ahead.append((shard, rows, last, batch_pool.submit(
-                        read_tiles, rows, size, cfg.max_image_pixels, cfg.max_tile_bytes, tile_pool)))
+                    ahead.append((shard, rows, last, batch_pool.submit(read_tiles, rows, reader, tile_pool)))
 
             for _ in range(prefetch):
                 submit()
@@ -342,8 +383,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
                 shard, rows, last, future = ahead.popleft()
                 submit()
                 batch = future.result()
-                parts.append(infer_tiles(predictor, rows, batch["image"], batch["status"], cfg.output,
-                                         cfg.explain.enabled))
+                parts.append(infer_tiles(predictor, rows, batch, cfg.output, cfg.explain.enabled))
                 processed += len(rows)
                 if last:
                     plan.write_shard(shard, pd.concat(parts, ignore_index=True))

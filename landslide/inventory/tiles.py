@@ -22,9 +22,10 @@ import re
 import numpy as np
 import pandas as pd
 
-from landslide import storage
+from landslide import lonlat, storage
 from landslide.errors import ConfigError, DataError, ImageError, StorageError
-from landslide.data.images import decode_image
+from landslide.data.images import Decoded, decode
+from landslide.data.rasters import band_plan, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,78 @@ def _frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("tile_id", kind="stable").reset_index(drop=True)
 
 
-def xyz_index(root: str, zoom: int | None = None, bbox: tuple[float, float, float, float] | None = None
-              ) -> pd.DataFrame:
-    """Index an XYZ tree. With ``zoom`` and ``bbox`` only the x-columns that intersect the bbox are listed."""
+TILE_SCHEMES = ("auto", "xyz", "tms")
+"""Row order of ``{z}/{x}/{y}`` trees: ``xyz`` counts rows from the north (slippy maps, OSM, Google),
+``tms`` from the south (OSGeo TMS: gdal2tiles' default, MBTiles); ``auto`` is TMS where the tree holds a
+``tilemapresource.xml`` (which gdal2tiles writes for TMS output) and XYZ otherwise, said in the log."""
+
+TMS_MARKER = "tilemapresource.xml"
+
+
+def tile_scheme(root: str, scheme: str = "auto") -> str:
+    """The row order of an XYZ/TMS tree: ``scheme`` when given, else from its ``tilemapresource.xml``.
+
+    Raises :class:`ConfigError` for a TMS tree in a tiling the index cannot place (geodetic or raster
+    profiles) and for a scheme that is not one of :data:`TILE_SCHEMES`."""
+    if scheme not in TILE_SCHEMES:
+        raise ConfigError(f"tiles.scheme {scheme!r}: choose one of {', '.join(TILE_SCHEMES)}")
+    marker = storage.join(root.rstrip("/"), TMS_MARKER)
+    has_marker = storage.exists(marker)
+    if has_marker:
+        _check_tms_profile(marker)
+    if scheme != "auto":
+        if scheme == "xyz" and has_marker:
+            log.warning("%s has a %s (TMS rows counted from the south) but tiles.scheme is xyz; reading rows "
+                        "from the north as configured", root, TMS_MARKER)
+        return scheme
+    if has_marker:
+        log.info("%s: %s found; reading the tree as TMS (rows counted from the south)", root, TMS_MARKER)
+        return "tms"
+    log.warning("%s: no %s; reading the tree as XYZ (rows counted from the north, the slippy-map convention). "
+                "Set tiles.scheme: tms (or --scheme tms) if it was written as TMS (gdal2tiles without --xyz, "
+                "MBTiles exports)", root, TMS_MARKER)
+    return "xyz"
+
+
+def _check_tms_profile(marker: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        doc = ET.fromstring(storage.read_bytes(marker, max_bytes=1_000_000))
+    except (ET.ParseError, StorageError) as exc:
+        raise ConfigError(f"{marker}: not a readable TMS tilemapresource.xml ({exc}); fix or remove it, or set "
+                          "tiles.scheme") from None
+    srs = (doc.findtext("SRS") or "").strip().upper()
+    profile = (doc.find("TileSets").get("profile", "") if doc.find("TileSets") is not None else "").lower()
+    mercator = srs in ("EPSG:3857", "EPSG:900913", "OSGEO:41001", "") and profile in ("mercator", "global-mercator", "")
+    if not mercator:
+        raise ConfigError(f"{marker}: a TMS tree in {srs or '?'} (profile {profile or '?'}); only Web Mercator "
+                          "tilings (EPSG:3857, gdal2tiles -p mercator) can be indexed: re-tile it with "
+                          "gdal2tiles -p mercator, or index the source raster as a GeoTIFF")
+
+
+def xyz_index(root: str, zoom: int | None = None, bbox=None, scheme: str = "auto") -> pd.DataFrame:
+    """Index an XYZ or TMS tree. With ``zoom`` and ``bbox`` only the x-columns that the bbox touches are listed.
+
+    ``bbox`` is a lon/lat box (``west > east`` across 180°) or a list of boxes that do not cross 180°; a box
+    cut at 180° lists only the columns of its two parts. ``scheme`` is the row order (:func:`tile_scheme`).
+    """
     import mercantile
 
     root = root.rstrip("/")
+    scheme = tile_scheme(root, scheme)
     prefixes = [root]
     if zoom is not None:
         prefixes = [storage.join(root, str(zoom))]
         if bbox is not None:
-            w, s, e, n = _clip_mercator(bbox)
-            first, last = mercantile.tile(w, n, zoom), mercantile.tile(e - 1e-12, s + 1e-12, zoom)
-            prefixes = [storage.join(root, str(zoom), str(x)) for x in range(first.x, last.x + 1)]
+            columns: set[int] = set()
+            for part in _boxes(bbox):
+                w, s, e, n = _clip_mercator(part)
+                if w >= e or s >= n:
+                    continue
+                first, last = mercantile.tile(w, n, zoom), mercantile.tile(min(e, 180.0 - 1e-9) - 1e-12, s + 1e-12, zoom)
+                columns.update(range(max(first.x, 0), min(last.x, 2 ** zoom - 1) + 1))
+            prefixes = [storage.join(root, str(zoom), str(x)) for x in sorted(columns)]
     files: list[str] = []
     for prefix in prefixes:
         if prefix != root and not storage.exists(prefix):
@@ -102,7 +162,7 @@ def xyz_index(root: str, zoom: int | None = None, bbox: tuple[float, float, floa
             log.warning("%s: not a valid tile address at zoom %d; skipped", uri, z)
             continue
         zooms.add(z)
-        b = mercantile.bounds(x, y, z)
+        b = mercantile.bounds(x, (2 ** z - 1 - y) if scheme == "tms" else y, z)
         rows.append({"tile_id": f"{z}/{x}/{y}", "uri": uri, "west": b.west, "south": b.south, "east": b.east,
                      "north": b.north, "window": ""})
     if len(zooms) > 1:
@@ -111,6 +171,31 @@ def xyz_index(root: str, zoom: int | None = None, bbox: tuple[float, float, floa
         where = f" at zoom {zoom}" if zoom is not None else ""
         raise DataError(f"{root}: no {{z}}/{{x}}/{{y}}.png|jpg|webp tiles found{where}")
     return _frame(rows)
+
+
+def flip_rows(index: pd.DataFrame) -> pd.DataFrame | None:
+    """An XYZ/TMS index with its rows read the other way round (north <-> south), or None for other indexes:
+    a region that misses a tree but hits it flipped is a tree indexed with the wrong scheme."""
+    ids = index["tile_id"].str.extract(r"^(\d+)/(\d+)/(\d+)$")
+    if index.empty or ids.isna().any(axis=None):
+        return None
+    import mercantile
+
+    out = index.copy()
+    z, x = ids[0].astype(int).to_numpy(), ids[1].astype(int).to_numpy()
+    lat = (index["south"].to_numpy(float) + index["north"].to_numpy(float)) / 2
+    lon = (index["west"].to_numpy(float) + index["east"].to_numpy(float)) / 2
+    rows = [mercantile.tile(lo, la, int(zi)).y for lo, la, zi in zip(lon, lat, z)]  # the rows as placed now
+    b = np.array([mercantile.bounds(int(xi), int(2 ** zi - 1 - r), int(zi)) for zi, xi, r in zip(z, x, rows)])
+    out["west"], out["south"], out["east"], out["north"] = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    return out
+
+
+def _boxes(bbox) -> list[tuple[float, float, float, float]]:
+    """A bbox (possibly crossing 180°) or a list of boxes -> boxes that do not cross 180°."""
+    if len(bbox) == 4 and all(isinstance(v, (int, float, np.floating, np.integer)) for v in bbox):
+        return lonlat.split_box(*(float(v) for v in bbox))
+    return [tuple(float(v) for v in b) for b in bbox]
 
 
 def _clip_mercator(bbox):
@@ -139,7 +224,8 @@ def manifest_index(uri: str) -> pd.DataFrame:
 
 
 def geojson_index(uri: str) -> pd.DataFrame:
-    """Index from a GeoJSON FeatureCollection: one feature per tile, footprint = the geometry's bounds."""
+    """Index from a GeoJSON FeatureCollection: one feature per tile, footprint = the geometry's bounds (a
+    geometry cut at 180°, or one whose ring jumps across it, gives a footprint with ``west > east``)."""
     from shapely.geometry import shape
 
     doc = storage.read_json(uri)
@@ -152,7 +238,10 @@ def geojson_index(uri: str) -> pd.DataFrame:
         if not target:
             raise DataError(f"{uri}: feature {i} has no 'uri' or 'path' property")
         try:
-            w, s, e, n = shape(feature["geometry"]).bounds
+            geom = shape(feature["geometry"])
+            if geom.geom_type in ("Polygon", "MultiPolygon"):
+                geom = lonlat.fix_geometry(geom)
+            w, s, e, n = lonlat.bounds([geom])
         except Exception as exc:
             raise DataError(f"{uri}: feature {i} has an invalid geometry ({exc})") from None
         rows.append({"tile_id": str(props.get("tile_id", props.get("id", target))),
@@ -166,15 +255,19 @@ def geojson_index(uri: str) -> pd.DataFrame:
 
 
 def _check_bounds(df: pd.DataFrame, source: str) -> None:
+    """Refuse impossible lon/lat footprints. ``west > east`` is a footprint across 180° (RFC 7946) and is
+    kept when it spans less than half the globe; wider ones are far likelier swapped columns."""
     for col in ("west", "south", "east", "north"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    bad = (df[["west", "south", "east", "north"]].isna().any(axis=1) | (df["west"] >= df["east"])
-           | (df["south"] >= df["north"]) | (df["west"] < -180) | (df["east"] > 180) | (df["south"] < -90)
-           | (df["north"] > 90))
+    span = lonlat.lon_span(df["west"], df["east"])
+    bad = (df[["west", "south", "east", "north"]].isna().any(axis=1) | (df["west"] == df["east"])
+           | ((df["west"] > df["east"]) & (span > 180)) | (df["south"] >= df["north"]) | (df["west"] < -180)
+           | (df["east"] > 180) | (df["south"] < -90) | (df["north"] > 90))
     if bad.any():
         row = df[bad].iloc[0]
         raise DataError(f"{source}: {int(bad.sum())} tile(s) with invalid EPSG:4326 bounds, e.g. {row['uri']}: "
-                        f"{[row['west'], row['south'], row['east'], row['north']]}")
+                        f"{[row['west'], row['south'], row['east'], row['north']]} (west, south, east, north "
+                        "in degrees; west > east only for a tile across 180°)")
 
 
 def open_raster(uri: str):
@@ -204,8 +297,10 @@ def _window_starts(length: int, chip: int, stride: int) -> list[int]:
     return starts
 
 
-def geotiff_index(source: str, chip_size: int, overlap: float = 0.0) -> pd.DataFrame:
-    """Index the windows of one GeoTIFF or of every GeoTIFF in a folder."""
+def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None) -> pd.DataFrame:
+    """Index the windows of one GeoTIFF or of every GeoTIFF in a folder. Each scene's bands are checked here
+    (:func:`~landslide.data.rasters.band_plan`), so a raster whose colours cannot be told is refused before
+    any window is read."""
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window
     from rasterio.windows import bounds as window_bounds
@@ -219,23 +314,37 @@ def geotiff_index(source: str, chip_size: int, overlap: float = 0.0) -> pd.DataF
         with open_raster(scene) as ds:
             if ds.crs is None:
                 raise DataError(f"{scene}: GeoTIFF has no CRS; cannot place its windows on the map")
+            plan = band_plan(ds, bands, scene)
+            log.info("%s: bands %s as %s (%s)", scene, list(plan.indexes), plan.kind, plan.source)
             name = scene.rstrip("/").rsplit("/", 1)[-1]
             for row_off in _window_starts(ds.height, chip_size, stride):
                 for col_off in _window_starts(ds.width, chip_size, stride):
                     win = Window(col_off, row_off, chip_size, chip_size)
-                    b = transform_bounds(ds.crs, "EPSG:4326", *window_bounds(win, ds.transform))
+                    b = _lonlat_bounds(transform_bounds(ds.crs, "EPSG:4326", *window_bounds(win, ds.transform)))
                     rows.append({"tile_id": f"{name}:{row_off}:{col_off}", "uri": scene,
                                  "west": b[0], "south": b[1], "east": b[2], "north": b[3],
                                  "window": f"{col_off},{row_off},{chip_size},{chip_size}"})
     return _frame(rows)
 
 
+def _lonlat_bounds(b) -> tuple[float, float, float, float]:
+    """GDAL's transformed bounds as a footprint: ``west > east`` across 180° (which GDAL already returns for
+    projected scenes), and longitudes beyond ±180 (geographic rasters on 0..360) wrapped."""
+    w, s, e, n = (float(v) for v in b)
+    if w < -180 or e > 180:
+        if e - w >= 360:
+            return -180.0, s, 180.0, n
+        w, e = float(lonlat.normalize_lon(w)), float(lonlat.normalize_lon(e))
+    return w, s, e, n
+
+
 def build_index(source: str, fmt: str = "auto", zoom: int | None = None, chip_size: int | None = None,
-                overlap: float = 0.0, bbox: tuple[float, float, float, float] | None = None) -> pd.DataFrame:
-    """Index any supported tile source (see the module docstring)."""
+                overlap: float = 0.0, bbox=None, scheme: str = "auto", bands=None) -> pd.DataFrame:
+    """Index any supported tile source (see the module docstring). ``bbox`` (a lon/lat box, ``west > east``
+    across 180°, or a list of boxes) limits what an XYZ/TMS tree lists; ``scheme`` is its row order."""
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt == "xyz":
-        return xyz_index(source, zoom, bbox)
+        return xyz_index(source, zoom, bbox, scheme)
     if fmt == "manifest":
         return manifest_index(source)
     if fmt == "geojson":
@@ -243,7 +352,7 @@ def build_index(source: str, fmt: str = "auto", zoom: int | None = None, chip_si
     if fmt == "geotiff":
         if not chip_size:
             raise ConfigError("tiles.chip_size is needed to chip GeoTIFF scenes")
-        return geotiff_index(source, chip_size, overlap)
+        return geotiff_index(source, chip_size, overlap, bands)
     raise ConfigError(f"tiles.format {fmt!r}: choose auto, xyz, manifest, geojson or geotiff")
 
 
@@ -261,58 +370,53 @@ def read_index(uri: str) -> pd.DataFrame:
     return _frame(df)
 
 
-def _stretch(band: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    values = band[valid]
-    if values.size == 0:
-        return np.zeros(band.shape, np.uint8)
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    scaled = np.zeros(band.shape) if hi <= lo else (band.astype(np.float64) - lo) / (hi - lo)
-    return (np.clip(np.nan_to_num(scaled), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def read_window(uri: str, window: str) -> np.ndarray:
-    """One GeoTIFF window as ``(H, W, 3)`` uint8 RGB: bands 1-3 (or band 1 as grey), padded with nodata
-    (black) beyond the scene's edge. 8-bit data is used as is; other types are stretched between the 0.5th
-    and 99.5th percentiles of the window. A window that is all nodata is an error ("no data")."""
+def read_window(uri: str, window: str, bands=None) -> Decoded:
+    """One GeoTIFF window as :class:`~landslide.data.images.Decoded`: ``(H, W, 3)`` uint8 RGB from the bands
+    :func:`~landslide.data.rasters.band_plan` chooses (``bands``: 1-based, else the colour interpretation),
+    padded with nodata (black) beyond the scene's edge, and its valid-pixel mask (nodata value, alpha, mask
+    band and non-finite values are nodata). A window that is all nodata is an :class:`ImageError`
+    ("no data")."""
     from rasterio.windows import Window
 
     col_off, row_off, width, height = (int(v) for v in window.split(","))
     try:
         with open_raster(uri) as ds:
-            bands = [1, 2, 3] if ds.count >= 3 else [1]
+            plan = band_plan(ds, bands, uri)
             # read the part inside the scene and pad by hand: rasterio's boundless reads reopen the scene
             # through a VRT, which its Python-opener plugin (remote scenes) does not survive
             c0, r0 = max(col_off, 0), max(row_off, 0)
             c1, r1 = min(col_off + width, ds.width), min(row_off + height, ds.height)
-            data = np.ma.masked_all((len(bands), height, width), dtype=ds.dtypes[0])
+            data = np.ma.masked_all((len(plan.indexes), height, width), dtype=ds.dtypes[plan.indexes[0] - 1])
             if c1 > c0 and r1 > r0:
-                part = ds.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                part = ds.read(list(plan.indexes), window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
                 data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = part
-    except (ImageError, StorageError):
+    except (ImageError, StorageError, ConfigError):
         raise
     except Exception as exc:  # rasterio/GDAL raise several types for corrupt blocks
         raise ImageError(uri, f"unreadable GeoTIFF window ({window}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    rgb, valid = to_rgb(data, plan)
     if not valid.any():
         raise ImageError(uri, f"no data (window {window} is all nodata)")
-    filled = data.filled(0)
-    if filled.dtype == np.uint8:
-        rgb = np.moveaxis(filled, 0, -1)
-    else:
-        rgb = np.stack([_stretch(b, valid) for b in filled], axis=-1)
-    if rgb.shape[-1] == 1:
-        rgb = np.repeat(rgb, 3, axis=-1)
-    return np.ascontiguousarray(rgb)
+    return Decoded(rgb, None if valid.all() else valid)
 
 
-def read_tile(uri: str, window: str = "", max_pixels: int = 64_000_000, max_bytes: int | None = None) -> np.ndarray:
-    """A tile as ``(H, W, 3)`` uint8 RGB, or :class:`ImageError` / :class:`StorageError` naming the reason."""
+def load_tile(uri: str, window: str = "", max_pixels: int = 64_000_000, max_bytes: int | None = None,
+              bands=None) -> Decoded:
+    """A tile (GeoTIFF window or image file) as RGB plus its nodata mask, or :class:`ImageError` /
+    :class:`StorageError` naming the reason."""
     if window:
-        return read_window(uri, window)
+        return read_window(uri, window, bands)
     data = storage.read_bytes(uri, max_bytes=max_bytes)
-    return decode_image(data, uri, max_pixels=max_pixels)
+    return decode(data, uri, max_pixels=max_pixels)
 
 
-__all__ = ["INDEX_COLUMNS", "build_index", "detect_format", "geotiff_index", "geojson_index", "manifest_index",
-           "read_index", "read_tile", "write_index", "xyz_index"]
+def read_tile(uri: str, window: str = "", max_pixels: int = 64_000_000, max_bytes: int | None = None,
+              bands=None) -> np.ndarray:
+    """A tile as ``(H, W, 3)`` uint8 RGB (nodata black); see :func:`load_tile`."""
+    return load_tile(uri, window, max_pixels, max_bytes, bands).rgb
+
+
+__all__ = ["INDEX_COLUMNS", "TILE_SCHEMES", "build_index", "detect_format", "flip_rows", "geotiff_index",
+           "geojson_index", "load_tile", "manifest_index", "read_index", "read_tile", "tile_scheme", "write_index",
+           "xyz_index"]
