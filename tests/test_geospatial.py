@@ -96,6 +96,21 @@ def test_windows_across_180_have_true_footprints_and_areas(utm1_scene):
     assert w > e and lonlat.lon_span(w, e) == pytest.approx(2.86, abs=0.02)
 
 
+def test_lonlat_extents_and_boxes():
+    assert lonlat.extent([10, 20], [11, 25]) == (10, 25)
+    assert lonlat.extent([179.5, -179.8], [-179.0, -179.5]) == (179.5, -179.0)  # one across, one beside
+    assert lonlat.extent([170, -175], [175, -170]) == (170, -170)  # the short way round, across 180
+    assert lonlat.extent([-170, 170], [-160, 175]) == (170, -160)  # 30 degrees across 180, not 345 around
+    assert lonlat.extent([-10, 20], [10, 30]) == (-10, 30)
+    assert lonlat.extent([-180], [180]) == (-180, 180) and lonlat.extent([0, 90, -90, 180], [90, 180, 0, -90]) == (-180, 180)
+    assert lonlat.lon_span(179.5, -179.5) == pytest.approx(1.0)
+    w, s, e, n = lonlat.box_around(10.0, 179.99, 10)
+    assert w > e and lonlat.lon_span(w, e) == pytest.approx(10 / (lonlat.EARTH_RADIUS_KM * np.cos(np.radians(10)))
+                                                            * 180 / np.pi, rel=1e-6)
+    assert lonlat.box_around(89.99, 0.0, 10)[::2] == (-180.0, 180.0)  # near a pole: the whole cap
+    assert lonlat.normalize_lon(190.0) == -170.0 and lonlat.normalize_lon(180.0) == 180.0
+
+
 @pytest.mark.parametrize("bbox", [(-179.9, 68.5, -178.0, 69.2), (179.7, 68.5, 179.95, 69.2),
                                   (179.9, 68.95, -179.9, 69.0), (-177.6, 68.3, -177.0, 68.5)])
 def test_regions_near_180_select_exactly_the_windows_that_cover_them(utm1_scene, bbox):

@@ -37,6 +37,36 @@ def _app(name: str, prefix: str, model: str, auth: bool, **extra) -> dict:
     return app
 
 
+STALL_S, CAP_S = 300, 720
+# the module fixture deploys six applications before the first test: allow for the readiness cap
+pytestmark = pytest.mark.timeout(CAP_S + 480)
+
+
+def _replica_states(text: str) -> tuple:
+    """Every application's status and every deployment's replica states, from `serve status`: when this
+    changes, deployment is progressing."""
+    try:
+        apps = (yaml.safe_load(text) or {}).get("applications", {})
+    except yaml.YAMLError:
+        return ()
+    return tuple((name, app.get("status"), dep, tuple(sorted((info.get("replica_states") or {}).items())))
+                 for name, app in sorted(apps.items()) for dep, info in sorted((app.get("deployments") or {}).items()))
+
+
+def _app_statuses(text: str) -> str:
+    """One line per application (status and the end of its message) and per deployment from `serve status`."""
+    try:
+        apps = (yaml.safe_load(text) or {}).get("applications", {})
+    except yaml.YAMLError:
+        return text[-3000:]
+    lines = []
+    for name, app in apps.items():
+        lines.append(f"{name}: {app.get('status')} {str(app.get('message', ''))[-300:]}")
+        for dep, info in (app.get("deployments") or {}).items():
+            lines.append(f"  {dep}: {info.get('status')} {str(info.get('message', ''))[-300:]}")
+    return "\n".join(lines) or text[-3000:]
+
+
 @pytest.fixture(scope="module")
 def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
     """Applications: /secure (bearer token required), /open (no auth), /tags (a multi-modal model) and three
@@ -61,8 +91,13 @@ def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
     deploy = subprocess.run([serve_bin, "deploy", str(path), "--address", ray_cluster["address"]], **run)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
+    status = lambda: subprocess.run([serve_bin, "status", "--address", ray_cluster["address"]], **run).stdout  # noqa: E731
+    # ready when every working application answers; on a busy machine replicas start slowly (each imports torch),
+    # so the deadline follows progress: it fails only after STALL_S without any replica changing state, or at
+    # the cap
+    started = last_progress = last_check = time.time()
+    seen: tuple = ()
+    while True:
         try:
             # /slow's model lookups time out by design: its ingress answering /healthz is enough
             if all(requests.get(f"{base}/{a}", timeout=5).status_code == 200
@@ -70,12 +105,17 @@ def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
                 break
         except requests.RequestException:
             pass
+        now = time.time()
+        if now - last_check > 20:
+            last_check = now
+            states = _replica_states(status())
+            if states != seen:
+                seen, last_progress = states, now
+        if now - last_progress > STALL_S or now - started > CAP_S:
+            pytest.fail(f"Serve did not become ready ({now - started:.0f} s, {now - last_progress:.0f} s without "
+                        "progress):\n" + _app_statuses(status()))
         time.sleep(2)
-    else:
-        status = subprocess.run([serve_bin, "status", "--address", ray_cluster["address"]], **run)
-        pytest.fail(f"Serve did not become ready:\n{status.stdout[-3000:]}")
-    yield {"base": base, "status": lambda: subprocess.run(
-        [serve_bin, "status", "--address", ray_cluster["address"]], **run).stdout}
+    yield {"base": base, "status": status}
     subprocess.run([serve_bin, "shutdown", "-y", "--address", ray_cluster["address"]], **run)
 
 
