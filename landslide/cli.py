@@ -147,12 +147,24 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def default_index_uri(source: str) -> str:
+    """Where ``tiles index`` writes without ``--out``: inside a folder or tree source, beside a single file
+    (``scene.tif`` -> ``scene.tiles_index.parquet``)."""
+    from landslide import storage
+
+    source = source.rstrip("/")
+    name = source.rsplit("/", 1)[-1]
+    if "." in name and not storage.isdir(source):
+        return storage.join(storage.parent(source), name.rsplit(".", 1)[0] + ".tiles_index.parquet")
+    return storage.join(source, "tiles_index.parquet")
+
+
 def cmd_tiles_index(args) -> int:
     from landslide import lonlat, storage
     from landslide.config import RegionConfig, parse_config
     from landslide.inventory.tiles import build_index, write_index
 
-    out = args.out or storage.join(args.source.rstrip("/"), "tiles_index.parquet")
+    out = args.out or default_index_uri(args.source)
     if args.bbox:  # the same checks as a sweep's region.bbox
         parse_config({"bbox": list(args.bbox)}, "--bbox", schema=RegionConfig)
     index = build_index(args.source, args.format, args.zoom, args.chip_size, args.overlap,
@@ -349,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     tiles_sub = p.add_subparsers(dest="tiles_command", required=True)
     p = tiles_sub.add_parser("index", help="list a tile archive once into a Parquet index (uri + EPSG:4326 bounds)")
     p.add_argument("source", help="XYZ tree, tile manifest, GeoJSON index, GeoTIFF or folder of GeoTIFFs")
-    p.add_argument("--out", help="index URI (default: SOURCE/tiles_index.parquet)")
+    p.add_argument("--out", help="index URI (default: SOURCE/tiles_index.parquet for a folder or tree, "
+                                 "NAME.tiles_index.parquet beside a single file)")
     p.add_argument("--format", default="auto", choices=["auto", "xyz", "manifest", "geojson", "geotiff"])
     p.add_argument("--zoom", type=int, help="XYZ: zoom level to index")
     p.add_argument("--chip-size", type=int, help="GeoTIFF: window side in px")

@@ -73,6 +73,20 @@ def _wrap(uri: str, exc: Exception) -> StorageError:
     return StorageError(f"{uri}: cannot access storage ({type(exc).__name__}: {detail})")
 
 
+def _write_error(uri: str, exc: OSError) -> StorageError:
+    """A local write failure in words: which part of the path is in the way, or what the system said."""
+    parent = os.path.dirname(os.path.abspath(uri))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        return StorageError(f"{uri}: cannot write here: {parent} is a file, not a folder")
+    if os.path.isdir(uri):
+        return StorageError(f"{uri}: cannot write here: it is a folder")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"{uri}: permission denied")
+    return StorageError(f"{uri}: cannot write ({exc.strerror or type(exc).__name__})")
+
+
 def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
     """Read a whole object, refusing objects larger than ``max_bytes``."""
     fs, path = filesystem(uri)
@@ -134,11 +148,16 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Write an object atomically where the backend allows it (local: temp file + rename)."""
     if not is_remote(uri):
         target = uri[len("file://"):] if uri.startswith("file://") else uri
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         tmp = f"{target}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except OSError as exc:  # a parent that is a file, a folder in the way, no space, read-only, ...
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise _write_error(uri, exc) from None
         return
     fs, path = filesystem(uri)
     try:

@@ -135,6 +135,15 @@ def test_sweep_across_180_writes_rfc7946_outputs(utm1_scene, trained_run, tmp_pa
     assert all(-180 <= g.bounds[0] and g.bounds[2] <= 180 for g in geoms)
     areas = json.loads(storage.read_text(storage.join(out, "landslide_areas.geojson")))
     assert areas["bbox"][0] > areas["bbox"][2]
+    # RFC 7946 3.1.6 and 11.2: exteriors counter-clockwise, holes clockwise, coordinates to 1e-7 degrees
+    tiles_fc = json.loads(storage.read_text(storage.join(out, "inventory.geojson")))
+    for fc in (areas, tiles_fc):
+        for feat in fc["features"]:
+            shape = shapely.geometry.shape(feat["geometry"])
+            for poly in getattr(shape, "geoms", [shape]):
+                assert poly.exterior.is_ccw and not any(h.is_ccw for h in poly.interiors)
+            flat = np.asarray([c for poly in getattr(shape, "geoms", [shape]) for c in poly.exterior.coords])
+            np.testing.assert_array_equal(flat, np.round(flat, 7))
     # the four windows are one landslide area, cut at 180 into one MultiPolygon feature
     assert len(areas["features"]) == 1 and areas["features"][0]["geometry"]["type"] == "MultiPolygon"
     assert areas["features"][0]["properties"]["tiles"] == 4
@@ -479,3 +488,18 @@ def test_catalog_dates_as_exports_write_them(tmp_path):
     run = subprocess.run([sys.executable, "-m", "landslide.cli", "catalog", "load", str(tmp_path / "bad.csv"),
                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "event_date" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_tiles_index_default_output_and_bad_paths(tmp_path):
+    scene = write_raster(tmp_path / "scene.tif", np.full((3, 64, 64), 100, np.uint8), photometric="RGB")
+    cli = [sys.executable, "-m", "landslide.cli", "tiles", "index"]
+    run = subprocess.run([*cli, scene, "--chip-size", "32"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert len(pd.read_parquet(tmp_path / "scene.tiles_index.parquet")) == 4
+    bad = subprocess.run([*cli, scene, "--chip-size", "32", "--out", str(tmp_path / "scene.tif" / "idx.parquet")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is a file, not a folder" in bad.stderr and "Traceback" not in bad.stderr
+    (tmp_path / "folder.parquet").mkdir()
+    bad = subprocess.run([*cli, scene, "--chip-size", "32", "--out", str(tmp_path / "folder.parquet")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "it is a folder" in bad.stderr and "Traceback" not in bad.stderr

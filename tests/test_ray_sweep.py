@@ -107,7 +107,8 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     assert len(fc["features"]) == summary["positives"] == 34  # threshold 0.01: every readable tile
     for f in fc["features"][:5]:
         row = merged.set_index("tile_id").loc[f["properties"]["tile_id"]]
-        assert shapely.geometry.shape(f["geometry"]).equals(shapely.box(row.west, row.south, row.east, row.north))
+        box = shapely.box(row.west, row.south, row.east, row.north)  # GeoJSON coordinates are rounded to 1e-7
+        assert shapely.hausdorff_distance(shapely.geometry.shape(f["geometry"]), box) < 1e-7
         assert fs.exists(f"{bucket}/sweeps/a/{f['properties']['cam']}")
 
     # the same sweep in one process, without Ray, gives the same inventory

@@ -52,8 +52,31 @@ def _clean(value):
     return value
 
 
+GEOJSON_DECIMALS = 7
+"""Coordinate precision of GeoJSON output: 1e-7 degrees is about 1 cm (RFC 7946 §11.2 advises no more
+precision than the data have; tile and window corners are exact to far below that)."""
+
+
+def _rounded(coords):
+    if isinstance(coords, (float, int)):
+        return round(float(coords), GEOJSON_DECIMALS)
+    return [_rounded(c) for c in coords]
+
+
+def geojson_geometry(geometry) -> dict:
+    """A shapely geometry as an RFC 7946 GeoJSON geometry: polygon exteriors counter-clockwise and holes
+    clockwise (§3.1.6), coordinates rounded to :data:`GEOJSON_DECIMALS` decimals (§11.2)."""
+    if geometry.geom_type in ("Polygon", "MultiPolygon", "GeometryCollection"):
+        geometry = shapely.orient_polygons(geometry, exterior_cw=False)
+    mapped = shapely.geometry.mapping(geometry)
+    if "coordinates" in mapped:
+        mapped = {**mapped, "coordinates": _rounded(mapped["coordinates"])}
+    return mapped
+
+
 def feature(geometry, properties: dict) -> dict:
-    return {"type": "Feature", "geometry": shapely.geometry.mapping(geometry),
+    """A GeoJSON Feature (see :func:`geojson_geometry`) with JSON-safe properties (NaN -> null)."""
+    return {"type": "Feature", "geometry": geojson_geometry(geometry),
             "properties": {k: _clean(v) for k, v in properties.items()}}
 
 
