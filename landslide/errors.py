@@ -22,6 +22,10 @@ class ImageError(LandslideError):
         self.reason = reason
 
 
+class NoDataError(ImageError):
+    """A tile or window holds no data at all (every pixel is nodata): not an error of the file."""
+
+
 class DataError(LandslideError):
     """A data set or manifest is unusable (missing columns, empty classes, no images)."""
 

@@ -107,18 +107,11 @@ class Catalog:
 
     def report(self, examples: int = 20) -> dict:
         """A JSON-able account of the load: counts, reasons, and the first ``examples`` rows of each kind."""
-        def reasons(items: list[dict]) -> dict[str, int]:
-            out: dict[str, int] = {}
-            for item in items:
-                key = item["reason"].split(":")[0]
-                out[key] = out.get(key, 0) + 1
-            return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
         frame = self.frame
         span = [str(frame["event_date"].min().date()), str(frame["event_date"].max().date())] if len(frame) else []
         return {"source": self.source, "rows_read": self.rows_read, "events": len(frame),
-                "invalid_rows": len(self.invalid), "invalid_reasons": reasons(self.invalid),
-                "warnings": len(self.warnings), "warning_reasons": reasons(self.warnings),
+                "invalid_rows": len(self.invalid), "invalid_reasons": _reason_counts(self.invalid),
+                "warnings": len(self.warnings), "warning_reasons": _reason_counts(self.warnings),
                 "date_range": span,
                 "sizes": {k: int(v) for k, v in frame["size"].value_counts().items()} if len(frame) else {},
                 "invalid_examples": self.invalid[:examples], "warning_examples": self.warnings[:examples]}
@@ -247,13 +240,19 @@ def read_glc_csv(uri: str) -> Catalog:
     return Catalog(frame, uri, rows_read, invalid, warnings)
 
 
+def _reason_counts(items: list[dict]) -> dict[str, int]:
+    """How many excluded rows or warnings per reason (the text before its first colon), commonest first."""
+    out: dict[str, int] = {}
+    for item in items:
+        key = item["reason"].split(":")[0]
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def _why_none(invalid: list[dict], header: list[str], names: list[str | None]) -> str:
     """The commonest reason rows were refused, with its column as the file names it and an example."""
-    counts: dict[str, int] = {}
-    for item in invalid:
-        key = item["reason"].split(":")[0]
-        counts[key] = counts.get(key, 0) + 1
-    key = max(counts, key=counts.get)
+    counts = _reason_counts(invalid)
+    key = next(iter(counts))
     example = next(item for item in invalid if item["reason"].startswith(key))
     column = {"event_date": "event_date", "coordinates": "lat"}.get(key, key)
     source = next((h for h, n in zip(header, names) if n == column), key)

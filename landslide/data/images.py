@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from landslide import storage
+from landslide.data.rasters import stretch
 from landslide.errors import ImageError, StorageError
 
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -31,27 +32,24 @@ UNRECOGNISED_FORMAT = "not a recognised image format"
 """The :class:`ImageError` reason for bytes that are no image at all (as opposed to a damaged image)."""
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
+def _to_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB uint8, valid mask or None): transparent pixels are nodata and composited on black."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        finite = arr[np.isfinite(arr)]
-        if finite.size == 0:
-            return np.zeros((*arr.shape, 3), dtype=np.uint8)
-        lo, hi = np.percentile(finite, [0.5, 99.5])
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo)
-        gray = (np.clip(np.nan_to_num(scaled), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        gray = stretch(arr, np.isfinite(arr))
+        return np.repeat(gray[..., None], 3, axis=2), None
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
         mode = img.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
+        alpha = np.asarray(rgba)[..., 3] > 0
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB")), None if alpha.all() else alpha
     if mode != "RGB":
         img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, L, 1
-    return np.asarray(img)
+    return np.asarray(img), None
 
 
 @dataclass
@@ -101,8 +99,7 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIX
                     "(possible decompression bomb; raise max_pixels if the image is genuine)")
             img.load()  # the first frame of multi-frame files (GIF, MPO): later frames are never parsed
             img = ImageOps.exif_transpose(img)
-            valid = _alpha_valid(img)
-            arr = _to_rgb(img)
+            arr, valid = _to_rgb(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -117,13 +114,6 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIX
             message = f"{type(exc).__name__}: {message}"
         raise ImageError(name, f"corrupt image: {message[:300]}") from None
     return _checked(Decoded(arr, valid), name)
-
-
-def _alpha_valid(img: Image.Image) -> np.ndarray | None:
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
-        alpha = np.asarray(img.convert("RGBA"))[..., 3] > 0
-        return None if alpha.all() else alpha
-    return None
 
 
 def _checked(decoded: Decoded, name: str) -> Decoded:

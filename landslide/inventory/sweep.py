@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from landslide import CLASSES, lonlat, storage
 from landslide.config import SweepConfig, dump_config
-from landslide.errors import ConfigError, DataError, ImageError, StorageError
+from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
 from landslide.inventory import geo
 from landslide.inventory.predictor import Predictor, prepare_image
 from landslide.inventory.region import Region, load_region
@@ -205,9 +205,9 @@ class TileReader:
         status (:data:`STATUSES`) with its reason, never an exception."""
         try:
             tile = load_tile(uri, window, self.max_pixels, self.max_bytes, self.bands)
+        except NoDataError as exc:
+            return None, "nodata", exc.reason, 1.0
         except ImageError as exc:
-            if exc.reason.startswith("no data"):
-                return None, "nodata", exc.reason, 1.0
             return None, "error", exc.reason, float("nan")
         except StorageError as exc:
             return None, "error", str(exc).removeprefix(uri + ": "), float("nan")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from landslide import lonlat, storage
-from landslide.errors import ConfigError, DataError, ImageError, StorageError
+from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
 from landslide.data.images import Decoded, decode
 from landslide.data.rasters import band_plan, to_rgb
 
@@ -374,8 +374,7 @@ def read_window(uri: str, window: str, bands=None) -> Decoded:
     """One GeoTIFF window as :class:`~landslide.data.images.Decoded`: ``(H, W, 3)`` uint8 RGB from the bands
     :func:`~landslide.data.rasters.band_plan` chooses (``bands``: 1-based, else the colour interpretation),
     padded with nodata (black) beyond the scene's edge, and its valid-pixel mask (nodata value, alpha, mask
-    band and non-finite values are nodata). A window that is all nodata is an :class:`ImageError`
-    ("no data")."""
+    band and non-finite values are nodata). A window that is all nodata is a :class:`NoDataError`."""
     from rasterio.windows import Window
 
     col_off, row_off, width, height = (int(v) for v in window.split(","))
@@ -397,7 +396,7 @@ def read_window(uri: str, window: str, bands=None) -> Decoded:
                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     rgb, valid = to_rgb(data, plan)
     if not valid.any():
-        raise ImageError(uri, f"no data (window {window} is all nodata)")
+        raise NoDataError(uri, f"no data (window {window} is all nodata)")
     return Decoded(rgb, None if valid.all() else valid)
 
 
