@@ -161,18 +161,21 @@ def default_index_uri(source: str) -> str:
 
 def cmd_tiles_index(args) -> int:
     from landslide import lonlat, storage
-    from landslide.config import RegionConfig, parse_config
-    from landslide.inventory.tiles import build_index, write_index
+    from landslide.config import RegionConfig, TilesConfig, parse_config
+    from landslide.inventory.tiles import build_index, index_record, write_index
 
     out = args.out or default_index_uri(args.source)
     if args.bbox:  # the same checks as a sweep's region.bbox
         parse_config({"bbox": list(args.bbox)}, "--bbox", schema=RegionConfig)
+    if args.bands:  # the same checks as tiles.bands
+        parse_config({"source": args.source, "bands": args.bands}, "--bands", schema=TilesConfig)
     index = build_index(args.source, args.format, args.zoom, args.chip_size, args.overlap,
-                        tuple(args.bbox) if args.bbox else None, scheme=args.scheme)
+                        tuple(args.bbox) if args.bbox else None, scheme=args.scheme, bands=args.bands)
     write_index(index, out)
     w, s, e, n = lonlat.bounds(index)
     print(f"{len(index)} tiles indexed: lon {w:.6f}..{e:.6f}{' (across 180)' if w > e else ''}, "
-          f"lat {s:.6f}..{n:.6f}\nIndex: {out} (use it as tiles.index in sweep configs)")
+          f"lat {s:.6f}..{n:.6f}\nBuilt with: {index_record(index).describe()}\n"
+          f"Index: {out} (use it as tiles.index in sweep configs)")
     return 0
 
 
@@ -372,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", default="auto", choices=["auto", "xyz", "tms"],
                    help="XYZ trees: row order (tms: rows from the south, gdal2tiles' default; auto: tms when "
                         "the tree has a tilemapresource.xml, else xyz)")
+    p.add_argument("--bands", type=int, nargs="+", metavar="B",
+                   help="GeoTIFF: bands to read as R G B (or one as grey), 1-based, e.g. 3 2 1 (as tiles.bands)")
     p.set_defaults(func=cmd_tiles_index)
 
     p = sub.add_parser("catalog", help="NASA Global Landslide Catalog: load, query, join to chips, seed sweeps")

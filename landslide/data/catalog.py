@@ -514,7 +514,7 @@ def seed_regions(catalog: Catalog, size_km: float, pad_accuracy: bool = False) -
     event, as a GeoJSON FeatureCollection a sweep config takes as ``region.geojson`` (the sweep unions them).
     Events whose location accuracy is unknown keep the plain size.
     """
-    from landslide.inventory.geo import feature, feature_collection, spherical_area_km2
+    from landslide.inventory.geo import area_km2, feature, feature_collection
 
     if size_km <= 0:
         raise DataError(f"size_km must be > 0, got {size_km}")
@@ -528,5 +528,5 @@ def seed_regions(catalog: Catalog, size_km: float, pad_accuracy: bool = False) -
         features.append(feature(geom, {"event_id": row.event_id, "event_date": row.event_date.isoformat(),
                                        "size": row.size, "trigger": row.trigger,
                                        "location_accuracy": row.location_accuracy, "side_km": round(side, 3),
-                                       "area_km2": round(spherical_area_km2(geom), 3)}))
+                                       "area_km2": round(area_km2(geom), 3)}))
     return feature_collection(features)

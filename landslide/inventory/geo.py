@@ -104,20 +104,32 @@ def dissolve(df: pd.DataFrame) -> list[dict]:
     for i, part in enumerate(sorted(parts, key=lambda g: (g.bounds[1], g.bounds[0]))):
         members = tree.query(part, predicate="intersects")
         members = [m for m in members if shapely.area(shapely.intersection(boxes[m], part)) > 0]
-        out.append(feature(part, {"area_id": i, "tiles": len(members), "area_km2": spherical_area_km2(part),
+        out.append(feature(part, {"area_id": i, "tiles": len(members), "area_km2": area_km2(part),
                                   "max_probability": float(probs[members].max()),
                                   "mean_probability": float(probs[members].mean())}))
     return out
 
 
 def tile_area_km2(df: pd.DataFrame) -> float:
-    """Total area of the tiles' footprints on a sphere of radius 6371.0088 km (overlaps counted twice;
-    tiles across 180° by their true width)."""
+    """Sum of the tiles' footprint areas on the WGS84 ellipsoid (km²; overlaps counted twice, tiles across 180°
+    by their true width). What a sweep covered is :func:`union_area_km2`."""
     if df.empty:
         return 0.0
     return float(np.sum(lonlat.box_area_km2(df["west"], df["south"], df["east"], df["north"])))
 
 
-def spherical_area_km2(geom) -> float:
-    """Area of a lon/lat (Multi)Polygon on a sphere of radius 6371.0088 km (exact for boxes)."""
-    return lonlat.geometry_area_km2(geom)
+def tile_union(df: pd.DataFrame, previous=None):
+    """The union of the tiles' footprints (and of ``previous``, to grow a union shard by shard), or None."""
+    parts = ([] if previous is None else [previous]) + (list(tile_boxes(df)) if len(df) else [])
+    return shapely.union_all(parts) if parts else None
+
+
+def union_area_km2(df: pd.DataFrame) -> float:
+    """Geodesic area (km², WGS84) of the union of the tiles' footprints: overlapping windows counted once."""
+    return area_km2(tile_union(df))
+
+
+def area_km2(geom) -> float:
+    """Geodesic area (km², WGS84) of a lon/lat (Multi)Polygon cut at 180° (:func:`landslide.lonlat.geometry_area_km2`);
+    0 for None."""
+    return lonlat.geometry_area_km2(geom) if geom is not None else 0.0

@@ -4,7 +4,7 @@ The pieces are shared by the local sweep (:func:`run_sweep`, threads + one model
 (``ray_jobs/sweep.py``, read tasks + an actor pool), so both write byte-compatible outputs:
 
 1. :func:`plan_sweep` - tile index (built once, cached), pruned to the region, cut into shards of
-   ``shard_size`` tiles (sorted by tile id, so shards are stable between runs); ``sweep.json`` records
+   ``shard_size`` tiles in the index's raster order (stable between runs); ``sweep.json`` records
    what the output folder holds and refuses to mix sweeps.
 2. :func:`read_tiles` - bytes -> decoded RGB -> resized uint8 with a :class:`TileReader`, one status per tile
    (``ok``, ``nodata`` above ``tiles.max_nodata``, ``error``) and its reason; never raises for a bad tile.
@@ -15,7 +15,8 @@ The pieces are shared by the local sweep (:func:`run_sweep`, threads + one model
    duplicates).
 5. :func:`finalize` - streams the shards into ``inventory.parquet`` (GeoParquet), writes
    ``inventory.geojson`` (positive tiles), ``landslide_areas.geojson`` (adjacent positives dissolved) and
-   ``summary.json`` (tiles in = ok + nodata + failed, area, positives, throughput).
+   ``summary.json`` (tiles in = ok + nodata + failed; swept and positive areas as geodesic areas of the
+   unions of the windows, overlaps counted once; positives; throughput).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import concurrent.futures as cf
 import functools
 import hashlib
 import io
+import json
 import logging
 import re
 import time
@@ -42,7 +44,8 @@ from landslide.errors import ConfigError, DataError, ImageError, NoDataError, St
 from landslide.inventory import geo
 from landslide.inventory.predictor import Predictor, prepare_image
 from landslide.inventory.region import Region, load_region
-from landslide.inventory.tiles import build_index, flip_rows, load_tile, read_index, write_index
+from landslide.inventory.tiles import (IndexRecord, build_index, flip_rows, index_record, load_tile, read_index,
+                                      same_source, write_index)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,8 @@ class SweepPlan:
         if not self.holds_exactly(shard, results["tile_id"]):
             raise DataError(f"shard {shard}: results do not match its tiles ({len(results)} rows for "
                             f"{len(self.shard_rows(shard))} tiles)")
-        table = pa.Table.from_pandas(results.sort_values("tile_id")[RESULT_SCHEMA.names], RESULT_SCHEMA,
+        order = results.set_index("tile_id").index.get_indexer(self.shard_rows(shard)["tile_id"])
+        table = pa.Table.from_pandas(results.iloc[order][RESULT_SCHEMA.names], RESULT_SCHEMA,
                                      preserve_index=False)
         buf = io.BytesIO()
         pq.write_table(table, buf)
@@ -114,15 +118,75 @@ def _fingerprint(tile_ids: pd.Series) -> str:
     return digest.hexdigest()[:16]
 
 
+def _index_mismatches(record: IndexRecord, cfg: SweepConfig, input_size: int, cached: bool,
+                      region: Region) -> list[str]:
+    """How an index's build record differs from what the sweep's config asks ("chip_size 128 (asked 64)").
+    A prebuilt index is held only to what the config states (an unset overlap or chip size asks nothing); the
+    sweep's own cached index to what it would build now, so a changed config rebuilds it."""
+    t, stated = cfg.tiles, cfg.tiles.model_fields_set
+    out = []
+    if not same_source(record.source, t.source):
+        out.append(f"source {record.source} (asked {t.source})")
+    if t.format != "auto" and record.format != t.format:
+        out.append(f"format {record.format} (asked {t.format})")
+    if record.format == "xyz":
+        if t.scheme != "auto" and record.scheme != t.scheme:
+            out.append(f"scheme {record.scheme} (asked {t.scheme})")
+        if t.zoom is not None and record.zoom != t.zoom:
+            out.append(f"zoom {record.zoom} (asked {t.zoom})")
+        if record.bbox is not None:
+            listed = lonlat.footprint(*record.bbox).buffer(1e-9)
+            if region.geometry is None or not listed.covers(region.geometry):
+                out.append(f"tiles listed only within {_show_box(record.bbox)} (the region reaches beyond)")
+            elif cached and tuple(record.bbox) != tuple(_region_box(region)):
+                out.append("listed for another region")
+    if record.format == "geotiff":
+        chip = t.chip_size if t.chip_size is not None else (input_size if cached else None)
+        if chip is not None and record.chip_size != chip:
+            out.append(f"chip_size {record.chip_size} (asked {chip})")
+        if (cached or "overlap" in stated) and not np.isclose(record.overlap or 0.0, t.overlap):
+            out.append(f"overlap {record.overlap:g} (asked {t.overlap:g})")
+    return out
+
+
+def _show_box(box) -> str:
+    return "[" + ", ".join(f"{v:.6f}".rstrip("0").rstrip(".") for v in box) + "]"
+
+
+def _region_box(region: Region):
+    boxes = region.boxes
+    return tuple(float(v) for v in lonlat.bounds(pd.DataFrame(boxes, columns=["west", "south", "east", "north"])))
+
+
 def _load_index(cfg: SweepConfig, region: Region, input_size: int) -> tuple[pd.DataFrame, str]:
+    """The sweep's tile index: ``tiles.index`` if given (checked against the config: :func:`_index_mismatches`
+    -> ConfigError), else the one cached in the output folder (rebuilt if the config changed), else built."""
     if cfg.tiles.index:
-        return read_index(cfg.tiles.index), cfg.tiles.index
+        index = read_index(cfg.tiles.index)
+        record = index_record(index)
+        if record is None:
+            log.warning("%s records no build settings (written by an older version); cannot check that it "
+                        "matches tiles.source/chip_size/overlap. Rebuild it with `landslide tiles index` to "
+                        "have it checked", cfg.tiles.index)
+        elif problems := _index_mismatches(record, cfg, input_size, False, region):
+            raise ConfigError(f"tiles.index {cfg.tiles.index} was built otherwise than this sweep asks: "
+                              f"{'; '.join(problems)}. Rebuild it with `landslide tiles index` and the settings "
+                              "you want, set the config to match it, or drop tiles.index to let the sweep index "
+                              "the source")
+        return index, cfg.tiles.index
     cached = storage.join(cfg.output, "tiles_index.parquet")
     if storage.exists(cached):
-        return read_index(cached), cached
+        index = read_index(cached)
+        record = index_record(index)
+        problems = (["no build record"] if record is None
+                    else _index_mismatches(record, cfg, input_size, True, region))
+        if not problems:
+            return index, cached
+        log.warning("%s was built otherwise than this sweep asks (%s); rebuilding it", cached, "; ".join(problems))
     started = time.perf_counter()
     index = build_index(cfg.tiles.source, cfg.tiles.format, cfg.tiles.zoom, cfg.tiles.chip_size or input_size,
-                        cfg.tiles.overlap, bbox=region.boxes, scheme=cfg.tiles.scheme, bands=cfg.tiles.bands)
+                        cfg.tiles.overlap, bbox=region.boxes,
+                        scheme=cfg.tiles.scheme, bands=cfg.tiles.bands)
     write_index(index, cached)
     log.info("indexed %d tiles of %s in %.1f s (cached in %s)", len(index), cfg.tiles.source,
              time.perf_counter() - started, cached)
@@ -136,6 +200,7 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
     region = load_region(cfg.region)
     index, index_uri = _load_index(cfg, region, int(model["input_size"]))
     tiles = region.select(index).reset_index(drop=True)
+    tiles.attrs = {}  # the index's build record is in sweep.json; result tables must not carry it
     if tiles.empty:
         hint = ""
         flipped = flip_rows(index)
@@ -148,6 +213,7 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
     plan = SweepPlan(cfg, region, tiles, model, index_uri)
     record = {"format": SWEEP_FORMAT, "name": cfg.name, "model": model, "model_uri": cfg.model,
               "tiles": {"source": cfg.tiles.source, "index": index_uri, "count": len(tiles),
+                        "index_record": json.loads(r.to_json()) if (r := index_record(index)) else None,
                         "fingerprint": _fingerprint(tiles["tile_id"])},
               "region": {"description": region.description, "geometry": region.to_geojson()},
               "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": plan.n_shards}
@@ -289,7 +355,7 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
     schema = geo.geoparquet_schema(RESULT_SCHEMA, bbox)
     counts: collections.Counter = collections.Counter()
     reasons: collections.Counter = collections.Counter()
-    positives, area, seen = [], 0.0, 0
+    positives, swept, seen = [], None, 0
     buf = io.BytesIO()
     with pq.ParquetWriter(buf, schema) as writer:
         for shard, frame in enumerate(iter_shards(plan)):
@@ -301,7 +367,7 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
             failed = frame["status"] == "error"
             counts.update(frame["status"])
             reasons.update(_reason(r) for r in frame.loc[failed, "reason"])
-            area += geo.tile_area_km2(frame[ok])
+            swept = geo.tile_union(frame[ok], swept)  # grows with the region's outline, not its tiles
             positives.append(frame[ok & (frame["label"] == CLASSES[1])])
             table = pa.Table.from_pandas(frame[RESULT_SCHEMA.names], RESULT_SCHEMA, preserve_index=False)
             writer.write_table(geo.with_geometry(table, frame).cast(schema))
@@ -324,8 +390,8 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
         "name": cfg.name, "model": plan.model, "region": plan.region.description,
         "tiles_in": len(plan.tiles), "tiles_ok": counts["ok"], "tiles_nodata": counts["nodata"],
         "tiles_failed": counts["error"],
-        "positives": len(pos), "area_km2_swept": round(area, 6),
-        "area_km2_positive": round(geo.tile_area_km2(pos), 6), "failure_reasons": dict(reasons.most_common()),
+        "positives": len(pos), "area_km2_swept": round(geo.area_km2(swept), 6),
+        "area_km2_positive": round(geo.union_area_km2(pos), 6), "failure_reasons": dict(reasons.most_common()),
         "shards": plan.n_shards, "tiles_this_run": processed, "seconds_this_run": round(seconds, 3),
         "tiles_per_s_this_run": round(processed / seconds, 3) if seconds > 0 and processed else None,
         "files": files, "threshold": plan.model["threshold"],

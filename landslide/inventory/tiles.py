@@ -10,14 +10,18 @@ Sources:
 - **GeoTIFF/COG scenes** (one file or a folder): chipped into square windows of ``chip_size`` pixels with
   ``overlap``; windows are read one by one through rasterio, never the whole scene.
 
-The index is a DataFrame with :data:`INDEX_COLUMNS`, sorted by ``tile_id``; it is pruned to the region
-before any tile's bytes are read.
+The index is a DataFrame with :data:`INDEX_COLUMNS` in raster order (:func:`index_order`); it is pruned to
+the region before any tile's bytes are read. Written as Parquet (:func:`write_index`) it records how it was
+built (:class:`IndexRecord`: source, format, scheme, zoom, chip size, overlap, bands), so a sweep can tell an
+index that does not match its configuration.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -30,7 +34,9 @@ from landslide.data.rasters import band_plan, to_rgb
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["tile_id", "uri", "west", "south", "east", "north", "window"]
-"""``window`` is ``"col_off,row_off,width,height"`` for GeoTIFF windows and empty for image files."""
+"""``window`` is ``"col_off,row_off,width,height"`` (GDAL/rasterio ``Window`` order, pixels) for GeoTIFF windows
+and empty for image files. GeoTIFF window ids are ``scene.tif:r000128:c000256`` (row, then column offset,
+labelled and zero-padded to one width per scene), so they sort as text in raster order."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -64,6 +70,27 @@ def detect_format(source: str) -> str:
                       "set tiles.format or point to a tile manifest")
 
 
+_XYZ_ID = re.compile(r"^(\d+)/(\d+)/(\d+)$")
+
+
+def _natural_key(text: str) -> tuple:
+    """``tile_9`` before ``tile_10``: digit runs compare as numbers (the parts alternate text, number, ...)."""
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def index_order(df: pd.DataFrame) -> np.ndarray:
+    """Positions that put index rows in raster order: XYZ/TMS tiles by zoom, then rows from the north, then
+    columns from the west (whatever the scheme counts); GeoTIFF windows by scene, row, column (their ids sort
+    so as text); other ids (manifests, GeoJSON) with digit runs compared as numbers."""
+    ids = df["tile_id"].astype(str)
+    xyz = ids.str.extract(_XYZ_ID.pattern)
+    if len(df) and not xyz.isna().any(axis=None):
+        return np.lexsort((df["west"].to_numpy(float), -df["north"].to_numpy(float), xyz[0].astype(int).to_numpy()))
+    keys = [_natural_key(t) for t in ids]
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+
+
 def _frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=INDEX_COLUMNS) if isinstance(rows, list) else rows[INDEX_COLUMNS]
     df = df.astype({"tile_id": str, "uri": str, "window": str,
@@ -71,7 +98,7 @@ def _frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     dupes = df["tile_id"].duplicated()
     if dupes.any():
         raise DataError(f"tile index: duplicate tile ids, e.g. {df['tile_id'][dupes].iloc[0]!r}")
-    return df.sort_values("tile_id", kind="stable").reset_index(drop=True)
+    return df.iloc[index_order(df)].reset_index(drop=True)
 
 
 TILE_SCHEMES = ("auto", "xyz", "tms")
@@ -176,7 +203,7 @@ def xyz_index(root: str, zoom: int | None = None, bbox=None, scheme: str = "auto
 def flip_rows(index: pd.DataFrame) -> pd.DataFrame | None:
     """An XYZ/TMS index with its rows read the other way round (north <-> south), or None for other indexes:
     a region that misses a tree but hits it flipped is a tree indexed with the wrong scheme."""
-    ids = index["tile_id"].str.extract(r"^(\d+)/(\d+)/(\d+)$")
+    ids = index["tile_id"].str.extract(_XYZ_ID.pattern)
     if index.empty or ids.isna().any(axis=None):
         return None
     import mercantile
@@ -317,11 +344,12 @@ def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None)
             plan = band_plan(ds, bands, scene)
             log.info("%s: bands %s as %s (%s)", scene, list(plan.indexes), plan.kind, plan.source)
             name = scene.rstrip("/").rsplit("/", 1)[-1]
+            digits = max(6, len(str(max(ds.width, ds.height))))
             for row_off in _window_starts(ds.height, chip_size, stride):
                 for col_off in _window_starts(ds.width, chip_size, stride):
                     win = Window(col_off, row_off, chip_size, chip_size)
                     b = _lonlat_bounds(transform_bounds(ds.crs, "EPSG:4326", *window_bounds(win, ds.transform)))
-                    rows.append({"tile_id": f"{name}:{row_off}:{col_off}", "uri": scene,
+                    rows.append({"tile_id": f"{name}:r{row_off:0{digits}d}:c{col_off:0{digits}d}", "uri": scene,
                                  "west": b[0], "south": b[1], "east": b[2], "north": b[3],
                                  "window": f"{col_off},{row_off},{chip_size},{chip_size}"})
     return _frame(rows)
@@ -338,36 +366,157 @@ def _lonlat_bounds(b) -> tuple[float, float, float, float]:
     return w, s, e, n
 
 
+INDEX_FORMAT = 1
+INDEX_METADATA_KEY = b"landslide:tile_index"
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """How a tile index was built, stored in its Parquet metadata (``landslide:tile_index``). Values are as
+    resolved, not as asked: ``format`` and ``scheme`` never ``auto``; fields that do not apply to the format
+    are None (``zoom``/``scheme``/``bbox`` for XYZ trees, ``chip_size``/``overlap``/``bands`` for GeoTIFFs)."""
+
+    source: str
+    format: str
+    scheme: str | None = None
+    zoom: int | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    """XYZ: the lon/lat box (``west > east`` across 180°) whose columns alone were listed; None: the whole tree."""
+    chip_size: int | None = None
+    overlap: float | None = None
+    bands: tuple[int, ...] | None = None
+    index_format: int = INDEX_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "IndexRecord":
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        raw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known}
+        return cls(**raw)
+
+    def describe(self) -> str:
+        """``format geotiff, chip_size 128, overlap 0.25``: the settings that apply to its format."""
+        names = [f.name for f in fields(self) if f.name not in ("source", "index_format")]
+        return ", ".join(f"{n} {_show(getattr(self, n))}" for n in names if getattr(self, n) is not None)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def same_source(a: str, b: str) -> bool:
+    """Whether two spellings of a tile source name the same place (local paths compared absolute)."""
+    import os
+
+    def norm(u: str) -> str:
+        u = u.rstrip("/")
+        if storage.is_remote(u):
+            return u
+        return os.path.abspath(u[len("file://"):] if u.startswith("file://") else u)
+
+    return norm(a) == norm(b)
+
+
 def build_index(source: str, fmt: str = "auto", zoom: int | None = None, chip_size: int | None = None,
                 overlap: float = 0.0, bbox=None, scheme: str = "auto", bands=None) -> pd.DataFrame:
     """Index any supported tile source (see the module docstring). ``bbox`` (a lon/lat box, ``west > east``
-    across 180°, or a list of boxes) limits what an XYZ/TMS tree lists; ``scheme`` is its row order."""
+    across 180°, or a list of boxes) limits what an XYZ/TMS tree lists; ``scheme`` is its row order.
+
+    The frame's ``attrs["index_record"]`` is its :class:`IndexRecord`, which :func:`write_index` stores."""
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt == "xyz":
-        return xyz_index(source, zoom, bbox, scheme)
-    if fmt == "manifest":
-        return manifest_index(source)
-    if fmt == "geojson":
-        return geojson_index(source)
-    if fmt == "geotiff":
+        scheme = tile_scheme(source.rstrip("/"), scheme)
+        index = xyz_index(source, zoom, bbox, scheme)
+        zooms = index["tile_id"].str.split("/", n=1).str[0].astype(int)
+        listed = _listed_box(bbox) if zoom is not None and bbox is not None else None
+        record = IndexRecord(source, fmt, scheme=scheme, zoom=int(zooms.iloc[0]), bbox=listed)
+    elif fmt == "manifest":
+        index, record = manifest_index(source), IndexRecord(source, fmt)
+    elif fmt == "geojson":
+        index, record = geojson_index(source), IndexRecord(source, fmt)
+    elif fmt == "geotiff":
         if not chip_size:
             raise ConfigError("tiles.chip_size is needed to chip GeoTIFF scenes")
-        return geotiff_index(source, chip_size, overlap, bands)
-    raise ConfigError(f"tiles.format {fmt!r}: choose auto, xyz, manifest, geojson or geotiff")
+        index = geotiff_index(source, chip_size, overlap, bands)
+        record = IndexRecord(source, fmt, chip_size=int(chip_size), overlap=float(overlap),
+                             bands=tuple(int(b) for b in bands) if bands else None)
+    else:
+        raise ConfigError(f"tiles.format {fmt!r}: choose auto, xyz, manifest, geojson or geotiff")
+    index.attrs["index_record"] = asdict(record)
+    return index
+
+
+def _listed_box(bbox) -> tuple[float, float, float, float]:
+    if len(bbox) == 4 and all(isinstance(v, (int, float, np.floating, np.integer)) for v in bbox):
+        return tuple(float(v) for v in bbox)
+    return tuple(float(v) for v in lonlat.bounds(pd.DataFrame(_boxes(bbox), columns=["west", "south", "east",
+                                                                                       "north"])))
+
+
+def index_record(index: pd.DataFrame) -> IndexRecord | None:
+    """The :class:`IndexRecord` (kept in ``attrs`` as a plain dict) of an index from :func:`build_index` or :func:`read_index` (None for an index
+    written before indexes recorded how they were built)."""
+    raw = index.attrs.get("index_record")
+    return IndexRecord.from_json(json.dumps(raw)) if raw else None
 
 
 def write_index(index: pd.DataFrame, uri: str) -> None:
-    """Cache an index as Parquet."""
-    storage.write_table(index, uri, "parquet")
+    """Write an index as Parquet, with its :class:`IndexRecord` in the file's metadata."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    record = index_record(index)
+    frame = index[INDEX_COLUMNS].copy()
+    frame.attrs = {}  # the record goes into its own metadata key below, not pandas' attrs
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if record is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               INDEX_METADATA_KEY: record.to_json().encode()})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes(uri, buf.getvalue())
 
 
 def read_index(uri: str) -> pd.DataFrame:
-    """Read a cached index, checking its columns."""
-    df = storage.read_table(uri, "tile index (Parquet)")
+    """Read an index written by :func:`write_index` (or a CSV with :data:`INDEX_COLUMNS`), checking its
+    columns; its :class:`IndexRecord`, if it has one, is in ``attrs["index_record"]``."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    record = None
+    if uri.lower().endswith(".csv"):
+        df = storage.read_table(uri, "tile index")
+    else:
+        try:
+            table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{uri}: not a readable tile index (Parquet) ({type(exc).__name__}: {exc})") from None
+        df = table.to_pandas()
+        raw = (table.schema.metadata or {}).get(INDEX_METADATA_KEY)
+        if raw is not None:
+            try:
+                record = IndexRecord.from_json(raw)
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"{uri}: its build record is unreadable ({exc}); rebuild it with `landslide "
+                                "tiles index`") from None
     missing = [c for c in INDEX_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{uri}: not a tile index (lacks {missing}); rebuild it with `landslide tiles index`")
-    return _frame(df)
+    df = _frame(df)
+    df.attrs = {"index_record": asdict(record)} if record else {}
+    return df
 
 
 def read_window(uri: str, window: str, bands=None) -> Decoded:
@@ -416,6 +565,6 @@ def read_tile(uri: str, window: str = "", max_pixels: int = 64_000_000, max_byte
     return load_tile(uri, window, max_pixels, max_bytes, bands).rgb
 
 
-__all__ = ["INDEX_COLUMNS", "TILE_SCHEMES", "build_index", "detect_format", "flip_rows", "geotiff_index",
+__all__ = ["INDEX_COLUMNS", "TILE_SCHEMES", "IndexRecord", "build_index", "index_order", "index_record", "detect_format", "flip_rows", "geotiff_index",
            "geojson_index", "load_tile", "manifest_index", "read_index", "read_tile", "tile_scheme", "write_index",
            "xyz_index"]
