@@ -5,11 +5,17 @@
 
 Pipeline (streaming, so memory stays flat as the region grows): the driver plans the sweep with the library
 (tile index built once and cached, pruned to the region, cut into shards; finished shards of an earlier run
-are skipped) -> ``read_batch`` tasks read bytes and decode/resize to uint8 -> an actor pool of
-:class:`InferenceActor` (one shared ``Predictor`` each, GPU when configured) predicts and writes Grad-CAM
-overlays of positives -> the driver collects the small result rows and writes each shard as soon as all its
+are skipped) -> ``read_batch`` tasks read bytes and decode/resize to uint8 (spread over the nodes) -> an
+actor pool of :class:`InferenceActor` (one shared ``Predictor`` each, GPU when configured) predicts and writes
+Grad-CAM overlays of positives -> the driver collects the small result rows and writes each shard as soon as all its
 tiles are in -> the library merges the shards into GeoParquet/GeoJSON and the summary. Killing the job loses
 only unfinished shards; submitting it again completes the sweep with no gaps and no duplicates.
+
+Reads and inference are two Ray Data operators. Ray's optimizer would fuse a task stage into the following
+actor stage whenever their remote arguments match (as they do with the default 1 CPU each and no GPU), which
+puts reading back inside the actors; the actor stage names its own scheduling strategy so that never happens
+by accident. ``ray.fuse_reads: true`` asks for the fused pipeline on purpose (reads inside the actors).
+The job prints the operators Ray ran.
 """
 
 from __future__ import annotations
@@ -48,15 +54,20 @@ def read_batch(batch: pd.DataFrame, reader: TileReader, threads: int) -> dict:
 
 
 class InferenceActor:
-    """Ray Data actor: holds one Predictor (loaded once) and turns read batches into result rows."""
+    """Ray Data actor: holds one Predictor (loaded once) and turns read batches into result rows; with a
+    ``reader`` (``ray.fuse_reads``) it reads the index rows itself first, in ``read_threads`` threads."""
 
     def __init__(self, model: str, device: str, threshold: float | None, cam_method: str, output: str,
-                 explain: bool, threads: int, tta: str | None = None):
+                 explain: bool, threads: int, tta: str | None = None, reader: TileReader | None = None,
+                 read_threads: int = 1):
         # Ray sets OMP_NUM_THREADS to the integer part of num_cpus; use what the actor reserved
         self.predictor = Predictor(model, device, threshold, cam_method, num_threads=threads, tta=tta)
         self.output, self.explain = output, explain
+        self.reader, self.read_threads = reader, read_threads
 
-    def __call__(self, batch: dict) -> pd.DataFrame:
+    def __call__(self, batch) -> pd.DataFrame:
+        if self.reader is not None:
+            batch = read_batch(batch, self.reader, self.read_threads)
         rows = pd.DataFrame({c: batch[c] for c in TILE_COLUMNS})
         result = infer_tiles(self.predictor, rows, batch, self.output, self.explain)
         result["shard"] = rows["shard"].to_numpy()
@@ -75,7 +86,7 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     check_resources(ray_cfg.inference_actors, {"CPU": ray_cfg.cpus_per_actor, "GPU": ray_cfg.gpus_per_actor},
                     wait=False, what="sweep: {n} inference actor(s)", fix=fix)
     cpus = ray.cluster_resources().get("CPU", 0.0)
-    if ray_cfg.inference_actors * ray_cfg.cpus_per_actor + ray_cfg.read_cpus > cpus:
+    if not ray_cfg.fuse_reads and ray_cfg.inference_actors * ray_cfg.cpus_per_actor + ray_cfg.read_cpus > cpus:
         raise ConfigError(f"sweep: {ray_cfg.inference_actors} actor(s) x {ray_cfg.cpus_per_actor:g} CPU leave no "
                           f"room for a read task ({ray_cfg.read_cpus:g} CPU) on a cluster of {cpus:g} CPUs; {fix}")
     driver_model = Predictor(cfg.model, "cpu", cfg.threshold, cfg.explain.method, tta=cfg.tta)
@@ -92,20 +103,27 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     if len(rows):
         blocks = max(1, min(math.ceil(len(rows) / cfg.batch_size), 10_000))
         ds = ray.data.from_pandas(rows, override_num_blocks=blocks)
-        # reads are separate tasks (SPREAD over nodes, not fused into the model actors), so I/O and decoding
-        # scale independently of the (GPU) actors and overlap with inference
-        ds = ds.map_batches(read_batch, batch_size=cfg.batch_size, batch_format="pandas",
-                            fn_kwargs={"reader": TileReader.for_sweep(cfg, size), "threads": cfg.read_threads},
-                            compute=ray.data.TaskPoolStrategy(size=ray_cfg.read_concurrency),
-                            num_cpus=ray_cfg.read_cpus, scheduling_strategy="SPREAD")
-        device = "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu"
-        ds = ds.map_batches(InferenceActor, batch_size=cfg.batch_size, batch_format="numpy",
-                            fn_constructor_kwargs={"model": cfg.model, "device": device, "threshold": cfg.threshold,
-                                                   "cam_method": cfg.explain.method, "output": cfg.output,
-                                                   "explain": cfg.explain.enabled, "tta": cfg.tta,
-                                                   "threads": max(1, math.ceil(ray_cfg.cpus_per_actor))},
+        reader = TileReader.for_sweep(cfg, size)
+        actor_kwargs = {"model": cfg.model, "device": "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu",
+                        "threshold": cfg.threshold, "cam_method": cfg.explain.method, "output": cfg.output,
+                        "explain": cfg.explain.enabled, "tta": cfg.tta,
+                        "threads": max(1, math.ceil(ray_cfg.cpus_per_actor))}
+        if ray_cfg.fuse_reads:
+            actor_kwargs.update(reader=reader, read_threads=cfg.read_threads)
+        else:
+            # separate tasks, SPREAD over the nodes: I/O and decoding scale apart from the (GPU) actors and
+            # overlap with inference
+            ds = ds.map_batches(read_batch, batch_size=cfg.batch_size, batch_format="pandas",
+                                fn_kwargs={"reader": reader, "threads": cfg.read_threads},
+                                compute=ray.data.TaskPoolStrategy(size=ray_cfg.read_concurrency),
+                                num_cpus=ray_cfg.read_cpus, scheduling_strategy="SPREAD")
+        # the actors' own scheduling strategy keeps Ray's optimizer from fusing the read tasks into them
+        ds = ds.map_batches(InferenceActor, batch_size=cfg.batch_size,
+                            batch_format="pandas" if ray_cfg.fuse_reads else "numpy",
+                            fn_constructor_kwargs=actor_kwargs,
                             compute=ray.data.ActorPoolStrategy(size=ray_cfg.inference_actors),
-                            num_cpus=ray_cfg.cpus_per_actor, num_gpus=ray_cfg.gpus_per_actor or None)
+                            num_cpus=ray_cfg.cpus_per_actor, num_gpus=ray_cfg.gpus_per_actor or None,
+                            scheduling_strategy="DEFAULT")
         buffers: dict[int, list[pd.DataFrame]] = collections.defaultdict(list)
         counts: collections.Counter = collections.Counter()
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
@@ -117,7 +135,16 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
                     plan.write_shard(shard, pd.concat(buffers.pop(shard), ignore_index=True))
                     processed += counts[shard]
                     progress(f"shard {shard + 1}/{plan.n_shards} written ({processed}/{len(rows)} tiles this run)")
+        progress("Ray Data operators: " + " | ".join(operators(ds.stats())))
     return finalize(plan, time.perf_counter() - started, processed)
+
+
+def operators(stats: str) -> list[str]:
+    """The operators Ray Data ran, from ``Dataset.stats()`` (``MapBatches(read_batch)``, or
+    ``MapBatches(read_batch)->MapBatches(InferenceActor)`` where fused)."""
+    import re
+
+    return [m.group(1) for m in re.finditer(r"^Operator \d+ (.+?): ", stats, re.MULTILINE)]
 
 
 def build_parser() -> argparse.ArgumentParser:

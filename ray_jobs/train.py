@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -74,41 +75,44 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     local = tempfile.mkdtemp(prefix=f"landslide-rank{rank}-")
-    state_dir = os.path.join(local, STATE_SUBDIR)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        checkpoint.to_directory(state_dir)
-        print(f"[rank {rank}] resuming from checkpoint {checkpoint.path}", flush=True)
-    model = ray.train.torch.prepare_model(run.model)
+    try:  # the worker-local copy of the state goes when the worker is done (checkpoints are in storage)
+        state_dir = os.path.join(local, STATE_SUBDIR)
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(state_dir)
+            print(f"[rank {rank}] resuming from checkpoint {checkpoint.path}", flush=True)
+        model = ray.train.torch.prepare_model(run.model)
 
-    train_ds_sampler = DistributedSampler(range(len(run.train)), num_replicas=world, rank=rank, shuffle=True,
-                                          seed=cfg.train.seed)
-    train_loader = run.loader(run.train, True, cfg.train.seed, train_ds_sampler)
-    val_loader = None
-    if len(run.val):
-        val_sampler = DistributedSampler(range(len(run.val)), num_replicas=world, rank=rank, shuffle=False)
-        val_loader = run.loader(run.val, False, 0, val_sampler)
+        train_ds_sampler = DistributedSampler(range(len(run.train)), num_replicas=world, rank=rank, shuffle=True,
+                                              seed=cfg.train.seed)
+        train_loader = run.loader(run.train, True, cfg.train.seed, train_ds_sampler)
+        val_loader = None
+        if len(run.val):
+            val_sampler = DistributedSampler(range(len(run.val)), num_replicas=world, rank=rank, shuffle=False)
+            val_loader = run.loader(run.val, False, 0, val_sampler)
 
-    def report(epoch: int, metrics: dict, trainer: Trainer) -> None:
-        metrics = _jsonable(metrics)
-        metrics.setdefault(cfg.train.monitor, trainer.score(metrics))
-        ckpt = None
+        def report(epoch: int, metrics: dict, trainer: Trainer) -> None:
+            metrics = _jsonable(metrics)
+            metrics.setdefault(cfg.train.monitor, trainer.score(metrics))
+            ckpt = None
+            if rank == 0:
+                raw = trainer.raw_model()
+                card = make_card(raw, run.image_size, name=cfg.name, freezing=run.freezing,
+                                 init_from=cfg.train.init_from, training={"epoch": epoch, "metrics": metrics,
+                                                                          "world_size": world}, **card_extras(run))
+                save_checkpoint(raw, card, state_dir)
+                ckpt = ray.train.Checkpoint.from_directory(state_dir)
+                print(f"[{cfg.name}] {describe_epoch(metrics, cfg.train.epochs)}", flush=True)
+            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch_{epoch + 1:03d}")
+
+        trainer = Trainer(model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=state_dir,
+                          callbacks=[report], save_state=rank == 0, augment=run.augment,
+                          size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0)
+        result = trainer.fit(train_loader, val_loader, set_epoch=train_ds_sampler.set_epoch)
         if rank == 0:
-            raw = trainer.raw_model()
-            card = make_card(raw, run.image_size, name=cfg.name, freezing=run.freezing,
-                             init_from=cfg.train.init_from, training={"epoch": epoch, "metrics": metrics,
-                                                                      "world_size": world}, **card_extras(run))
-            save_checkpoint(raw, card, state_dir)
-            ckpt = ray.train.Checkpoint.from_directory(state_dir)
-            print(f"[{cfg.name}] {describe_epoch(metrics, cfg.train.epochs)}", flush=True)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch_{epoch + 1:03d}")
-
-    trainer = Trainer(model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=state_dir,
-                      callbacks=[report], save_state=rank == 0, augment=run.augment,
-                      size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0)
-    result = trainer.fit(train_loader, val_loader, set_epoch=train_ds_sampler.set_epoch)
-    if rank == 0:
-        finish_run(run, result, device, extra={"world_size": world})
+            finish_run(run, result, device, extra={"world_size": world})
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def preflight(cfg: RunConfig) -> None:

@@ -91,6 +91,8 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
     assert f"resuming: {done_before} of 36 shards already written" in again.stdout
     assert "36 tiles in" in again.stdout and "34 ok, 2 failed" in again.stdout
+    # reads ran as their own operator (Ray's optimizer would fuse them into the actors with these resources)
+    assert "Ray Data operators: FromPandas | MapBatches(read_batch) | MapBatches(InferenceActor)" in again.stdout
 
     inv = _parquet(fs, f"{bucket}/sweeps/a/inventory.parquet")
     assert len(inv) == 36 and inv["tile_id"].is_unique and set(inv["tile_id"]) == set(inside["tile_id"])
@@ -110,6 +112,14 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
         box = shapely.box(row.west, row.south, row.east, row.north)  # GeoJSON coordinates are rounded to 1e-7
         assert shapely.hausdorff_distance(shapely.geometry.shape(f["geometry"]), box) < 1e-7
         assert fs.exists(f"{bucket}/sweeps/a/{f['properties']['cam']}")
+
+    # fused on purpose (ray.fuse_reads): one operator, the same inventory
+    fused = ray_submit(ray_cluster, "ray_jobs.sweep", *args, "--set", "ray.fuse_reads=true", "--set",
+                       f"output=gs://{bucket}/sweeps/fused", env_vars=env_vars)
+    assert fused.returncode == 0, fused.stdout[-4000:] + fused.stderr[-2000:]
+    assert "Ray Data operators: FromPandas | MapBatches(InferenceActor)" in fused.stdout
+    pd.testing.assert_frame_equal(_parquet(fs, f"{bucket}/sweeps/fused/inventory.parquet").drop(columns="geometry"),
+                                  inv.drop(columns="geometry"), atol=1e-6)
 
     # the same sweep in one process, without Ray, gives the same inventory
     local = parse_config({**raw, "output": str(tmp_path / "local")}, "local", schema=SweepConfig)

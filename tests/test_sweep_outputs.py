@@ -167,3 +167,69 @@ def test_cached_xyz_index_is_rebuilt_for_a_wider_region(tmp_path):
     wide = load_region(RegionConfig(bbox=(-135.0, 55.0, -110.0, 58.0)))
     assert any("listed only within" in p for p in _index_mismatches(record, cfg, 64, False, wide))
     assert not _index_mismatches(record, cfg, 64, False, load_region(RegionConfig(bbox=(-128, 56, -126, 57))))
+
+
+# ------------------------------------------------------------------------------------------------ maps
+def test_probability_raster_scene_areas_cams_and_preview(trained_run, tmp_path):
+    from PIL import Image
+    from rasterio.transform import Affine
+
+    data = np.random.default_rng(9).integers(1, 255, (3, 192, 256), dtype=np.uint8)
+    data[:, :, 192:] = 0  # the right-hand 64 px are nodata
+    scene = write_raster(tmp_path / "utm.tif", data, nodata=0)  # EPSG:32647, 0.5 m pixels
+    out = str(tmp_path / "sweep")
+    s = run_sweep(sweep_config(trained_run["model_dir"], scene, out, explain={"enabled": True},
+                               tiles={"chip_size": 64, "overlap": 0.5}))
+    inv = read_parquet(storage.join(out, "inventory.parquet")).set_index("tile_id")
+    assert s["tiles_in"] == 35 and s["tiles_nodata"] == 5  # the windows starting at column 192
+    p = inv["probability"]
+
+    info = s["scenes"]["utm.tif"]
+    assert info["crs"] == "EPSG:32647" and info["cell_px"] == 32
+    with rasterio.open(storage.join(out, info["probability_raster"])) as ds:
+        src = rasterio.open(scene)
+        assert ds.crs == src.crs and ds.transform == src.transform * Affine.scale(32)
+        assert (ds.width, ds.height) == (8, 6) and ds.nodata == -1
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        grid = ds.read(1)
+    assert grid[0, 0] == pytest.approx(p["utm.tif:r000000:c000000"], abs=1e-6)  # one window covers it
+    four = [f"utm.tif:r{r:06d}:c{c:06d}" for r in (0, 32) for c in (0, 32)]
+    assert grid[1, 1] == pytest.approx(p[four].mean(), abs=1e-6)  # overlapping windows blended
+    assert grid[0, 6] == pytest.approx(p["utm.tif:r000000:c000160"], abs=1e-6)  # the nodata window is not
+    assert (grid[:, 7] == -1).all()  # only nodata windows there: nothing scored
+    # areas in the scene's CRS: every scored window is positive (threshold 0.01); the data they cover,
+    # clipped to the scene, is 224 x 192 px of 0.25 m²
+    assert info["area_m2_swept"] == info["area_m2_positive"] == pytest.approx(224 * 192 * 0.25)
+    areas = pq.read_table(storage.join(out, info["areas"]))
+    geo_meta = json.loads(areas.schema.metadata[b"geo"])
+    assert geo_meta["columns"]["geometry"]["crs"]["id"] == {"authority": "EPSG", "code": 32647}
+    polygons = shapely.from_wkb(areas.column("geometry").to_pylist())
+    left, bottom, _, top = src.bounds
+    assert shapely.equals(shapely.union_all(polygons), shapely.box(left, bottom, left + 112, top))
+    assert areas.column("area_m2").to_pylist() == pytest.approx([224 * 192 * 0.25])
+
+    # Grad-CAM overlays drape where their window lies
+    tile_id = "utm.tif:r000032:c000064"
+    with rasterio.open(storage.join(out, inv.loc[tile_id, "cam"][:-4] + ".tif")) as cam:
+        window = rasterio.windows.Window(64, 32, 64, 64)
+        assert cam.crs == src.crs and cam.count == 3
+        np.testing.assert_allclose(cam.bounds, rasterio.windows.bounds(window, src.transform), atol=1e-6)
+    preview = Image.open(io.BytesIO(storage.read_bytes(storage.join(out, "preview.png"))))
+    assert preview.size[0] > 400 and s["files"]["preview"] == "preview.png"
+
+
+def test_xyz_cams_drape_in_web_mercator(trained_run, tmp_path):
+    import mercantile
+
+    from landslide.data.synthetic import generate_region
+
+    region = generate_region(str(tmp_path / "region"), cols=2, rows=2, tile_size=64, seed=4, geotiff=False)
+    out = str(tmp_path / "sweep")
+    s = run_sweep(sweep_config(trained_run["model_dir"], region["xyz"], out, explain={"enabled": True}))
+    assert s["positives"] == 4 and s["scenes"] == {}
+    inv = read_parquet(storage.join(out, "inventory.parquet"))
+    row = inv.iloc[0]
+    z, x, y = (int(v) for v in row["tile_id"].split("/"))
+    with rasterio.open(storage.join(out, row["cam"][:-4] + ".tif")) as cam:
+        assert cam.crs.to_epsg() == 3857
+        np.testing.assert_allclose(cam.bounds, mercantile.xy_bounds(x, y, z), atol=1e-3)

@@ -131,9 +131,14 @@ class Predictor:
         return probs, self._explainers[method](x, classes=classes, tags=encoded)
 
     @staticmethod
+    def overlay_image(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+        """A heat map blended over a prepared uint8 image: ``(S, S, 3)`` uint8."""
+        return overlay(image.astype(np.float32) / 255.0, cam)
+
+    @staticmethod
     def overlay_png(image: np.ndarray, cam: np.ndarray) -> bytes:
-        """PNG bytes of a heat map blended over a prepared uint8 image."""
-        return encode_png(overlay(image.astype(np.float32) / 255.0, cam))
+        """PNG bytes of :meth:`overlay_image`."""
+        return encode_png(Predictor.overlay_image(image, cam))
 
     @staticmethod
     def attention(cam: np.ndarray) -> dict[str, float]:

@@ -13,7 +13,8 @@ The pieces are shared by the local sweep (:func:`run_sweep`, threads + one model
 4. :meth:`SweepPlan.write_shard` - one Parquet file per finished shard, written whole (the unit of
    resumption: a re-run skips finished shards, so an interrupted sweep completes with no gaps and no
    duplicates).
-5. :func:`finalize` - streams the shards into ``inventory.parquet`` (GeoParquet), writes
+5. :func:`finalize` - streams the shards into ``inventory.parquet`` (GeoParquet), writes the map outputs
+   (:mod:`~landslide.inventory.maps`: per-scene probability rasters and areas, ``preview.png``),
    ``inventory.geojson`` (positive tiles), ``landslide_areas.geojson`` (adjacent positives dissolved) and
    ``summary.json`` (tiles in = ok + nodata + failed; swept and positive areas as geodesic areas of the
    unions of the windows, overlaps counted once; positives; throughput).
@@ -37,11 +38,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import shapely
 
 from landslide import CLASSES, lonlat, storage
 from landslide.config import SweepConfig, dump_config
 from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
-from landslide.inventory import geo
+from landslide.data.images import encode_png
+from landslide.inventory import geo, maps
 from landslide.inventory.predictor import Predictor, prepare_image
 from landslide.inventory.region import Region, load_region
 from landslide.inventory.tiles import (IndexRecord, build_index, flip_rows, index_record, load_tile, read_index,
@@ -324,7 +327,11 @@ def infer_tiles(predictor: Predictor, rows: pd.DataFrame, batch: dict, output: s
             _, heat = predictor.explain(images[positive])
             for i, cam in zip(positive, heat):
                 cams[i] = cam_path(rows["tile_id"].iloc[i])
-                storage.write_bytes(storage.join(output, cams[i]), predictor.overlay_png(images[i], cam))
+                blended = predictor.overlay_image(images[i], cam)
+                storage.write_bytes(storage.join(output, cams[i]), encode_png(blended))
+                # the same overlay georeferenced, to drape in QGIS (cams/ID.tif beside cams/ID.png)
+                storage.write_bytes(storage.join(output, cams[i][:-4] + ".tif"),
+                                    maps.cam_geotiff(blended, rows.iloc[i]))
     labels = [CLASSES[int(p >= predictor.threshold)] if k else None for p, k in zip(probs, ok)]
     info = predictor.info
     out = rows[["tile_id", "uri", "window", "west", "south", "east", "north"]].reset_index(drop=True).copy()
@@ -356,6 +363,8 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
     counts: collections.Counter = collections.Counter()
     reasons: collections.Counter = collections.Counter()
     positives, swept, seen = [], None, 0
+    scene_maps, thin = maps.SceneMaps(), []
+    every = max(1, -(-len(plan.tiles) // maps.PREVIEW_MAX_BOXES))  # the preview keeps at most that many tiles
     buf = io.BytesIO()
     with pq.ParquetWriter(buf, schema) as writer:
         for shard, frame in enumerate(iter_shards(plan)):
@@ -369,6 +378,8 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
             reasons.update(_reason(r) for r in frame.loc[failed, "reason"])
             swept = geo.tile_union(frame[ok], swept)  # grows with the region's outline, not its tiles
             positives.append(frame[ok & (frame["label"] == CLASSES[1])])
+            scene_maps.add(frame)
+            thin.append(frame[["west", "south", "east", "north", "probability", "status"]].iloc[::every])
             table = pa.Table.from_pandas(frame[RESULT_SCHEMA.names], RESULT_SCHEMA, preserve_index=False)
             writer.write_table(geo.with_geometry(table, frame).cast(schema))
     storage.write_bytes(storage.join(out, "inventory.parquet"), buf.getvalue())
@@ -380,12 +391,25 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
                        geo.feature_collection(geo.tile_features(pos, props), name=name, **members))
     files = {"inventory": "inventory.parquet", "positives": "inventory.geojson", "summary": "summary.json",
              "shards": "shards/", "index": plan.index_uri}
+    areas = geo.dissolve(pos)
     if cfg.merge_polygons:
         storage.write_json(storage.join(out, "landslide_areas.geojson"),
-                           geo.feature_collection(geo.dissolve(pos), name=f"{name} areas", **members))
+                           geo.feature_collection(areas, name=f"{name} areas", **members))
         files["areas"] = "landslide_areas.geojson"
     if cfg.explain.enabled:
-        files["cams"] = "cams/"
+        files["cams"] = "cams/ (PNG, and GeoTIFF to drape)"
+    scenes = _scene_outputs(scene_maps, out, plan.model["threshold"])
+    if scenes:
+        files["scenes"] = "scenes/"
+    try:
+        storage.write_bytes(storage.join(out, "preview.png"), maps.preview_png(
+            pd.concat(thin, ignore_index=True), [shapely.geometry.shape(f["geometry"]) for f in areas],
+            plan.region.geometry, name, plan.model["threshold"], every))
+        files["preview"] = "preview.png"
+    except StorageError:
+        raise
+    except Exception as exc:  # a map that cannot be drawn must not cost the finished inventory
+        log.warning("preview.png not written (%s: %s)", type(exc).__name__, exc)
     summary = {
         "name": cfg.name, "model": plan.model, "region": plan.region.description,
         "tiles_in": len(plan.tiles), "tiles_ok": counts["ok"], "tiles_nodata": counts["nodata"],
@@ -394,12 +418,31 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
         "area_km2_positive": round(geo.union_area_km2(pos), 6), "failure_reasons": dict(reasons.most_common()),
         "shards": plan.n_shards, "tiles_this_run": processed, "seconds_this_run": round(seconds, 3),
         "tiles_per_s_this_run": round(processed / seconds, 3) if seconds > 0 and processed else None,
-        "files": files, "threshold": plan.model["threshold"],
+        "files": files, "threshold": plan.model["threshold"], "scenes": scenes,
     }
     if seen != summary["tiles_ok"] + summary["tiles_nodata"] + summary["tiles_failed"] or seen != len(plan.tiles):
         raise DataError(f"{out}: shards hold {seen} rows for {len(plan.tiles)} tiles")
     storage.write_json(storage.join(out, "summary.json"), summary)
     return summary
+
+
+def _scene_outputs(scene_maps: "maps.SceneMaps", out: str, threshold: float) -> dict[str, dict]:
+    """Each GeoTIFF scene's probability raster and areas in its CRS (:mod:`~landslide.inventory.maps`),
+    keyed by scene name; a scene that cannot be written is reported with its reason, never fatal."""
+    result = {}
+    for uri, scene in scene_maps.scenes.items():
+        key = uri.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            result[key] = {"uri": uri, **maps.write_scene(out, uri, scene, threshold)}
+        except StorageError as exc:
+            if storage.exists(uri):
+                raise  # the output is unwritable: the user must know
+            result[key] = {"uri": uri, "error": str(exc)}
+        except Exception as exc:
+            result[key] = {"uri": uri, "error": f"{type(exc).__name__}: {exc}"}
+        if "error" in result[key]:
+            log.warning("%s: probability raster and areas not written (%s)", uri, result[key]["error"])
+    return result
 
 
 def _reason(reason: str) -> str:
