@@ -1,6 +1,7 @@
 """What test-time augmentation costs a sweep's model on a GPU: images/s of the bare model for ``tta`` none,
 flips (4 views) and d4 (8 views), with the views run one after another (as ``landslide.models.tta`` does)
-and stacked into one batch, for the study's backbones at their input sizes. Needs only torch and timm.
+and stacked into one batch, for the study's backbones at their input sizes. Needs only torch and timm
+(``landslide.models.tta`` imports nothing else).
 
     python -m benchmarks.gpu_tta [--batch 64] [--out FILE]
 """
@@ -14,15 +15,7 @@ import time
 
 import torch
 
-
-def views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    # the same transforms as landslide.models.tta.views (kept here so the script runs without the package)
-    if mode == "none":
-        return [x]
-    if mode == "flips":
-        return [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)]
-    rotations = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
-    return rotations + [r.flip(-1) for r in rotations]
+from landslide.models.tta import views  # torch only: runs where the project's other dependencies are not
 
 
 @torch.inference_mode()

@@ -207,3 +207,16 @@ def ray_cluster(tmp_path_factory):
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def write_raster(path, data, crs="EPSG:32647", transform=None, **profile) -> str:
+    """A GeoTIFF from ``(bands, H, W)`` data (default: UTM 47N, 0.5 m pixels)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    count, height, width = data.shape
+    transform = transform or from_origin(500000, 3300000, 0.5, 0.5)
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype,
+                       crs=crs, transform=transform, **profile) as ds:
+        ds.write(data)
+    return str(path)

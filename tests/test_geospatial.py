@@ -19,7 +19,7 @@ import shapely
 from PIL import Image
 from rasterio.transform import from_bounds, from_origin
 
-from conftest import two_page_tiff_without_width
+from conftest import two_page_tiff_without_width, write_raster
 from landslide import lonlat, storage
 from landslide.config import RegionConfig, SweepConfig, parse_config
 from landslide.data.images import decode, decode_image, encode_png
@@ -31,16 +31,6 @@ from landslide.inventory.tiles import build_index, load_tile, read_tile
 
 # The scene of issue 17: UTM zone 1N across 180°, 100 m pixels, swept in 2 x 2 windows of 558 px.
 UTM1_BOUNDS = (365474.0, 7591951.0, 477094.0, 7696071.0)
-
-
-def write_raster(path, data: np.ndarray, crs="EPSG:32647", transform=None, **profile) -> str:
-    """A GeoTIFF from ``(bands, H, W)`` data."""
-    count, height, width = data.shape
-    transform = transform or from_origin(500000, 3300000, 0.5, 0.5)
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype,
-                       crs=crs, transform=transform, **profile) as ds:
-        ds.write(data)
-    return str(path)
 
 
 def sweep_config(model_dir: str, source: str, output: str, **extra) -> SweepConfig:

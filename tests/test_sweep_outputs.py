@@ -16,24 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import shapely
-from rasterio.transform import from_bounds, from_origin
+from rasterio.transform import from_bounds
 
+from conftest import write_raster
 from landslide import lonlat, storage
 from landslide.config import SweepConfig, parse_config
 from landslide.errors import ConfigError
 from landslide.inventory import geo
 from landslide.inventory.sweep import run_sweep
 from landslide.inventory.tiles import build_index, index_record, read_index, write_index
-
-
-def write_raster(path, data: np.ndarray, crs="EPSG:32647", transform=None, **profile) -> str:
-    count, height, width = data.shape
-    transform = transform or from_origin(500000, 3300000, 0.5, 0.5)
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype,
-                       crs=crs, transform=transform, photometric="RGB" if count == 3 else "MINISBLACK",
-                       **profile) as ds:
-        ds.write(data)
-    return str(path)
 
 
 def sweep_config(model_dir: str, source: str, output: str, **extra) -> SweepConfig:
@@ -54,7 +45,7 @@ def geographic_scene(tmp_path_factory) -> tuple[str, tuple[float, float, float, 
     bounds = (100.0, 30.0, 100.00256, 30.00192)
     data = np.random.default_rng(18).integers(1, 255, (3, 192, 256), dtype=np.uint8)
     path = tmp_path_factory.mktemp("geo") / "scene.tif"
-    return write_raster(path, data, crs="EPSG:4326", transform=from_bounds(*bounds, 256, 192)), bounds
+    return write_raster(path, data, crs="EPSG:4326", transform=from_bounds(*bounds, 256, 192), photometric="RGB"), bounds
 
 
 # ------------------------------------------------------------------------------------------------ areas
@@ -176,7 +167,7 @@ def test_probability_raster_scene_areas_cams_and_preview(trained_run, tmp_path):
 
     data = np.random.default_rng(9).integers(1, 255, (3, 192, 256), dtype=np.uint8)
     data[:, :, 192:] = 0  # the right-hand 64 px are nodata
-    scene = write_raster(tmp_path / "utm.tif", data, nodata=0)  # EPSG:32647, 0.5 m pixels
+    scene = write_raster(tmp_path / "utm.tif", data, nodata=0, photometric="RGB")  # EPSG:32647, 0.5 m pixels
     out = str(tmp_path / "sweep")
     s = run_sweep(sweep_config(trained_run["model_dir"], scene, out, explain={"enabled": True},
                                tiles={"chip_size": 64, "overlap": 0.5}))
