@@ -17,7 +17,7 @@ import pytest
 import rasterio
 import shapely
 from PIL import Image
-from rasterio.transform import from_bounds, from_origin
+from rasterio.transform import from_bounds
 
 from conftest import two_page_tiff_without_width, write_raster
 from landslide import lonlat, storage
