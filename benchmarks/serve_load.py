@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.sweep_throughput import make_model
     from landslide.data.images import decode_image
-    from landslide.inventory.predictor import Predictor
+    from landslide.inference.predictor import Predictor
     from serve.app import build_app
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))

@@ -72,7 +72,7 @@ def sweep_config(model: str, tiles: str, out: str, args, **extra) -> dict:
 
 
 def model_only(model: str, n: int, args) -> float:
-    from landslide.inventory.predictor import Predictor
+    from landslide.inference.predictor import Predictor
 
     predictor = Predictor(model, "cuda" if args.gpu else "cpu")
     rng = np.random.default_rng(0)
@@ -119,7 +119,7 @@ def ray_sweep(model: str, tiles: str, out: str, args) -> tuple[float, float | No
 
 
 def naive_loop(model: str, tiles: str, n: int, args) -> float:
-    from landslide.inventory.predictor import Predictor
+    from landslide.inference.predictor import Predictor
     from landslide.inventory.tiles import build_index, read_tile
 
     predictor = Predictor(model, "cuda" if args.gpu else "cpu")

@@ -6,22 +6,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
-
-import yaml
+from typing import get_args
 
 from landslide import __version__
+from landslide.config import CamMethod, TileFormat
 from landslide.errors import ConfigError, DataError, LandslideError
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def cmd_demo(args) -> int:
@@ -59,13 +48,14 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from landslide.config import load_config
-    from landslide.training.experiment import format_summary, run_experiment
+    from landslide.config import load_config, parse_set
+    from landslide.experiments.report import format_summary
+    from landslide.experiments.runner import run_experiment
     from landslide.training.run import run_training
 
     if not (args.config or args.config_file):
         args.parser.error("give the config file (CONFIG or --config)")
-    overrides = _parse_set(args.set)
+    overrides = parse_set(args.set)
     if args.init_from:
         overrides["train.init_from"] = args.init_from
     if args.output_dir:
@@ -81,7 +71,7 @@ def cmd_evaluate(args) -> int:
     from landslide.data import manifest as manifest_lib
     from landslide.evaluation.evaluate import evaluate_model
     from landslide.models.checkpoint import load_checkpoint
-    from landslide.training.engine import resolve_device
+    from landslide.inference.device import resolve_device
 
     model, card = load_checkpoint(args.model)
     data = manifest_lib.load(args.data)
@@ -121,29 +111,13 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def format_sweep(s: dict, output: str) -> str:
-    """The end-of-sweep summary lines (shared with the Ray job)."""
-    if s.get("interrupted"):
-        return f"Sweep stopped after {s['shards_done']}/{s['shards']} shards; run it again to finish."
-    rate = f", {s['tiles_per_s_this_run']:.1f} tiles/s" if s.get("tiles_per_s_this_run") else ""
-    nodata = f", {s['tiles_nodata']} without data" if s.get("tiles_nodata") else ""
-    lines = [f"{s['tiles_in']} tiles in ({s['region']}): {s['tiles_ok']} ok{nodata}, {s['tiles_failed']} failed; "
-             f"{s['positives']} positive ({s['area_km2_positive']:.4f} of {s['area_km2_swept']:.4f} km2); "
-             f"{s['tiles_this_run']} tiles this run in {s['seconds_this_run']:.1f} s{rate}"]
-    if s["failure_reasons"]:
-        lines.append("  failures: " + ", ".join(f"{k} x{v}" for k, v in s["failure_reasons"].items()))
-    lines.append(f"  inventory: {output}/inventory.parquet, positives: {output}/inventory.geojson"
-                 + (f", areas: {output}/{s['files']['areas']}" if "areas" in s["files"] else ""))
-    return "\n".join(lines)
-
-
 def cmd_sweep(args) -> int:
-    from landslide.config import SweepConfig, load_config
-    from landslide.inventory.sweep import run_sweep
+    from landslide.config import SweepConfig, load_config, parse_set
+    from landslide.inventory.sweep import run_sweep, summary_lines
 
-    cfg = load_config(args.config, _parse_set(args.set), schema=SweepConfig)
+    cfg = load_config(args.config, parse_set(args.set), schema=SweepConfig)
     summary = run_sweep(cfg, progress=None if args.quiet else lambda m: print(m, flush=True))
-    print(format_sweep(summary, cfg.output))
+    print(summary_lines(summary, cfg.output))
     return 0
 
 
@@ -160,7 +134,7 @@ def default_index_uri(source: str) -> str:
 
 
 def cmd_tiles_index(args) -> int:
-    from landslide import lonlat, storage
+    from landslide import lonlat
     from landslide.config import RegionConfig, TilesConfig, parse_config
     from landslide.inventory.tiles import build_index, index_record, write_index
 
@@ -348,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--split", choices=["train", "val", "test"], help="only rows of this split")
     p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++", "eigencam"])
+    p.add_argument("--cam-method", default="gradcam", choices=get_args(CamMethod))
     p.add_argument("--cam-max-images", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
@@ -366,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="XYZ tree, tile manifest, GeoJSON index, GeoTIFF or folder of GeoTIFFs")
     p.add_argument("--out", help="index URI (default: SOURCE/tiles_index.parquet for a folder or tree, "
                                  "NAME.tiles_index.parquet beside a single file)")
-    p.add_argument("--format", default="auto", choices=["auto", "xyz", "manifest", "geojson", "geotiff"])
+    p.add_argument("--format", default="auto", choices=get_args(TileFormat))
     p.add_argument("--zoom", type=int, help="XYZ: zoom level to index")
     p.add_argument("--chip-size", type=int, help="GeoTIFF: window side in px")
     p.add_argument("--overlap", type=float, default=0.0, help="GeoTIFF: window overlap fraction")

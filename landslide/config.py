@@ -4,7 +4,7 @@ run folder."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,6 +19,10 @@ class _Strict(BaseModel):
 
 TtaMode = Literal["none", "flips", "d4"]
 """Test-time augmentation modes (landslide.models.tta)."""
+CamMethod = Literal["gradcam", "gradcam++", "eigencam"]
+"""Class-activation-map methods (landslide.explain.gradcam.CAM_METHODS)."""
+TileFormat = Literal["auto", "xyz", "manifest", "geojson", "geotiff"]
+"""Tile sources a sweep can index (landslide.inventory.tiles)."""
 
 
 class SplitConfig(_Strict):
@@ -197,7 +201,7 @@ class EvalConfig(_Strict):
     fixed_threshold: float = Field(0.5, gt=0, lt=1)
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
-    cam_method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
+    cam_method: CamMethod = "gradcam"
     tta: TtaMode = "none"
     """Test-time augmentation: average over 4 flips or all 8 rotations/mirrors. The threshold is chosen on
     validation predictions made the same way, the card records the mode (sweeps and the endpoint use it), and
@@ -258,7 +262,7 @@ class RepeatConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    """Several runs from one config (see landslide.training.experiment). ``single`` is one plain run;
+    """Several runs from one config (see landslide.experiments). ``single`` is one plain run;
     ``study`` runs several experiments (``parts``) on the same data and writes one report."""
 
     kind: Literal["single", "compare", "finetune", "transfer", "data_size", "modality", "study"] = "single"
@@ -350,7 +354,7 @@ class TilesConfig(_Strict):
     """Where the tiles are: an XYZ tree ``{z}/{x}/{y}.png|jpg|webp``, a tile manifest (CSV/Parquet with
     ``uri`` or ``path`` and ``west,south,east,north`` in EPSG:4326), a GeoJSON index (one feature per
     tile, ``uri``/``path`` property), a GeoTIFF/COG scene or a folder of them."""
-    format: Literal["auto", "xyz", "manifest", "geojson", "geotiff"] = "auto"
+    format: TileFormat = "auto"
     index: str | None = None
     """A tile index built by ``landslide tiles index`` (Parquet); default: build it once and cache it as
     ``tiles_index.parquet`` in the sweep's output."""
@@ -398,7 +402,7 @@ class RegionConfig(_Strict):
 class SweepExplainConfig(_Strict):
     enabled: bool = True
     """Grad-CAM overlays (PNG) for tiles at or above the threshold."""
-    method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
+    method: CamMethod = "gradcam"
 
 
 class SweepRayConfig(_Strict):
@@ -477,8 +481,7 @@ class ServeAppConfig(_Strict):
     ``Authorization: Bearer <token>`` and a missing or empty variable fails the deployment."""
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
-    cam_methods: list[Literal["gradcam", "gradcam++", "eigencam"]] = Field(
-        default_factory=lambda: ["gradcam", "gradcam++", "eigencam"])
+    cam_methods: list[CamMethod] = Field(default_factory=lambda: list(get_args(CamMethod)))
     classifier: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=32)
     explainer: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.5, max_ongoing_requests=2,
                                                              max_queued_requests=16)
@@ -516,6 +519,18 @@ def parse_config(raw: dict, source: str = "<config>", overrides: dict[str, Any] 
         return schema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source)) from None
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` arguments -> overrides for :func:`load_config` (values parsed as YAML:
+    ``train.epochs=3`` -> 3, ``ray.fuse_reads=true`` -> True). A malformed item is a :class:`ConfigError`."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def load_config(uri: str, overrides: dict[str, Any] | None = None, schema: type[BaseModel] = RunConfig) -> Any:

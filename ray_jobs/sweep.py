@@ -30,10 +30,10 @@ import time
 
 import pandas as pd
 
-from landslide.config import SweepConfig, load_config
+from landslide.config import SweepConfig, load_config, parse_set
 from landslide.errors import ConfigError
-from landslide.inventory.predictor import Predictor
-from landslide.inventory.sweep import TileReader, finalize, infer_tiles, plan_sweep, read_tiles
+from landslide.inference.predictor import Predictor
+from landslide.inventory.sweep import TileReader, finalize, infer_tiles, plan_sweep, read_tiles, summary_lines
 from ray_jobs.common import check_resources, job_parser, run_main
 
 log = logging.getLogger("ray_jobs.sweep")
@@ -156,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from landslide.cli import _parse_set, format_sweep
-
-        cfg = load_config(args.config, _parse_set(args.set), schema=SweepConfig)
+        cfg = load_config(args.config, parse_set(args.set), schema=SweepConfig)
         import ray
 
         ray.init(address=args.address, log_to_driver=True)
@@ -166,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"landslide: Ray {ray.__version__}, cluster {ray.cluster_resources()}; output {cfg.output}",
               flush=True)
         summary = sweep_on_ray(cfg, lambda line: print(f"landslide: {line}", flush=True))
-        print(format_sweep(summary, cfg.output), flush=True)
+        print(summary_lines(summary, cfg.output), flush=True)
         return 0
 
     return run_main(body, args.debug)

@@ -4,7 +4,7 @@
         [--storage-path gs://bucket/runs] [--set train.epochs=5]
 
 The same config runs without a cluster (``landslide train --config``) or on a local Ray instance (this
-module without ``ray job submit``). Every experiment kind of ``landslide.training.experiment`` works: each
+module without ``ray job submit``). Every experiment kind of ``landslide.experiments`` works: each
 variant becomes one TorchTrainer whose Ray run folder is the variant's ``output_dir``.
 
 Per worker: the library prepares data and model (``prepare_run``), Ray wraps the model in DDP, a
@@ -26,10 +26,12 @@ import tempfile
 import time
 
 from landslide import storage
-from landslide.config import RunConfig, load_config, parse_config
+from landslide.config import RunConfig, load_config, parse_config, parse_set
 from landslide.errors import LandslideError
 from landslide.training.engine import monitor_mode
-from landslide.training.experiment import format_summary, plan, run_experiment
+from landslide.experiments.plan import plan
+from landslide.experiments.report import format_summary
+from landslide.experiments.runner import run_experiment
 from ray_jobs.common import check_resources, job_parser, ray_storage, run_main
 
 STATE_SUBDIR = "state"
@@ -105,9 +107,7 @@ def train_loop_per_worker(config: dict) -> None:
                 print(f"[{cfg.name}] {describe_epoch(metrics, cfg.train.epochs)}", flush=True)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_epoch_{epoch + 1:03d}")
 
-        trainer = Trainer(model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=state_dir,
-                          callbacks=[report], save_state=rank == 0, augment=run.augment,
-                          size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0)
+        trainer = run.trainer(device, state_dir, [report], model=model, save_state=rank == 0)
         result = trainer.fit(train_loader, val_loader, set_epoch=train_ds_sampler.set_epoch)
         if rank == 0:
             finish_run(run, result, device, extra={"world_size": world})
@@ -186,9 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        from landslide.cli import _parse_set
 
-        overrides = _parse_set(args.set)
+        overrides = parse_set(args.set)
         cfg = load_config(args.config, overrides)
         if args.storage_path:
             cfg = parse_config({**cfg.model_dump(mode="json"),

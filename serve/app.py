@@ -9,8 +9,8 @@ safe under concurrent requests, and explanations must not slow classification do
 yields a 500: 400 bad parameters, 401 missing/wrong token, 413 too large, 415 not an image, 422 undecodable
 or too many pixels, 503 + Retry-After when the queues are full, 504 past the request time-out.
 
-A multi-modal model takes optional tags: a JSON object in the multipart field ``tags`` or the query
-parameter ``tags`` (e.g. ``{"glc_setting": "above_road"}``); tags it was not trained on are a 400, absent tags
+A multi-modal model takes optional tags (on a batch: for every image of it): a JSON object in the multipart
+field ``tags`` or the query parameter ``tags`` (e.g. ``{"glc_setting": "above_road"}``); tags it was not trained on are a 400, absent tags
 are unknown, as in training.
 """
 
@@ -37,7 +37,7 @@ from landslide.data.images import UNRECOGNISED_FORMAT, decode_image
 from landslide.data.tags import TagSchema
 from landslide.errors import ConfigError, ImageError
 from landslide.explain.gradcam import CAM_METHODS
-from landslide.inventory.predictor import Predictor, prepare_image
+from landslide.inference.predictor import Predictor, prepare_image
 from landslide.models.checkpoint import read_card
 
 RETRY_AFTER_S = 1
@@ -267,21 +267,23 @@ class Api:
         return {**result, "tags_used": given or {}}
 
     @app.post("/v1/classify:batch")
-    async def classify_batch(self, request: Request):
+    async def classify_batch(self, request: Request, tags: str | None = None):
+        """Several images; ``tags`` (multipart field or query parameter) apply to every image of the batch."""
         self._authorize(request)
         uploads = await self._images(request, many=True)
+        given = await self._tags(request, tags)
         info = await self._model_info()
 
         async def one(name: str, data: bytes) -> dict:
             try:
-                return {"name": name, **self._result(await self._call(self.classifier, self._prepare(name, data)),
-                                                     info)}
+                return {"name": name, **self._result(
+                    await self._call(self.classifier, self._prepare(name, data), given), info)}
             except HttpError as exc:
                 if exc.status in (503, 504):
                     raise
                 return {"name": name, "error": {"status": exc.status, "message": exc.message}}
 
-        return {"results": await asyncio.gather(*(one(n, d) for n, d in uploads))}
+        return {"results": await asyncio.gather(*(one(n, d) for n, d in uploads)), "tags_used": given or {}}
 
     @app.post("/v1/explain")
     async def explain(self, request: Request, format: str = "json", method: str = "gradcam",

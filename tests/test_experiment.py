@@ -13,7 +13,8 @@ from landslide.config import parse_config
 from landslide.data.manifest import load as load_manifest
 from landslide.data.splits import assign_splits, limit_training
 from landslide.errors import ConfigError, LandslideError
-from landslide.training.experiment import plan, run_experiment
+from landslide.experiments.plan import plan
+from landslide.experiments.runner import run_experiment
 from landslide.training.run import run_training
 
 

@@ -160,7 +160,7 @@ def test_multimodal_run_with_size_head(multimodal_run, tagged_manifest):
 
 def test_predictor_takes_tags_and_works_without(multimodal_run, trained_run, tagged_manifest):
     from landslide.data.images import read_image
-    from landslide.inventory.predictor import Predictor
+    from landslide.inference.predictor import Predictor
 
     frame = pd.read_csv(tagged_manifest).head(4)
     images = []
@@ -213,7 +213,7 @@ def test_stages_must_agree_on_tags(trained_run, tagged_manifest, tmp_path):
 
 
 def test_modality_experiment_compares_on_the_same_test_images(tagged_manifest, tmp_path):
-    from landslide.training.experiment import run_experiment
+    from landslide.experiments.runner import run_experiment
     from landslide.training.run import run_training
 
     cfg = parse_config(tiny_config(tagged_manifest, str(tmp_path / "mod"), name="mod", experiment={"kind": "modality"},

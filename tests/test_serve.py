@@ -137,7 +137,7 @@ def test_results_match_the_library(base, trained_run, synth_manifest):
     import pandas as pd
 
     from landslide.data.images import decode_image
-    from landslide.inventory.predictor import Predictor
+    from landslide.inference.predictor import Predictor
 
     data = pd.read_csv(synth_manifest)
     paths = [f"{synth_manifest.rsplit('/', 1)[0]}/{p}" for p in data["path"][:4]]
@@ -178,7 +178,7 @@ def test_multimodal_model_takes_optional_tags(base, multimodal_run):
     import json
 
     from landslide.data.images import decode_image
-    from landslide.inventory.predictor import Predictor
+    from landslide.inference.predictor import Predictor
 
     raw = _jpeg(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     predictor = Predictor(multimodal_run["model_dir"])
@@ -197,6 +197,11 @@ def test_multimodal_model_takes_optional_tags(base, multimodal_run):
     bare = requests.post(f"{url}/classify", data=raw, headers={"Content-Type": "image/jpeg"}, timeout=60)
     assert bare.json()["probability"] == pytest.approx(expected["without"], abs=1e-5)
     assert bare.json()["tags_used"] == {}
+    batch = requests.post(f"{url}/classify:batch", files=[("files", ("a.jpg", raw, "image/jpeg")),
+                                                          ("files", ("b.jpg", raw, "image/jpeg"))],
+                          data={"tags": json.dumps(tags)}, timeout=60)
+    assert batch.status_code == 200 and batch.json()["tags_used"] == tags, batch.text
+    assert [r["probability"] for r in batch.json()["results"]] == pytest.approx([expected["with"]] * 2, abs=1e-5)
     explained = requests.post(f"{url}/explain", files={"file": ("x.jpg", raw, "image/jpeg")},
                               data={"tags": json.dumps(tags)}, timeout=60)
     assert explained.status_code == 200 and explained.json()["probability"] == pytest.approx(expected["with"],

@@ -18,7 +18,7 @@ from landslide.errors import ConfigError
 from landslide.evaluation.metrics import across_runs, paired_pooled_difference, pooled_metrics
 from landslide.explain.attention_stats import summarise
 from landslide.models import tta
-from landslide.training.experiment import plan
+from landslide.experiments.plan import plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY_CONFIG = os.path.join(ROOT, "configs", "experiments", "baige_study.yaml")
@@ -197,7 +197,7 @@ def test_tiny_version_of_the_real_study_config_end_to_end(tmp_path, capsys):
     assert (out / "attention_by_outcome.png").stat().st_size > 1000
 
     # the exported model serves sweeps and the endpoint through the one Predictor, with its TTA mode
-    from landslide.inventory.predictor import Predictor
+    from landslide.inference.predictor import Predictor
 
     best = out / "best_model"
     card = json.load(open(best / "model_card.json"))

@@ -16,7 +16,7 @@ import shapely
 from landslide import storage
 from landslide.config import SweepConfig, parse_config
 from landslide.errors import ConfigError, DataError
-from landslide.inventory.predictor import Predictor
+from landslide.inference.predictor import Predictor
 from landslide.inventory.region import load_region
 from landslide.inventory.sweep import run_sweep
 from landslide.inventory.tiles import build_index, read_tile

@@ -16,7 +16,7 @@ from landslide.config import EvalConfig
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
-from landslide.data.transforms import build_transform, denormalize
+from landslide.data.transforms import denormalize
 from landslide.evaluation import plots
 from landslide.evaluation.metrics import evaluate_predictions, multiclass_metrics, outcome, paired_difference
 from landslide.evaluation.report import write_report
@@ -25,13 +25,8 @@ from landslide.explain.gallery import write_galleries
 from landslide.explain.gradcam import CamExplainer, overlay
 from landslide.models.classifier import LandslideClassifier
 from landslide.models.tta import VIEWS as TTA_VIEWS
-from landslide.training.engine import predict_loader
-
-
-def eval_transform(card: dict):
-    """The deterministic transform a model card prescribes."""
-    norm = card["normalization"]
-    return build_transform(int(card["input_size"]), tuple(norm["mean"]), tuple(norm["std"]))
+from landslide.inference.batch import predict_loader
+from landslide.inference.transform import eval_transform
 
 
 def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest, batch_size: int = 32,

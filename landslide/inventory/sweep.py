@@ -8,7 +8,7 @@ The pieces are shared by the local sweep (:func:`run_sweep`, threads + one model
    what the output folder holds and refuses to mix sweeps.
 2. :func:`read_tiles` - bytes -> decoded RGB -> resized uint8 with a :class:`TileReader`, one status per tile
    (``ok``, ``nodata`` above ``tiles.max_nodata``, ``error``) and its reason; never raises for a bad tile.
-3. :func:`infer_tiles` - probabilities through the shared :class:`~landslide.inventory.predictor.Predictor`,
+3. :func:`infer_tiles` - probabilities through the shared :class:`~landslide.inference.predictor.Predictor`,
    Grad-CAM overlays of positives written next to the inventory.
 4. :meth:`SweepPlan.write_shard` - one Parquet file per finished shard, written whole (the unit of
    resumption: a re-run skips finished shards, so an interrupted sweep completes with no gaps and no
@@ -45,7 +45,7 @@ from landslide.config import SweepConfig, dump_config
 from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
 from landslide.data.images import encode_png
 from landslide.inventory import geo, maps
-from landslide.inventory.predictor import Predictor, prepare_image
+from landslide.inference.predictor import Predictor, prepare_image
 from landslide.inventory.region import Region, load_region
 from landslide.inventory.tiles import (IndexRecord, build_index, flip_rows, index_record, load_tile, read_index,
                                       same_source, write_index)
@@ -443,6 +443,36 @@ def _scene_outputs(scene_maps: "maps.SceneMaps", out: str, threshold: float) -> 
         if "error" in result[key]:
             log.warning("%s: probability raster and areas not written (%s)", uri, result[key]["error"])
     return result
+
+
+def summary_lines(s: dict, output: str) -> str:
+    """The end-of-sweep summary as printed by ``landslide sweep`` and the Ray job (plain text, log friendly)."""
+    if s.get("interrupted"):
+        return f"Sweep stopped after {s['shards_done']}/{s['shards']} shards; run it again to finish."
+    rate = f", {s['tiles_per_s_this_run']:.1f} tiles/s" if s.get("tiles_per_s_this_run") else ""
+    nodata = f", {s['tiles_nodata']} without data" if s.get("tiles_nodata") else ""
+    lines = [f"{s['tiles_in']} tiles in ({s['region']}): {s['tiles_ok']} ok{nodata}, {s['tiles_failed']} failed; "
+             f"{s['positives']} positive ({s['area_km2_positive']:.4f} of {s['area_km2_swept']:.4f} km2); "
+             f"{s['tiles_this_run']} tiles this run in {s['seconds_this_run']:.1f} s{rate}"]
+    if s["failure_reasons"]:
+        lines.append("  failures: " + ", ".join(f"{k} x{v}" for k, v in s["failure_reasons"].items()))
+    lines.append(f"  inventory: {output}/inventory.parquet, positives: {output}/inventory.geojson"
+                 + (f", areas: {output}/{s['files']['areas']}" if "areas" in s["files"] else "")
+                 + (f", map: {output}/{s['files']['preview']}" if "preview" in s["files"] else ""))
+    scenes = s.get("scenes") or {}
+    if len(scenes) > 5:  # a folder of scenes: one line, the details are in summary.json
+        failed = sum("error" in info for info in scenes.values())
+        lines.append(f"  {len(scenes)} scenes: probability rasters and areas in {output}/scenes/"
+                     + (f" ({failed} not written, see summary.json)" if failed else ""))
+        scenes = {}
+    for scene, info in scenes.items():
+        if "error" in info:
+            lines.append(f"  {scene}: probability raster not written ({info['error']})")
+        else:
+            lines.append(f"  {scene}: {output}/{info['probability_raster']} ({info['crs']}, cells of "
+                         f"{info['cell_px']} px); positive {info['area_m2_positive'] / 1e6:.4f} of "
+                         f"{info['area_m2_swept'] / 1e6:.4f} km2 in the scene's CRS")
+    return "\n".join(lines)
 
 
 def _reason(reason: str) -> str:

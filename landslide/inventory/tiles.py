@@ -22,11 +22,13 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass, fields
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from landslide import lonlat, storage
+from landslide.config import TileFormat
 from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
 from landslide.data.images import Decoded, decode
 from landslide.data.rasters import band_plan, to_rgb
@@ -424,31 +426,58 @@ def same_source(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
+@dataclass(frozen=True)
+class IndexRequest:
+    """What :func:`build_index` was asked: the settings every tile source may use (each uses its own)."""
+
+    source: str
+    zoom: int | None = None
+    chip_size: int | None = None
+    overlap: float = 0.0
+    bbox: object = None
+    scheme: str = "auto"
+    bands: tuple[int, ...] | None = None
+
+
+def _xyz_source(req: IndexRequest) -> tuple[pd.DataFrame, IndexRecord]:
+    scheme = tile_scheme(req.source.rstrip("/"), req.scheme)
+    index = xyz_index(req.source, req.zoom, req.bbox, scheme)
+    zoom = int(index["tile_id"].iloc[0].split("/", 1)[0])
+    listed = _listed_box(req.bbox) if req.zoom is not None and req.bbox is not None else None
+    return index, IndexRecord(req.source, "xyz", scheme=scheme, zoom=zoom, bbox=listed)
+
+
+def _geotiff_source(req: IndexRequest) -> tuple[pd.DataFrame, IndexRecord]:
+    if not req.chip_size:
+        raise ConfigError("tiles.chip_size is needed to chip GeoTIFF scenes")
+    index = geotiff_index(req.source, req.chip_size, req.overlap, req.bands)
+    return index, IndexRecord(req.source, "geotiff", chip_size=int(req.chip_size), overlap=float(req.overlap),
+                              bands=req.bands)
+
+
+TILE_SOURCES = {
+    "xyz": _xyz_source,
+    "manifest": lambda req: (manifest_index(req.source), IndexRecord(req.source, "manifest")),
+    "geojson": lambda req: (geojson_index(req.source), IndexRecord(req.source, "geojson")),
+    "geotiff": _geotiff_source,
+}
+"""Tile source kinds (``tiles.format``) -> a function from an :class:`IndexRequest` to (index, record): a new
+archive type is one entry here (and its name in :data:`landslide.config.TileFormat`)."""
+
+
 def build_index(source: str, fmt: str = "auto", zoom: int | None = None, chip_size: int | None = None,
                 overlap: float = 0.0, bbox=None, scheme: str = "auto", bands=None) -> pd.DataFrame:
-    """Index any supported tile source (see the module docstring). ``bbox`` (a lon/lat box, ``west > east``
-    across 180°, or a list of boxes) limits what an XYZ/TMS tree lists; ``scheme`` is its row order.
+    """Index any supported tile source (:data:`TILE_SOURCES`; see the module docstring). ``bbox`` (a lon/lat
+    box, ``west > east`` across 180°, or a list of boxes) limits what an XYZ/TMS tree lists; ``scheme`` is its
+    row order.
 
     The frame's ``attrs["index_record"]`` is its :class:`IndexRecord`, which :func:`write_index` stores."""
     fmt = detect_format(source) if fmt == "auto" else fmt
-    if fmt == "xyz":
-        scheme = tile_scheme(source.rstrip("/"), scheme)
-        index = xyz_index(source, zoom, bbox, scheme)
-        zooms = index["tile_id"].str.split("/", n=1).str[0].astype(int)
-        listed = _listed_box(bbox) if zoom is not None and bbox is not None else None
-        record = IndexRecord(source, fmt, scheme=scheme, zoom=int(zooms.iloc[0]), bbox=listed)
-    elif fmt == "manifest":
-        index, record = manifest_index(source), IndexRecord(source, fmt)
-    elif fmt == "geojson":
-        index, record = geojson_index(source), IndexRecord(source, fmt)
-    elif fmt == "geotiff":
-        if not chip_size:
-            raise ConfigError("tiles.chip_size is needed to chip GeoTIFF scenes")
-        index = geotiff_index(source, chip_size, overlap, bands)
-        record = IndexRecord(source, fmt, chip_size=int(chip_size), overlap=float(overlap),
-                             bands=tuple(int(b) for b in bands) if bands else None)
-    else:
-        raise ConfigError(f"tiles.format {fmt!r}: choose auto, xyz, manifest, geojson or geotiff")
+    if fmt not in TILE_SOURCES:
+        raise ConfigError(f"tiles.format {fmt!r}: choose one of {', '.join(get_args(TileFormat))}")
+    request = IndexRequest(source, zoom, chip_size, overlap, bbox, scheme,
+                           tuple(int(b) for b in bands) if bands else None)
+    index, record = TILE_SOURCES[fmt](request)
     index.attrs["index_record"] = asdict(record)
     return index
 

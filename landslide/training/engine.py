@@ -24,7 +24,8 @@ from landslide.config import TrainConfig
 from landslide.errors import CheckpointError, ImageError
 from landslide.evaluation.metrics import binary_metrics
 from landslide.models.freezing import set_frozen_batchnorm_eval
-from landslide.models.tta import probabilities as tta_probabilities
+from landslide.inference.batch import predict_loader
+from landslide.inference.device import resolve_device
 from landslide.training import state as train_state
 
 EpochCallback = Callable[[int, dict, "Trainer"], None]
@@ -50,37 +51,6 @@ def _gather_predictions(idx, ys, ps, errors):
     errors = list({e["uri"]: e for p in parts for e in p[3]}.values())
     idx, first = np.unique(idx, return_index=True)
     return idx, ys[first], ps[first], errors
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@torch.no_grad()
-def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device,
-                   autocast: Callable = contextlib.nullcontext, desc: str = "predict",
-                   progress: bool = False, tta: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    """(indices, targets, probabilities, errors) over a loader of ``collate_skip_bad`` batches
-    (``tta``: probabilities averaged over flipped/rotated views, see landslide.models.tta)."""
-    model.eval()
-    idx, ys, ps, errors = [], [], [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        errors.extend(batch["errors"])
-        if batch["image"] is None:
-            continue
-        tags = batch.get("tags")
-        tags = None if tags is None else tags.to(device)
-        with autocast():
-            probs = tta_probabilities(model, batch["image"].to(device), tags, tta)
-        ps.append(probs.cpu().numpy())
-        ys.append(batch["target"].numpy())
-        idx.append(batch["index"].numpy())
-    if not ps:
-        return np.zeros(0, int), np.zeros(0), np.zeros(0), errors
-    return np.concatenate(idx), np.concatenate(ys), np.concatenate(ps), errors
 
 
 def describe_epoch(metrics: dict, epochs: int) -> str:

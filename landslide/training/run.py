@@ -37,7 +37,8 @@ from landslide.models.checkpoint import load_checkpoint, make_card, save_checkpo
 from landslide.models.classifier import LandslideClassifier, build_model
 from landslide.models.freezing import apply_freezing, parameter_layers
 from landslide.models.multimodal import OPTIONS as TAG_OPTIONS
-from landslide.training.engine import FitResult, Trainer, describe_epoch, resolve_device
+from landslide.inference.device import resolve_device
+from landslide.training.engine import FitResult, Trainer, describe_epoch
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,15 @@ class PreparedRun:
     def loader(self, manifest: Manifest, shuffle: bool, seed: int, sampler=None) -> DataLoader:
         """A loader over ``manifest`` with this run's transform, tags and size targets."""
         return make_loader(manifest, self.transform, self.cfg, shuffle, seed, sampler, self.model.tag_schema)
+
+    def trainer(self, device: torch.device, state_dir: str, callbacks: list, model: torch.nn.Module | None = None,
+                save_state: bool = True) -> Trainer:
+        """The :class:`Trainer` of this run (local runs and Ray Train workers alike); ``model``: the run's
+        model as the worker prepared it (DDP-wrapped), default the run's own."""
+        cfg = self.cfg
+        return Trainer(self.model if model is None else model, cfg.train, device=device, pos_weight=self.pos_weight,
+                       state_dir=state_dir, callbacks=callbacks, save_state=save_state, augment=self.augment,
+                       size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0)
 
 
 def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
@@ -313,9 +323,8 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
     """Train locally (one process), pick the threshold on validation data, save the model, evaluate on test."""
     run = prepare_run(cfg)
     device = resolve_device(cfg.train.device)
-    trainer = Trainer(run.model, cfg.train, device=device, pos_weight=run.pos_weight, state_dir=cfg.output_dir,
-                      augment=run.augment, size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0,
-                      callbacks=[lambda epoch, metrics, _: log.info("%s", describe_epoch(metrics, cfg.train.epochs))])
+    trainer = run.trainer(device, cfg.output_dir,
+                          [lambda epoch, metrics, _: log.info("%s", describe_epoch(metrics, cfg.train.epochs))])
     result = trainer.fit(run.loader(run.train, True, cfg.train.seed),
                          run.loader(run.val, False, 0) if len(run.val) else None)
     return finish_run(run, result, device, evaluate)

@@ -1,7 +1,7 @@
 """One ``Predictor`` for batch sweeps (Ray Data actors, the local sweep) and online inference (Ray Serve).
 
 It owns a model loaded from a checkpoint and applies exactly the preprocessing of evaluation
-(:func:`landslide.evaluation.evaluate.eval_transform`), split in two so the heavy part can move between
+(:func:`landslide.inference.transform.eval_transform`), split in two so the heavy part can move between
 processes cheaply: :meth:`prepare` resizes to the model's input as **uint8** (what travels through Ray's
 object store: 4x smaller than float tensors), :meth:`predict` normalises on the device and runs the model.
 Grad-CAM (:meth:`explain`) registers hooks, so one Predictor must not explain from several threads at once.
@@ -20,7 +20,7 @@ from landslide.explain.attention_stats import region_shares
 from landslide.explain.gradcam import CAM_METHODS, CamExplainer, overlay
 from landslide.models import tta as tta_lib
 from landslide.models.checkpoint import load_checkpoint
-from landslide.training.engine import resolve_device
+from landslide.inference.device import resolve_device
 
 
 def prepare_image(image: np.ndarray, size: int) -> np.ndarray:

@@ -1,293 +1,23 @@
-"""Experiments: several training runs planned from one config, run by any runner, compared in one table.
-
-Kinds (``experiment.kind``), after the study's experiments:
-
-- ``single``: one run in ``output_dir``.
-- ``compare``: the same data, splits and budget for several backbones.
-- ``finetune``: a grid over freezing strategy and depth (last N blocks / last N layers).
-- ``transfer``: stages in order; each later stage starts from the previous stage's model (weight transfer).
-- ``data_size``: growing training subsets (fractions or named sets) against fixed val/test splits.
-- ``modality``: image-only vs. the multi-modal model on the same splits.
-- ``study``: several of the above (``parts``) on the same data, with one report (landslide.training.study).
-
-``repeats`` runs every variant once per cross-validation fold and/or seed (``<variant>/fold-i``); the
-comparison then aggregates the runs (landslide.training.repeats) and the best variant by validation metric is
-exported to ``output_dir/best_model``.
-
-Each variant is a plain :class:`RunConfig` with its own folder ``output_dir/variants/<name>``; the runner is
-``run_training`` locally and a Ray TorchTrainer in ``ray_jobs.train``, so both produce the same files. A
-variant whose ``summary.json`` exists is finished and never re-run or overwritten, which makes a re-submitted
-experiment resume where it stopped. A failing variant is recorded and the others still run.
-"""
+"""Reporting experiments: the comparison table of an experiment's runs, its Markdown/CSV/plots, the paired
+image-only vs. multi-modal comparison, and the end-of-run summary text."""
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from landslide import storage
-from landslide.config import ExperimentConfig, RunConfig, dump_config, parse_config
-from landslide.errors import ConfigError, DataError, LandslideError, StorageError
+from landslide.config import RunConfig
+from landslide.errors import DataError, StorageError
 from landslide.evaluation import plots
-from landslide.models.registry import get_spec
+from landslide.experiments.plan import Variant
 
 log = logging.getLogger(__name__)
-Runner = Callable[[RunConfig], dict]
 METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
-
-
-@dataclass
-class Variant:
-    name: str
-    cfg: RunConfig
-    params: dict[str, Any] = field(default_factory=dict)
-    depends_on: str | None = None
-    base: str | None = None
-    """Repeated experiments: the variant this run repeats (one fold or seed of it); None when not repeated."""
-    part: str | None = None
-    """Studies: the part this variant belongs to."""
-    follows_previous: bool = False
-    """Transfer: the run starts from the model of ``depends_on`` (so each fold starts from the same fold)."""
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "variant"
-
-
-def _derive(cfg: RunConfig, name: str, overrides: dict[str, Any]) -> RunConfig:
-    raw = cfg.model_dump(mode="json")
-    raw.pop("experiment")
-    raw["name"] = f"{cfg.name}-{name}"
-    raw["output_dir"] = storage.join(cfg.output_dir, "variants", name)
-    return parse_config(raw, f"experiment variant {name!r}", overrides)
-
-
-def part_config(cfg: RunConfig, part: ExperimentConfig) -> RunConfig:
-    """A study part as an experiment of its own: the study's settings with the part's ``set`` overrides, its
-    own folder, and the study's repeats unless the part has its own."""
-    raw = cfg.model_dump(mode="json")
-    exp = part.model_dump(mode="json", exclude={"name", "set", "parts"})
-    if exp.get("repeats") is None:
-        exp["repeats"] = raw["experiment"]["repeats"]
-    raw["experiment"] = exp
-    raw["name"] = f"{cfg.name}-{part.name}"
-    raw["output_dir"] = storage.join(cfg.output_dir, _slug(part.name))
-    return parse_config(raw, f"study part {part.name!r}", part.set)
-
-
-def repeat_tags(cfg: RunConfig) -> list[tuple[str, int | None, int | None]]:
-    """(folder tag, fold, seed) of each repeat of a variant; empty when the experiment is not repeated."""
-    rep = cfg.experiment.repeats
-    if rep is None or (not rep.folds and not rep.seeds):
-        return []
-    out = []
-    for seed in rep.seeds or [None]:
-        for fold in range(rep.folds) if rep.folds else [None]:
-            tag = "-".join(([f"fold-{fold}"] if fold is not None else []) + ([f"seed-{seed}"] if seed is not None
-                                                                              else []))
-            out.append((tag, fold, seed))
-    return out
-
-
-def plan(cfg: RunConfig) -> list[Variant]:
-    """The runs an experiment consists of, in the order they must run."""
-    exp = cfg.experiment
-    if exp.kind == "study":
-        variants = []
-        for part in exp.parts:
-            for v in plan(part_config(cfg, part)):
-                v.name, v.part = f"{part.name}/{v.name}", part.name
-                v.depends_on = f"{part.name}/{v.depends_on}" if v.depends_on else None
-                v.base = f"{part.name}/{v.base}" if v.base else None
-                variants.append(v)
-        return variants
-    variants = _plan_kind(cfg)
-    tags = repeat_tags(cfg)
-    if tags:
-        variants = _repeat(cfg, variants, tags)
-    names = [v.name for v in variants]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"experiment {exp.kind!r}: variant names repeat ({names}); make them unique")
-    return variants
-
-
-def _repeat(cfg: RunConfig, variants: list[Variant], tags: list[tuple[str, int | None, int | None]]
-            ) -> list[Variant]:
-    """Each variant once per fold/seed, in folders ``<variant folder>/<fold-i[-seed-s]>``."""
-    rep = cfg.experiment.repeats
-    by_name = {v.name: v for v in variants}
-    out = []
-    for v in variants:
-        for tag, fold, seed in tags:
-            overrides: dict[str, Any] = {}
-            if fold is not None:
-                overrides.update({"data.split.folds": rep.folds, "data.split.fold": fold})
-            if seed is not None:
-                overrides.update({"train.seed": seed, "data.split.seed": seed})
-            if v.follows_previous:
-                overrides["train.init_from"] = storage.join(by_name[v.depends_on].cfg.output_dir, tag, "model")
-            raw = v.cfg.model_dump(mode="json")
-            raw.pop("experiment")
-            raw["name"], raw["output_dir"] = f"{v.cfg.name}-{tag}", storage.join(v.cfg.output_dir, tag)
-            params = {**v.params, **({"fold": fold} if fold is not None else {}),
-                      **({"seed": seed} if seed is not None else {})}
-            out.append(Variant(f"{v.name}/{tag}", parse_config(raw, f"experiment run {v.name}/{tag}", overrides),
-                               params, f"{v.depends_on}/{tag}" if v.depends_on else None, base=v.name))
-    return out
-
-
-def _plan_kind(cfg: RunConfig) -> list[Variant]:
-    exp = cfg.experiment
-    variants: list[Variant] = []
-    if exp.kind == "single":
-        if repeat_tags(cfg):
-            return [Variant("run", _derive(cfg, "run", {}))]
-        return [Variant(cfg.name, cfg)]
-    if exp.kind == "compare":
-        extra = {get_spec(k).name: v for k, v in exp.model_overrides.items()}
-        unknown = set(extra) - set(exp.backbones)
-        if unknown:
-            raise ConfigError(f"experiment.model_overrides names backbones not in experiment.backbones: "
-                              f"{sorted(unknown)}")
-        for backbone in exp.backbones:
-            overrides = {"model.backbone": backbone, **{f"model.{k}": v for k, v in extra.get(backbone, {}).items()}}
-            variants.append(Variant(_slug(backbone), _derive(cfg, _slug(backbone), overrides),
-                                    {"backbone": backbone}))
-    elif exp.kind == "finetune":
-        for entry in exp.freeze:
-            depths = [0] if entry.strategy in ("head", "all") else entry.n
-            for n in depths:
-                name = entry.strategy if entry.strategy in ("head", "all") else f"{entry.strategy}-{n}"
-                overrides = {"model.freeze.strategy": entry.strategy, "model.freeze.n": n}
-                variants.append(Variant(name, _derive(cfg, name, overrides), {"strategy": entry.strategy, "n": n}))
-    elif exp.kind == "transfer":
-        previous: Variant | None = None
-        for i, stage in enumerate(exp.stages):
-            name = _slug(stage.name)
-            overrides = dict(stage.set)
-            follows = previous is not None and "train.init_from" not in overrides
-            if follows:
-                overrides["train.init_from"] = storage.join(previous.cfg.output_dir, "model")
-            variant = Variant(name, _derive(cfg, name, overrides), {"stage": i + 1, "stage_name": stage.name},
-                              previous.name if previous else None, follows_previous=follows)
-            variants.append(variant)
-            previous = variant
-    elif exp.kind == "data_size":
-        for f in exp.fractions:
-            name = f"fraction-{f:g}"
-            variants.append(Variant(name, _derive(cfg, name, {"data.train_fraction": f}), {"fraction": f}))
-        for subset in exp.subsets:
-            name = _slug(subset.name)
-            variants.append(Variant(name, _derive(cfg, name, {"data.train_filter": subset.filter}),
-                                    {"subset": subset.name}))
-    elif exp.kind == "modality":
-        variants.append(Variant("image-only", _derive(cfg, "image-only", {"model.tags": None}), {"inputs": "image"}))
-        variants.append(Variant("multimodal", _derive(cfg, "multimodal", {}), {"inputs": "image + tags"}))
-    return variants
-
-
-def finished_summary(cfg: RunConfig) -> dict | None:
-    """The summary of a finished run folder, or None when the run has not finished."""
-    uri = storage.join(cfg.output_dir, "summary.json")
-    try:
-        return storage.read_json(uri) if storage.exists(uri) else None
-    except StorageError:
-        return None
-
-
-def run_experiment(cfg: RunConfig, runner: Runner, report: Callable[[str], None] = print,
-                   train: bool = True) -> dict:
-    """Run every variant not yet finished, then write the comparison. Returns the experiment summary.
-    ``train=False``: run nothing; the comparison (or study report) covers the runs finished so far."""
-    variants = plan(cfg)
-    start = time.perf_counter()
-    if cfg.experiment.kind == "single" and not repeat_tags(cfg):
-        done = finished_summary(cfg)
-        if done is not None:
-            report(f"{cfg.name}: already finished in {cfg.output_dir}; nothing to do (use a new output_dir "
-                   "or name to train again)")
-            return done
-        return runner(cfg)
-
-    storage.makedirs(cfg.output_dir)
-    storage.write_text(storage.join(cfg.output_dir, "experiment.yaml"), dump_config(cfg))
-    results: dict[str, dict] = {}
-    for i, variant in enumerate(variants, 1):
-        head = f"[{i}/{len(variants)}] {variant.name}"
-        if variant.depends_on and "error" in results.get(variant.depends_on, {}):
-            results[variant.name] = {"error": f"not run: stage {variant.depends_on!r} failed"}
-            report(f"{head}: skipped, {results[variant.name]['error']}")
-            continue
-        done = finished_summary(variant.cfg)
-        if done is not None:
-            report(f"{head}: already finished, kept as is ({variant.cfg.output_dir})")
-            results[variant.name] = done
-            continue
-        if not train:
-            results[variant.name] = {"error": "not finished yet (report only)"}
-            continue
-        report(f"{head}: training -> {variant.cfg.output_dir}")
-        try:
-            results[variant.name] = runner(variant.cfg)
-        except LandslideError as exc:
-            results[variant.name] = {"error": str(exc)}
-            report(f"{head}: FAILED: {exc}")
-            continue
-        report(f"{head}: {_one_line(results[variant.name])}")
-    if cfg.experiment.kind == "study":
-        from landslide.training.study import combined_table, write_study
-
-        parts = {}
-        for part in cfg.experiment.parts:
-            pcfg = part_config(cfg, part)
-            pvariants = plan(pcfg)
-            parts[part.name] = {"cfg": pcfg, **write_results(pcfg, pvariants, {
-                v.name: results[f"{part.name}/{v.name}"] for v in pvariants}, export=False)}
-        table = combined_table(parts)
-        files = write_study(cfg, parts, variants, results)
-    else:
-        outcome = write_results(cfg, variants, results)
-        table, files = outcome["table"], outcome["files"]
-    summary = {"name": cfg.name, "kind": cfg.experiment.kind, "output_dir": cfg.output_dir,
-               "variants": len(variants), "failed": [n for n, r in results.items() if "error" in r],
-               "files": files, "seconds": time.perf_counter() - start, "rows": _records(table)}
-    storage.write_json(storage.join(cfg.output_dir, "experiment_summary.json"), summary)
-    return summary
-
-
-def _records(table: pd.DataFrame) -> list[dict]:
-    return table.astype(object).where(table.notna(), None).to_dict(orient="records")
-
-
-def write_results(cfg: RunConfig, variants: list[Variant], results: dict[str, dict], export: bool = True) -> dict:
-    """The comparison of one experiment: per-run table, the aggregate over repeats (when repeated), files and
-    plots, and (``export``) the best variant's model in ``output_dir/best_model``. Returns table/files/best."""
-    from landslide.training import repeats
-
-    runs = comparison_table(variants, results)
-    files: dict[str, str] = {}
-    if repeat_tags(cfg):
-        files["runs_csv"] = storage.join(cfg.output_dir, "runs.csv")
-        storage.write_text(files["runs_csv"], runs.to_csv(index=False))
-        table = repeats.aggregate_table(cfg, variants, results)
-    else:
-        table = runs.assign(runs=(runs["status"] == "ok").astype(int)) if "status" in runs else runs
-    files.update(write_comparison(cfg, table))
-    if cfg.experiment.kind == "modality" and not repeat_tags(cfg) and not any("error" in r for r in results.values()):
-        files.update(write_modality(cfg, variants))
-    best = None
-    if export and len(variants) > 1:
-        row = repeats.select_best(table, cfg.experiment.select, variants)
-        if row is not None:
-            best = repeats.export_best(cfg.output_dir, row, repeats.groups_of_runs(variants)[row["variant"]],
-                                       results, cfg.experiment.select)
-            files["best_model"] = best["model_dir"]
-    return {"table": table, "runs": runs, "files": files, "best": best}
+"""The metrics every comparison reports."""
 
 
 def format_summary(summary: dict) -> str:
@@ -316,7 +46,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _one_line(summary: dict) -> str:
+def one_line(summary: dict) -> str:
     m = summary.get("test_metrics")
     if not m:
         return f"done in {summary.get('seconds', 0):.0f} s (no test split)"

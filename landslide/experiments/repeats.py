@@ -17,7 +17,7 @@ itself by nested cross-validation: each fold's choice made on that fold's valida
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,12 +26,10 @@ from landslide import storage
 from landslide.config import RunConfig
 from landslide.errors import DataError, StorageError
 from landslide.evaluation.metrics import across_runs, pooled_metrics
-
-if TYPE_CHECKING:
-    from landslide.training.experiment import Variant
+from landslide.experiments.plan import Variant
+from landslide.experiments.report import METRICS
 
 log = logging.getLogger(__name__)
-METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
 _RUN_KEYS = ("fold", "seed")
 
 

@@ -2,7 +2,7 @@
 effect of test-time augmentation, where the selected model looks when it is wrong (Grad-CAM statistics) and
 where its errors are (by manifest columns such as scene or mask coverage).
 
-Written by :func:`landslide.training.experiment.run_experiment` for ``experiment.kind: study`` into the study's
+Written by :func:`landslide.experiments.runner.run_experiment` for ``experiment.kind: study`` into the study's
 ``output_dir``: ``study.md``, ``study.json``, ``attention_by_outcome.png`` and ``best_model/``.
 """
 
@@ -20,8 +20,9 @@ from landslide.errors import DataError
 from landslide.evaluation import breakdown, plots
 from landslide.evaluation.metrics import paired_pooled_difference
 from landslide.explain import attention_stats
-from landslide.training import repeats
-from landslide.training.experiment import Variant, caption, markdown_table
+from landslide.experiments import repeats
+from landslide.experiments.plan import Variant
+from landslide.experiments.report import caption, markdown_table
 
 log = logging.getLogger(__name__)
 
