@@ -220,3 +220,14 @@ def write_raster(path, data, crs="EPSG:32647", transform=None, **profile) -> str
                        crs=crs, transform=transform, **profile) as ds:
         ds.write(data)
     return str(path)
+
+
+def sweep_config(model_dir: str, source: str, output: str, **extra):
+    """A small sweep config (threshold 0.01: every scored tile positive); ``extra`` sections merge into it."""
+    from landslide.config import SweepConfig, parse_config
+
+    raw = {"name": "geo", "model": model_dir, "tiles": {"source": source}, "output": output, "batch_size": 4,
+           "shard_size": 4, "read_threads": 1, "explain": {"enabled": False}, "threshold": 0.01}
+    for key, value in extra.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return parse_config(raw, "test", schema=SweepConfig)

@@ -19,7 +19,7 @@ import shapely
 from PIL import Image
 from rasterio.transform import from_bounds
 
-from conftest import two_page_tiff_without_width, write_raster
+from conftest import sweep_config, two_page_tiff_without_width, write_raster
 from landslide import lonlat, storage
 from landslide.config import RegionConfig, SweepConfig, parse_config
 from landslide.data.images import decode, decode_image, encode_png
@@ -31,14 +31,6 @@ from landslide.inventory.tiles import build_index, load_tile, read_tile
 
 # The scene of issue 17: UTM zone 1N across 180°, 100 m pixels, swept in 2 x 2 windows of 558 px.
 UTM1_BOUNDS = (365474.0, 7591951.0, 477094.0, 7696071.0)
-
-
-def sweep_config(model_dir: str, source: str, output: str, **extra) -> SweepConfig:
-    raw = {"name": "geo", "model": model_dir, "tiles": {"source": source}, "output": output, "batch_size": 4,
-           "shard_size": 4, "read_threads": 1, "explain": {"enabled": False}, "threshold": 0.01}
-    for key, value in extra.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return parse_config(raw, "test", schema=SweepConfig)
 
 
 def read_parquet(uri: str) -> tuple[pd.DataFrame, dict]:

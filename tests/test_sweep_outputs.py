@@ -18,21 +18,13 @@ import rasterio
 import shapely
 from rasterio.transform import from_bounds
 
-from conftest import write_raster
+from conftest import sweep_config, write_raster
 from landslide import lonlat, storage
 from landslide.config import SweepConfig, parse_config
 from landslide.errors import ConfigError
 from landslide.inventory import geo
 from landslide.inventory.sweep import run_sweep
 from landslide.inventory.tiles import build_index, index_record, read_index, write_index
-
-
-def sweep_config(model_dir: str, source: str, output: str, **extra) -> SweepConfig:
-    raw = {"name": "out", "model": model_dir, "tiles": {"source": source}, "output": output, "batch_size": 8,
-           "shard_size": 8, "read_threads": 1, "explain": {"enabled": False}, "threshold": 0.01}
-    for key, value in extra.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return parse_config(raw, "test", schema=SweepConfig)
 
 
 def read_parquet(uri: str) -> pd.DataFrame:
