@@ -29,6 +29,7 @@ from landslide import storage
 from landslide.config import RunConfig, load_config, parse_config, parse_set
 from landslide.errors import LandslideError
 from landslide.training.engine import monitor_mode
+from landslide.training.summary import RunSummary
 from landslide.experiments.plan import plan
 from landslide.experiments.report import format_summary
 from landslide.experiments.runner import run_experiment
@@ -166,12 +167,13 @@ def train_on_ray(cfg: RunConfig) -> dict:
         raise RayTrainingFailed(f"{cfg.name}: Ray Train run failed after {cfg.ray.max_failures} retries: "
                                 f"{type(exc).__name__}: {first[-1] if first else ''} (finished epochs are "
                                 f"kept in {cfg.output_dir}; submit again to resume)") from exc
-    summary = storage.read_json(storage.join(cfg.output_dir, "summary.json"))
-    summary["ray"] = {"latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
+    uri = storage.join(cfg.output_dir, "summary.json")
+    summary = RunSummary.read(uri)
+    summary.ray = {"latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
                       "best_checkpoints": [c.path for c, _ in (result.best_checkpoints or [])],
                       "num_workers": cfg.ray.num_workers, "use_gpu": cfg.ray.use_gpu}
-    storage.write_json(storage.join(cfg.output_dir, "summary.json"), summary)
-    return summary
+    storage.write_json(uri, summary.to_json())
+    return summary.to_json()
 
 
 def build_parser() -> argparse.ArgumentParser:

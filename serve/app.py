@@ -38,6 +38,7 @@ from landslide.data.tags import TagSchema
 from landslide.errors import ConfigError, ImageError
 from landslide.explain.gradcam import CAM_METHODS
 from landslide.inference.predictor import Predictor, prepare_image
+from landslide.models.card import ModelCard
 from landslide.models.checkpoint import read_card
 
 RETRY_AFTER_S = 1
@@ -76,7 +77,7 @@ class Classifier:
         return await self.predict_batch((image, tags))
 
     def model(self) -> dict:
-        return {"info": self.predictor.info, "card": self.predictor.card}
+        return {"info": self.predictor.info, "card": self.predictor.card.to_json()}
 
 
 @serve.deployment
@@ -223,10 +224,10 @@ class Api:
         if not isinstance(tags, dict):
             raise HttpError(400, f"tags: expected a JSON object of tag names to values, got {type(tags).__name__}")
         if self._schema is None:
-            card = (await self._model_info())["card"]
-            if not card.get("tags"):
+            card = ModelCard.from_json((await self._model_info())["card"])
+            if card.tags is None:
                 raise HttpError(400, "tags: this model is image-only and takes no tags")
-            self._schema = TagSchema.from_json(card["tags"]["schema"])
+            self._schema = TagSchema.from_json(card.tags.tag_schema)
         try:
             self._schema.encode_records([tags])
         except ConfigError as exc:
@@ -321,7 +322,7 @@ def build_app(args: dict) -> serve.Application:
     """Serve's application builder (``import_path: serve.app:build_app``); ``args`` is a ServeAppConfig.
     The model card is checked here, so a missing or broken model fails ``serve run``/``deploy`` at once."""
     cfg = parse_config(dict(args), "serve application args", schema=ServeAppConfig)
-    input_size = int(read_card(cfg.model)["input_size"])
+    input_size = read_card(cfg.model).input_size
     raw = cfg.model_dump(mode="json")
     classifier = Classifier.options(**_options(cfg.classifier)).bind(raw)
     explainer = Explainer.options(**_options(cfg.explainer)).bind(raw)

@@ -1,6 +1,9 @@
-"""Registry, baseline CNN, weight sources, freezing, checkpoints."""
+"""Registry, baseline CNN, weight sources, freezing, checkpoints and model cards."""
 
+import json
+import os
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -8,6 +11,8 @@ from safetensors.torch import save_file
 from landslide.errors import CheckpointError, ConfigError, WeightsUnavailableError
 from landslide.models import registry
 from landslide.models.classifier import build_model, count_parameters
+from landslide.data.tags import TagSchema
+from landslide.models.card import CARD_FORMAT, ModelCard
 from landslide.models.checkpoint import load_checkpoint, make_card, save_checkpoint
 from landslide.models.freezing import apply_freezing, parameter_layers, set_frozen_batchnorm_eval
 from landslide.models.weights import OFFLINE_SOURCES
@@ -146,9 +151,81 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     loaded, card2 = load_checkpoint(str(tmp_path / "ck"))
     x = torch.randn(2, 3, 48, 48)
     assert torch.allclose(model(x), loaded(x))
-    assert card2["threshold"] == 0.37 and card2["input_size"] == 48 and "torch" in card2["versions"]
+    assert card2.threshold == 0.37 and card2.input_size == 48 and "torch" in card2.versions
+    assert card2.weights_sha256 == card.weights_sha256 and card2.format == CARD_FORMAT
     with pytest.raises(CheckpointError, match="model card.*not found"):
         load_checkpoint(str(tmp_path / "nowhere"))
     (tmp_path / "ck" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_checkpoint(str(tmp_path / "ck"))
+
+
+CARDS = os.path.join(os.path.dirname(__file__), "cards")
+"""Model cards as earlier versions wrote them (made by that code, for baseline_cnn), one per format."""
+
+
+@pytest.mark.parametrize("name", ["format1_plain.json", "format1_multimodal.json"])
+def test_cards_written_before_still_load_and_serve(tmp_path, name):
+    from landslide.inference.predictor import Predictor
+
+    raw = json.load(open(os.path.join(CARDS, name)))
+    assert raw["format"] == 1 and "weights_sha256" not in raw
+    described = ModelCard.from_json(raw)
+    tags, size = described.tags, described.size_head
+    model = build_model(described.backbone, tags=TagSchema.from_json(tags.tag_schema) if tags else None,
+                        tag_options=tags.options() if tags else None, size_classes=size.classes if size else None)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "model_card.json").write_text(json.dumps(raw))
+
+    loaded, card = load_checkpoint(str(folder))
+    assert card.format == CARD_FORMAT and len(card.weights_sha256) == 64 and card.name == raw["name"]
+    assert card.tta == raw.get("tta", "none") and card.threshold == raw["threshold"]
+    assert card.threshold_for() == raw["threshold"]
+    assert card.threshold_for("none") == raw.get("thresholds_by_tta", {}).get("none", raw["threshold"])
+    assert card.threshold_for("flips") == raw["threshold"]  # a mode its run never calibrated
+    assert (loaded.tag_schema is not None) == (tags is not None)
+    predictor = Predictor(str(folder))
+    assert predictor.tta == card.tta and predictor.threshold == card.threshold_for(card.tta)
+    probs = predictor.predict(np.zeros((2, card.input_size, card.input_size, 3), np.uint8))
+    assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
+    # everything the old card said survives the round trip, fields this version does not know too
+    again = card.to_json()
+    for key, value in raw.items():
+        if key not in ("format", "thresholds_by_tta") and value is not None:  # nulls are left out
+            assert again[key] == value, key
+
+
+def test_model_card_refuses_what_it_cannot_read(tmp_path):
+    model = build_model("baseline_cnn").eval()
+    card = make_card(model, 32, threshold=0.5)
+    save_checkpoint(model, card, str(tmp_path / "ck"))
+    assert card.thresholds_by_tta == {"none": 0.5} and card.tta == "none"
+    on_disk = json.load(open(tmp_path / "ck" / "model_card.json"))
+    assert on_disk["format"] == CARD_FORMAT and on_disk["weights_sha256"] == card.weights_sha256
+
+    def write(**change):
+        (tmp_path / "ck" / "model_card.json").write_text(json.dumps({**on_disk, **change}))
+
+    write(format=CARD_FORMAT + 1)
+    with pytest.raises(CheckpointError, match=f"format {CARD_FORMAT + 1} was written by a newer landslide"):
+        load_checkpoint(str(tmp_path / "ck"))
+    write(format="two")
+    with pytest.raises(CheckpointError, match="not a positive integer"):
+        load_checkpoint(str(tmp_path / "ck"))
+    write(threshold=1.5, input_size=0)
+    with pytest.raises(CheckpointError, match=r"invalid model card \(input_size: .*threshold: "):
+        load_checkpoint(str(tmp_path / "ck"))
+    write(tta="d8")
+    with pytest.raises(CheckpointError, match="tta: Input should be 'none', 'flips' or 'd4'"):
+        load_checkpoint(str(tmp_path / "ck"))
+    (tmp_path / "ck" / "model_card.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="a model card is a JSON object, got list"):
+        load_checkpoint(str(tmp_path / "ck"))
+    # weights of another model than the card's digest says
+    write()
+    other = build_model("baseline_cnn")
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "ck" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="weights and card come from different models"):
         load_checkpoint(str(tmp_path / "ck"))

@@ -143,8 +143,8 @@ def test_multimodal_run_with_size_head(multimodal_run, tagged_manifest):
     assert os.path.exists(os.path.join(out, "tag_leakage.json"))
 
     model, card = load_checkpoint(s["model_dir"])
-    assert card["inputs"] == "image + tags" and card["size_head"]["column"] == "glc_size"
-    assert [e["column"] for e in card["tags"]["schema"]["categorical"]] == ["glc_setting", "glc_category"]
+    assert card.inputs == "image + tags" and card.size_head.column == "glc_size"
+    assert [e["column"] for e in card.tags.tag_schema["categorical"]] == ["glc_setting", "glc_category"]
     assert model.tag_schema.columns == ["glc_setting", "glc_category", "glc_distance_km"] and model.size_classes
     # a reloaded model reproduces the evaluation's probabilities with tags and without
     from landslide.data.manifest import load
@@ -254,7 +254,7 @@ def test_broken_tag_section_in_a_card_is_a_checkpoint_error(multimodal_run, tmp_
     broken = json.loads(json.dumps(card))
     del broken["tags"]["schema"]
     (tmp_path / "m" / "model_card.json").write_text(json.dumps(broken))
-    with pytest.raises(CheckpointError, match="malformed tags or size_head section"):
+    with pytest.raises(CheckpointError, match=r"invalid model card \(tags.schema: Field required"):
         load_checkpoint(str(tmp_path / "m"))
     # a card whose tag columns are in another order than the weights' embeddings
     card["tags"]["schema"]["categorical"].reverse()

@@ -60,8 +60,8 @@ def test_job_submit_two_workers_with_data_and_checkpoints_in_gcs(ray_cluster, gc
     assert summary["world_size"] == 2 and summary["epochs_run"] == 2
     assert summary["ray"]["latest_checkpoint"].endswith("checkpoint_epoch_002")
     model, card = load_checkpoint(f"{run}/model")
-    assert card["backbone"] == "baseline_cnn" and 0 < card["threshold"] < 1
-    assert card["inputs"] == "image + tags" and model.size_classes == ("small", "medium", "large")
+    assert card.backbone == "baseline_cnn" and 0 < card.threshold < 1
+    assert card.inputs == "image + tags" and model.size_classes == ("small", "medium", "large")
     assert summary["test_metrics_without_tags"] and summary["test_size_metrics"]["n"] >= 0
     history = json.loads(fs.cat(f"{run}/history.json"))
     assert all(h["train_size_loss"] >= 0 for h in history)  # size losses reduced over both ranks
@@ -115,7 +115,7 @@ def test_killed_worker_is_replaced_and_training_resumes(ray_cluster, synth_manif
     assert [h["epoch"] for h in history] == list(range(epochs))  # no epoch lost or repeated
     assert summary["epochs_run"] == epochs
     model, card = load_checkpoint(str(tmp_path / "fault" / "model"))
-    assert card["training"]["epochs_run"] == epochs
+    assert card.training["epochs_run"] == epochs
 
 
 def test_bad_configs_fail_before_any_worker_starts(ray_cluster, synth_manifest, tmp_path):

@@ -155,7 +155,7 @@ def test_predictor_matches_evaluation(model_dir, synth_manifest):
     np.testing.assert_allclose(predictor.predict(raw), expected["probability"][:4], atol=1e-5)
     with pytest.raises(ValueError, match="batch of RGB uint8 images"):
         predictor.predict(raw[0])
-    assert predictor.info["version"] == card["weights_sha256"][:12] and len(predictor.info["version"]) == 12
+    assert predictor.info["version"] == card.weights_sha256[:12] and len(predictor.info["version"]) == 12
     probs, cams = predictor.explain(batch[:3])
     assert cams.shape == (3, predictor.input_size, predictor.input_size) and 0 <= cams.min() and cams.max() <= 1
     np.testing.assert_allclose(probs, expected["probability"][:3], atol=1e-5)

@@ -23,13 +23,14 @@ from landslide.evaluation.report import write_report
 from landslide.explain import attention_stats
 from landslide.explain.gallery import write_galleries
 from landslide.explain.gradcam import CamExplainer, overlay
+from landslide.models.card import ModelCard
 from landslide.models.classifier import LandslideClassifier
 from landslide.models.tta import VIEWS as TTA_VIEWS
 from landslide.inference.batch import predict_loader
 from landslide.inference.transform import eval_transform
 
 
-def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest, batch_size: int = 32,
+def predict_manifest(model: LandslideClassifier, card: ModelCard, manifest: Manifest, batch_size: int = 32,
                      device: torch.device | str = "cpu", num_workers: int = 0, max_pixels: int = 64_000_000,
                      progress: bool = False, without_tags: bool = False,
                      tta: str = "none") -> tuple[pd.DataFrame, list[dict]]:
@@ -47,7 +48,7 @@ def predict_manifest(model: LandslideClassifier, card: dict, manifest: Manifest,
     return frame, errors
 
 
-def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manifest, preds: pd.DataFrame,
+def explain_predictions(model: LandslideClassifier, card: ModelCard, manifest: Manifest, preds: pd.DataFrame,
                         threshold: float, method: str, max_images: int, batch_size: int = 16,
                         device: torch.device | str = "cpu", seed: int = 0) -> list[dict]:
     """Grad-CAM for up to ``max_images`` predictions (all errors first, then a seeded sample of the rest)."""
@@ -62,7 +63,7 @@ def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manife
                         collate_fn=collate_skip_bad)
     lookup = chosen.set_index("index")
     explainer = CamExplainer(model.to(device), method)
-    norm = card["normalization"]
+    norm = card.normalization
     items = []
     try:
         for batch in loader:
@@ -77,13 +78,13 @@ def explain_predictions(model: LandslideClassifier, card: dict, manifest: Manife
                 items.append({
                     "uri": row["uri"], "probability": float(row["probability"]), "target": int(row["target"]),
                     "outcome": outcome(int(row["target"]), pred), "shares": attention_stats.region_shares(cam),
-                    "overlay": overlay(denormalize(img, norm["mean"], norm["std"]), cam)})
+                    "overlay": overlay(denormalize(img, norm.mean, norm.std), cam)})
     finally:
         explainer.close()
     return items
 
 
-def evaluate_without_tags(model: LandslideClassifier, card: dict, manifest: Manifest, preds: pd.DataFrame,
+def evaluate_without_tags(model: LandslideClassifier, card: ModelCard, manifest: Manifest, preds: pd.DataFrame,
                           threshold: float, cfg: EvalConfig, out_dir: str, device: torch.device | str = "cpu",
                           batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> dict:
     """A multi-modal model on the same images with every tag unknown (as sweeps and most requests see it):
@@ -114,14 +115,14 @@ def evaluate_without_tags(model: LandslideClassifier, card: dict, manifest: Mani
 
 
 @torch.no_grad()
-def evaluate_size_head(model: LandslideClassifier, card: dict, manifest: Manifest, cfg: EvalConfig,
+def evaluate_size_head(model: LandslideClassifier, card: ModelCard, manifest: Manifest, cfg: EvalConfig,
                        device: torch.device | str = "cpu", batch_size: int = 32, num_workers: int = 0,
                        seed: int = 0) -> dict:
     """The size head on the landslide images whose size class is known: accuracy, macro F1 (intervals),
     per-class scores, confusion matrix and the majority-class baseline."""
-    head = card["size_head"]
-    classes = head["classes"]
-    sizes = size_targets(manifest.frame, head["column"], classes)
+    head = card.size_head
+    classes = head.classes
+    sizes = size_targets(manifest.frame, head.column, classes)
     rows = np.flatnonzero(sizes >= 0)
     dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema)
     loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=batch_size, num_workers=num_workers,
@@ -140,17 +141,17 @@ def evaluate_size_head(model: LandslideClassifier, card: dict, manifest: Manifes
     y = np.concatenate(ys) if ys else np.zeros(0, int)
     pred = np.concatenate(preds) if preds else np.zeros(0, int)
     out = multiclass_metrics(y, pred, classes, cfg.bootstrap, cfg.confidence, seed)
-    out["column"] = head["column"]
+    out["column"] = head.column
     out["landslide_images_without_size"] = int(((manifest.frame["target"] == 1).to_numpy() & (sizes < 0)).sum())
     return out
 
 
-def _without_tta(model: LandslideClassifier, card: dict, manifest: Manifest, preds: pd.DataFrame, cfg: EvalConfig,
+def _without_tta(model: LandslideClassifier, card: ModelCard, manifest: Manifest, preds: pd.DataFrame, cfg: EvalConfig,
                  metrics: dict, device, batch_size: int, num_workers: int, seed: int) -> pd.DataFrame:
     """The measured effect of test-time augmentation: the same model without it (at the threshold chosen on
     validation without it), and the paired difference with it minus without, into ``metrics['tta']``."""
-    mode, threshold = card["tta"], float(card["threshold"])
-    plain_threshold = float(card.get("thresholds_by_tta", {}).get("none", threshold))
+    mode, threshold = card.tta, card.threshold
+    plain_threshold = card.threshold_for("none")
     plain, _ = predict_manifest(model, card, manifest, batch_size, device, num_workers)
     both = preds.merge(plain[["index", "probability"]].rename(columns={"probability": "probability_without_tta"}),
                        on="index")
@@ -162,14 +163,13 @@ def _without_tta(model: LandslideClassifier, card: dict, manifest: Manifest, pre
     return both.assign(prediction_without_tta=(q >= plain_threshold).astype(int))
 
 
-def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, out_dir: str, cfg: EvalConfig,
+def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manifest, out_dir: str, cfg: EvalConfig,
                    history: list[dict] | None = None, device: torch.device | str = "cpu", batch_size: int = 32,
                    num_workers: int = 0, seed: int = 0, title: str = "Evaluation",
                    extra_report: dict[str, Any] | None = None) -> dict:
     """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics."""
     storage.makedirs(out_dir)
-    threshold = float(card.get("threshold", 0.5))
-    tta = str(card.get("tta", "none"))
+    threshold, tta = card.threshold, card.tta
     started = time.perf_counter()
     preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers, tta=tta)
     predict_seconds = time.perf_counter() - started
@@ -184,11 +184,12 @@ def evaluate_model(model: LandslideClassifier, card: dict, manifest: Manifest, o
     if model.tag_encoder is not None:
         metrics["tags"] = evaluate_without_tags(model, card, manifest, preds, threshold, cfg, out_dir, device,
                                                 batch_size, num_workers, seed)
-    if model.size_head is not None and card.get("size_head", {}).get("column") in manifest.frame.columns:
+    if model.size_head is not None and card.size_head and card.size_head.column in manifest.frame.columns:
         metrics["size"] = evaluate_size_head(model, card, manifest, cfg, device, batch_size, num_workers, seed)
     # end-to-end: decoding, transforms and the model, as a sweep would see it
     metrics["images_per_s"] = len(preds) / predict_seconds if predict_seconds > 0 else None
-    metrics["model"] = {"name": card.get("name"), "backbone": card["backbone"], "input_size": card["input_size"]}
+    metrics["model"] = {"name": card.name, "backbone": card.backbone, "input_size": card.input_size,
+                        "version": card.version}
     preds = preds.assign(prediction=(p >= threshold).astype(int))
     preds["outcome"] = [outcome(t, q) for t, q in zip(preds["target"], preds["prediction"])]
     storage.write_text(storage.join(out_dir, "predictions.csv"), preds.drop(columns="index").to_csv(index=False))

@@ -7,6 +7,7 @@ from typing import Any
 
 from landslide import storage
 from landslide.explain.attention_stats import REGIONS
+from landslide.models.card import ModelCard
 
 _ROWS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "balanced_accuracy", "roc_auc", "pr_auc")
 
@@ -46,7 +47,7 @@ def _interval(values: list[float] | None) -> str:
     return f"{values[0]:+.3f} – {values[1]:+.3f}" if values else "n/a"
 
 
-def tags_section(tags: dict | None, card: dict, with_tags: dict) -> list[str]:
+def tags_section(tags: dict | None, card: ModelCard, with_tags: dict) -> list[str]:
     """A multi-modal model with and without its tags on the same images, and the training split's leakage
     check."""
     if not tags:
@@ -64,7 +65,7 @@ def tags_section(tags: dict | None, card: dict, with_tags: dict) -> list[str]:
         lines.append(f"| {key} | {_fmt(with_tags.get(key))} | {_fmt(without.get(key))} | "
                      f"{diff['difference']:+.3f} [{_interval(diff['interval'])}]{mark} |")
     lines += ["", "\\* the interval excludes 0."]
-    leakage = card.get("tags", {}).get("leakage")
+    leakage = card.tags.leakage if card.tags else None
     if leakage:
         from landslide.evaluation.leakage import leakage_lines
 
@@ -116,15 +117,15 @@ def size_section(size: dict | None) -> list[str]:
     return lines
 
 
-def write_report(uri: str, title: str, metrics: dict, card: dict, figures: dict[str, str],
+def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: dict[str, str],
                  galleries: dict[str, dict], history: list[dict] | None, extra: dict[str, Any]) -> None:
     """Write report.md."""
     c = metrics["confusion"]
     lines = [f"# {title}", ""]
     for key, value in extra.items():
         lines.append(f"- **{key}**: {value}")
-    lines += [f"- **model**: {card.get('name')} (backbone `{card['backbone']}`, input {card['input_size']} px, "
-              f"weights from {card.get('pretrained', {}).get('source', 'n/a')})",
+    lines += [f"- **model**: {card.name} (backbone `{card.backbone}`, input {card.input_size} px, "
+              f"weights from {card.pretrained.get('source', 'n/a')}, version {card.version})",
               f"- **images**: {metrics['n']} ({metrics['positives']} landslide, {metrics['negatives']} non-landslide); "
               f"unreadable: {len(metrics.get('unreadable_images', []))}",
               f"- **threshold**: {metrics['threshold']:.3f} (chosen on validation data; stored in the model card)",

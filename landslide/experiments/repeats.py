@@ -190,7 +190,7 @@ def export_best(out_dir: str, best: pd.Series, runs: list[Variant], results: dic
                 label: str | None = None) -> dict:
     """Copy the best variant's best run (by validation ``metric``) to ``out_dir/best_model`` and extend its card
     with how it was chosen and the variant's test estimate. Returns the selection record."""
-    from landslide.models.checkpoint import CARD_FILE, WEIGHTS_FILE, read_card
+    from landslide.models.checkpoint import CARD_FILE, WEIGHTS_FILE, read_card, write_card
 
     finished = [v for v in runs if "error" not in results.get(v.name, {"error": 1})]
     run = max(finished, key=lambda v: results[v.name].get("val_metrics", {}).get(metric, float("-inf")))
@@ -207,8 +207,8 @@ def export_best(out_dir: str, best: pd.Series, runs: list[Variant], results: dic
                  "test_intervals": {k: [_num(best.get(f"test_{k}_low")), _num(best.get(f"test_{k}_high"))]
                                     for k in METRICS if _num(best.get(f"test_{k}_low")) is not None}}
     card = read_card(target)
-    card["selection"] = selection
-    storage.write_json(storage.join(target, "model_card.json"), card)
+    card.selection = selection
+    write_card(card, target)
     return {**selection, "model_dir": target}
 
 

@@ -14,6 +14,7 @@ from landslide.config import RunConfig
 from landslide.errors import DataError, StorageError
 from landslide.evaluation import plots
 from landslide.experiments.plan import Variant
+from landslide.training.summary import RunSummary
 
 log = logging.getLogger(__name__)
 METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
@@ -21,17 +22,18 @@ METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_a
 
 
 def format_summary(summary: dict) -> str:
-    """The end-of-run summary printed by ``landslide train`` and the Ray job (plain text, log friendly)."""
+    """The end-of-run summary printed by ``landslide train`` and the Ray job (plain text, log friendly):
+    ``summary`` is a run's (:class:`RunSummary` JSON) or an experiment's."""
     if "kind" not in summary:  # a single run
-        lines = [f"run {summary['name']}: {summary.get('epochs_run')} epochs (best {summary.get('best_epoch')}), "
-                 f"{summary.get('seconds', 0):.0f} s",
-                 f"  model:   {summary.get('model_dir')}  (threshold {summary.get('threshold', 0.5):.3f})"]
-        if summary.get("test_metrics"):
-            ci = summary.get("test_intervals", {})
+        run = RunSummary.from_json(summary)
+        lines = [f"run {run.name}: {run.epochs_run} epochs (best {run.best_epoch}), {run.seconds or 0:.0f} s",
+                 f"  model:   {run.model_dir}  (threshold {run.threshold:.3f})"]
+        if run.test_metrics:
+            ci = run.test_intervals
             lines.append("  test:    " + ", ".join(
                 f"{k}={v:.3f}" + (f" [{ci[k][0]:.3f}-{ci[k][1]:.3f}]" if k in ci and k in ("f1", "accuracy") else "")
-                for k, v in summary["test_metrics"].items() if v is not None))
-            lines.append(f"  report:  {storage.join(summary['output_dir'], 'eval', 'report.md')}")
+                for k, v in run.test_metrics.items() if v is not None))
+            lines.append(f"  report:  {storage.join(run.output_dir, 'eval', 'report.md')}")
         return "\n".join(lines)
     lines = [f"experiment {summary['name']} ({summary['kind']}): {summary['variants']} variants, "
              f"{len(summary['failed'])} failed, {summary['seconds']:.0f} s"]
@@ -47,48 +49,54 @@ def format_summary(summary: dict) -> str:
 
 
 def one_line(summary: dict) -> str:
-    m = summary.get("test_metrics")
+    """A finished run in one line (its :class:`RunSummary` JSON)."""
+    run = RunSummary.from_json(summary)
+    m = run.test_metrics
     if not m:
-        return f"done in {summary.get('seconds', 0):.0f} s (no test split)"
-    return (f"test accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, MCC {m['mcc']:.3f} "
-            f"in {summary.get('seconds', 0):.0f} s")
+        return f"done in {run.seconds or 0:.0f} s (no test split)"
+    return f"test accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, MCC {m['mcc']:.3f} in {run.seconds or 0:.0f} s"
+
+
+def _freeze_label(freeze: dict) -> str:
+    strategy = freeze.get("strategy", "all")
+    return strategy + (f" {freeze.get('n')}" if strategy in ("last_blocks", "last_layers") else "")
 
 
 def comparison_table(variants: list[Variant], results: dict[str, dict]) -> pd.DataFrame:
-    """One row per variant: size, depth, accuracy by split, test metrics with intervals, time, speed."""
+    """One row per variant: size, depth, accuracy by split, test metrics with intervals, time, speed.
+    ``results``: each variant's :class:`RunSummary` JSON, or ``{"error": message}``."""
     rows = []
     for variant in variants:
         res = results.get(variant.name, {})
         row: dict[str, Any] = {"variant": variant.name, **variant.params,
                                "backbone": res.get("backbone", variant.cfg.model.backbone)}
-        if "error" in res:
+        try:
+            run = None if "error" in res else RunSummary.from_json(res, f"{variant.cfg.output_dir}/summary.json")
+        except StorageError as exc:
+            res = {"error": str(exc)}
+        if run is None or "error" in res:
             rows.append({**row, "status": "failed", "error": res["error"]})
             continue
-        best = res.get("best_epoch_metrics", {})
-        test = res.get("test_metrics", {})
-        intervals = res.get("test_intervals", {})
+        best, test, intervals = run.best_epoch_metrics, run.test_metrics or {}, run.test_intervals
         row.update({
-            "status": "ok", "freeze": f"{res['freeze']['strategy']}"
-            + (f" {res['freeze']['n']}" if res['freeze']['strategy'] in ("last_blocks", "last_layers") else ""),
-            "train_images": res.get("train_images"), "total_params": res.get("total_params"),
-            "trainable_params": res.get("trainable_params"), "size_mb": res.get("model_size_mb"),
-            "depth": res.get("depth"), "image_size": res.get("image_size"),
-            "train_accuracy": best.get("train_accuracy"), "val_accuracy": best.get("val_accuracy"),
-            "test_images": res.get("test_images")})
+            "status": "ok", "freeze": _freeze_label(run.freeze), "train_images": run.train_images,
+            "total_params": run.total_params, "trainable_params": run.trainable_params, "size_mb": run.model_size_mb,
+            "depth": run.depth, "image_size": run.image_size, "train_accuracy": best.get("train_accuracy"),
+            "val_accuracy": best.get("val_accuracy"), "test_images": run.test_images})
         for key in METRICS:
-            row[f"val_{key}"] = res.get("val_metrics", {}).get(key)
+            row[f"val_{key}"] = (run.val_metrics or {}).get(key)
             row[f"test_{key}"] = test.get(key)
             row[f"test_{key}_low"], row[f"test_{key}_high"] = intervals.get(key) or (None, None)
-        row.update({"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
-                    "seconds": res.get("seconds"), "train_images_per_s": res.get("train_images_per_s"),
-                    "inference_images_per_s": res.get("inference_images_per_s"), "output_dir": res.get("output_dir")})
+        row.update({"epochs_run": run.epochs_run, "best_epoch": run.best_epoch, "seconds": run.seconds,
+                    "train_images_per_s": run.train_images_per_s,
+                    "inference_images_per_s": run.inference_images_per_s, "output_dir": run.output_dir})
         rows.append(row)
-        if res.get("test_metrics_without_tags"):  # the same multi-modal model, every tag unknown
+        if run.test_metrics_without_tags:  # the same multi-modal model, every tag unknown
             bare = {**row, "variant": f"{variant.name} (no tags)", "inputs": "image (tags unknown)"}
             for key in METRICS:
-                bare[f"test_{key}"] = res["test_metrics_without_tags"].get(key)
+                bare[f"test_{key}"] = run.test_metrics_without_tags.get(key)
                 bare[f"test_{key}_low"], bare[f"test_{key}_high"] = \
-                    res.get("test_intervals_without_tags", {}).get(key) or (None, None)
+                    run.test_intervals_without_tags.get(key) or (None, None)
             rows.append(bare)
     return pd.DataFrame(rows)
 
@@ -195,7 +203,7 @@ def write_modality(cfg: RunConfig, variants: list[Variant]) -> dict[str, str]:
         image = _predictions(image_dir, "predictions.csv")
         multi = _predictions(multi_dir, "predictions.csv")
         bare = _predictions(multi_dir, "predictions_without_tags.csv")
-        thresholds = [storage.read_json(storage.join(d, "summary.json"))["threshold"] for d in (image_dir, multi_dir)]
+        thresholds = [RunSummary.read(storage.join(d, "summary.json")).threshold for d in (image_dir, multi_dir)]
         leakage = storage.read_json(storage.join(multi_dir, "tag_leakage.json")) \
             if storage.exists(storage.join(multi_dir, "tag_leakage.json")) else None
     except (StorageError, DataError, KeyError, ValueError) as exc:

@@ -50,12 +50,10 @@ class Predictor:
         self.model_uri = model_uri
         # test-time augmentation: the card's mode unless asked otherwise, with the validation threshold chosen
         # for that mode when the card has one
-        self.tta = tta or str(self.card.get("tta", "none"))
-        default = self.card.get("thresholds_by_tta", {}).get(self.tta, self.card["threshold"])
-        self.input_size = int(self.card["input_size"])
-        self.threshold = float(default if threshold is None else threshold)
-        norm = self.card["normalization"]
-        self.mean, self.std = tuple(norm["mean"]), tuple(norm["std"])
+        self.tta = tta or self.card.tta
+        self.input_size = self.card.input_size
+        self.threshold = float(self.card.threshold_for(self.tta) if threshold is None else threshold)
+        self.mean, self.std = self.card.normalization.mean, self.card.normalization.std
         self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         self.cam_method = cam_method
@@ -64,9 +62,9 @@ class Predictor:
     @property
     def info(self) -> dict:
         """Model identity recorded with every prediction: name, backbone and version (weights hash)."""
-        return {"name": str(self.card.get("name") or self.card["backbone"]), "backbone": self.card["backbone"],
-                "version": self.card["weights_sha256"][:12], "input_size": self.input_size,
-                "threshold": self.threshold, "inputs": self.card.get("inputs", "image"), "tta": self.tta}
+        return {"name": self.card.name, "backbone": self.card.backbone, "version": self.card.version,
+                "input_size": self.input_size, "threshold": self.threshold, "inputs": self.card.inputs,
+                "tta": self.tta}
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)`` at the model's input size (as evaluation resizes)."""

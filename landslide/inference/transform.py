@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from landslide.data.transforms import build_transform
+from landslide.models.card import ModelCard
 
 
-def eval_transform(card: dict):
-    """The deterministic transform a model card prescribes."""
-    norm = card["normalization"]
-    return build_transform(int(card["input_size"]), tuple(norm["mean"]), tuple(norm["std"]))
+def eval_transform(card: ModelCard):
+    """The deterministic transform a model card prescribes (:meth:`ModelCard.transform`): uint8
+    ``(H, W, 3)`` -> float ``(3, S, S)``."""
+    return card.transform()

@@ -1,5 +1,5 @@
-"""Checkpoints: ``model.safetensors`` (tensors only) + ``model_card.json`` (everything needed to rebuild and
-use the model). Nothing is ever pickled, so loading a checkpoint cannot run code."""
+"""Checkpoints: ``model.safetensors`` (tensors only) + ``model_card.json`` (a :class:`ModelCard`: everything
+needed to rebuild and use the model). Nothing is ever pickled, so loading a checkpoint cannot run code."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from safetensors.torch import save as save_safetensors
 from landslide import CLASSES, __version__, storage
 from landslide.data.tags import TagSchema
 from landslide.errors import CheckpointError, LandslideError, StorageError
+from landslide.models.card import CARD_FORMAT, ModelCard, SizeHead, TagsSection
 from landslide.models.classifier import LandslideClassifier
-from landslide.models.multimodal import OPTIONS as TAG_OPTIONS
 from landslide.models.registry import get_spec
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
-CARD_FORMAT = 1
 
 
 def library_versions() -> dict[str, str]:
@@ -34,78 +33,76 @@ def library_versions() -> dict[str, str]:
             "timm": timm.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def make_card(model: LandslideClassifier, image_size: int, threshold: float = 0.5, **extra: Any) -> dict:
-    """A model card for ``model``; ``extra`` adds fields such as training data summary and metrics."""
+def make_card(model: LandslideClassifier, image_size: int, threshold: float = 0.5, **extra: Any) -> ModelCard:
+    """A model card for ``model``; ``extra`` sets further :class:`ModelCard` fields (``name``, ``training``,
+    ``freezing``, the size head's ``column`` as ``size_head={"column": ...}``)."""
     spec = model.spec
-    card = {
-        "format": CARD_FORMAT,
-        "name": extra.pop("name", spec.name),
-        "backbone": spec.name,
-        "timm_name": spec.timm_name,
-        "input_size": int(image_size),
-        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
-        "classes": list(CLASSES),
-        "positive_class": CLASSES[1],
-        "output": "one logit; sigmoid(logit) = probability of landslide",
-        "threshold": float(threshold),
-        "cam_layer": spec.cam_layer,
-        "dropout": float(model.dropout.p),
-        "pretrained": model.weights_info,
+    fields: dict[str, Any] = {
+        "name": extra.pop("name", None) or spec.name, "backbone": spec.name, "timm_name": spec.timm_name,
+        "input_size": int(image_size), "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "classes": list(CLASSES), "positive_class": CLASSES[1], "threshold": float(threshold),
+        "thresholds_by_tta": {"none": float(threshold)}, "cam_layer": spec.cam_layer,
+        "dropout": float(model.dropout.p), "pretrained": model.weights_info,
         "parameters": sum(p.numel() for p in model.parameters()),
         "inputs": "image + tags" if model.tag_encoder is not None else "image",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
     if model.tag_encoder is not None:
-        card["tags"] = {"schema": model.tag_schema.to_json(), **model.tag_encoder.options(),
-                        "without_tags": "supported: every tag unknown"}
+        fields["tags"] = TagsSection(tag_schema=model.tag_schema.to_json(), **model.tag_encoder.options())
     if model.size_head is not None:
-        card["size_head"] = {"classes": list(model.size_classes),
-                             "output": "one logit per size class (softmax); meaningful for landslides only",
-                             **extra.pop("size_head", {})}
-    card.update(extra)
-    return card
+        fields["size_head"] = SizeHead(classes=list(model.size_classes), **extra.pop("size_head", {}))
+    try:
+        return ModelCard(**fields, **extra)
+    except ValueError as exc:  # pydantic's ValidationError: a programming error, named
+        raise CheckpointError(f"cannot make a model card for {spec.name!r}: {exc}") from exc
 
 
-def save_checkpoint(model: LandslideClassifier, card: dict, out_dir: str) -> str:
-    """Write weights and card into ``out_dir`` (weights first, so a card always has its weights)."""
+def save_checkpoint(model: LandslideClassifier, card: ModelCard, out_dir: str) -> str:
+    """Write weights and card into ``out_dir`` (weights first, so a card always has its weights); records the
+    weights' SHA-256 in ``card``. Returns ``out_dir``."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    storage.write_bytes(storage.join(out_dir, WEIGHTS_FILE),
-                        save_safetensors(state, metadata={"backbone": model.spec.name, "format": str(CARD_FORMAT)}))
-    storage.write_json(storage.join(out_dir, CARD_FILE), card)
+    raw = save_safetensors(state, metadata={"backbone": model.spec.name, "format": str(CARD_FORMAT)})
+    storage.write_bytes(storage.join(out_dir, WEIGHTS_FILE), raw)
+    card.weights_sha256 = hashlib.sha256(raw).hexdigest()
+    write_card(card, out_dir)
     return out_dir
 
 
-def read_card(model_dir: str) -> dict:
-    """Read and check a model card."""
+def write_card(card: ModelCard, model_dir: str) -> None:
+    """(Re)write ``model_dir/model_card.json`` (e.g. with test metrics added after the weights were saved)."""
+    storage.write_json(storage.join(model_dir, CARD_FILE), card.to_json())
+
+
+def read_card(model_dir: str) -> ModelCard:
+    """Read, upgrade and check the model card in ``model_dir``. CheckpointError: missing, unreadable, invalid
+    or of a newer format."""
     uri = storage.join(model_dir, CARD_FILE)
     try:
-        card = storage.read_json(uri)
+        raw = storage.read_json(uri)
     except StorageError as exc:
         raise CheckpointError(f"model card: {exc}") from exc
-    for key in ("backbone", "input_size", "normalization", "threshold"):
-        if key not in card:
-            raise CheckpointError(f"{uri}: model card lacks {key!r}")
-    return card
+    return ModelCard.from_json(raw, uri)
 
 
-def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple[LandslideClassifier, dict]:
-    """Rebuild the model described by the card in ``model_dir`` and load its weights (strictly)."""
+def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple[LandslideClassifier, ModelCard]:
+    """Rebuild the model described by the card in ``model_dir`` and load its weights (strictly). The card
+    returned carries the weights' SHA-256 (cards of format 1 did not record it); CheckpointError when the card
+    records another digest than the weights have."""
     card = read_card(model_dir)
     try:
-        spec = get_spec(card["backbone"])
+        spec = get_spec(card.backbone)
     except LandslideError as exc:
         raise CheckpointError(f"{model_dir}: {exc}") from exc
     try:
-        tags = card.get("tags")
-        schema = TagSchema.from_json(tags["schema"]) if tags else None
-        options = {k: tags[k] for k in TAG_OPTIONS if k in tags} if tags else None
-        size = card.get("size_head")
-        model = LandslideClassifier(spec, dropout=float(card.get("dropout", 0.2)), pretrained="none", tags=schema,
-                                    tag_options=options, size_classes=size["classes"] if size else None)
+        tags = card.tags
+        schema = TagSchema.from_json(tags.tag_schema) if tags else None
+        model = LandslideClassifier(spec, dropout=card.dropout, pretrained="none", tags=schema,
+                                    tag_options=tags.options() if tags else None,
+                                    size_classes=card.size_head.classes if card.size_head else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{model_dir}: model card has a malformed tags or size_head section ({exc})") from exc
-    model.weights_info = card.get("pretrained", {})
+    model.weights_info = card.pretrained
     uri = storage.join(model_dir, WEIGHTS_FILE)
     try:
         raw = storage.read_bytes(uri)
@@ -122,5 +119,8 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple
     if missing or unexpected:
         raise CheckpointError(f"{uri}: weights do not match backbone {spec.name!r} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    card["weights_sha256"] = hashlib.sha256(raw).hexdigest()  # identifies this exact model in inventories
-    return model.to(device).eval(), card
+    digest = hashlib.sha256(raw).hexdigest()  # identifies this exact model in inventories
+    if card.weights_sha256 and card.weights_sha256 != digest:
+        raise CheckpointError(f"{uri}: the weights' SHA-256 {digest[:12]}... is not the {card.weights_sha256[:12]}... "
+                              "its model card records: weights and card come from different models")
+    return model.to(device).eval(), card.model_copy(update={"weights_sha256": digest})

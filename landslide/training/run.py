@@ -33,12 +33,14 @@ from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
 from landslide.evaluation.leakage import tag_leakage
 from landslide.evaluation.metrics import binary_metrics, choose_threshold
-from landslide.models.checkpoint import load_checkpoint, make_card, save_checkpoint
+from landslide.models.card import ModelCard
+from landslide.models.checkpoint import WEIGHTS_FILE, load_checkpoint, make_card, save_checkpoint, write_card
 from landslide.models.classifier import LandslideClassifier, build_model
 from landslide.models.freezing import apply_freezing, parameter_layers
 from landslide.models.multimodal import OPTIONS as TAG_OPTIONS
 from landslide.inference.device import resolve_device
 from landslide.training.engine import FitResult, Trainer, describe_epoch
+from landslide.training.summary import TEST_METRICS, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def check_leakage(cfg: RunConfig, train: Manifest) -> dict | None:
     return report
 
 
-def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[LandslideClassifier, dict | None]:
+def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[LandslideClassifier, ModelCard | None]:
     """Build the model (multi-modal with a tag ``schema``), or load it from ``train.init_from`` (weight
     transfer: the stage-1 model's tag schema is kept); freezing is applied by the caller."""
     size_classes = cfg.model.size_head.classes if cfg.model.size_head else None
@@ -199,7 +201,7 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
         raise DataError(f"{cfg.data.train}: model.size_head.column {cfg.model.size_head.column!r} is not a "
                         f"column of the data; columns: {list(train_m.frame.columns)}")
     model, init_card = make_model(cfg, fit_tags(cfg, train_m))
-    image_size = cfg.model.image_size or (init_card["input_size"] if init_card else model.spec.input_size)
+    image_size = cfg.model.image_size or (init_card.input_size if init_card else model.spec.input_size)
     freezing = apply_freezing(model, cfg.model.freeze.strategy, cfg.model.freeze.n)
     log.info("trainable parameters: %d of %d (%s)", freezing["trainable_params"], freezing["total_params"],
              cfg.model.freeze.strategy)
@@ -222,101 +224,133 @@ def card_extras(run: PreparedRun) -> dict:
 def finish_run(run: PreparedRun, result: FitResult, device: torch.device, evaluate: bool = True,
                extra: dict | None = None) -> dict:
     """After fitting: best weights, validation threshold, model checkpoint, test evaluation, summary.json
-    (with ``extra`` entries added, e.g. the number of distributed workers)."""
-    cfg, model, out = run.cfg, run.model, run.cfg.output_dir
-    model.load_state_dict(result.best_state)
+    (with ``extra`` entries added, e.g. the number of distributed workers). Returns the summary's JSON form
+    (:class:`~landslide.training.summary.RunSummary`)."""
+    run.model.load_state_dict(result.best_state)
+    write_training_records(run, result)
+    card = build_card(run, result)
+    selection = choose_thresholds(run, card, device)
+    model_dir = storage.join(run.cfg.output_dir, "model")
+    # saved before the test evaluation so a failure there never loses the trained model; the card is
+    # rewritten with the test metrics afterwards
+    save_checkpoint(run.model, card, model_dir)
+    summary = run_summary(run, result, card, model_dir, selection)
+    if evaluate and len(run.test):
+        evaluate_test(run, result, card, summary, device)
+        write_card(card, model_dir)
+    summary.seconds = time.perf_counter() - run.start_time
+    for key, value in (extra or {}).items():
+        setattr(summary, key, value)
+    storage.write_json(storage.join(run.cfg.output_dir, "summary.json"), summary.to_json())
+    return summary.to_json()
+
+
+def write_training_records(run: PreparedRun, result: FitResult) -> None:
+    """``history.json`` (per-epoch metrics) and ``skipped_images.json`` (unreadable images, with reasons)."""
+    out = run.cfg.output_dir
     storage.write_json(storage.join(out, "history.json"), result.history)
     storage.write_json(storage.join(out, "skipped_images.json"),
                        {"during_training": result.skipped_images, "at_load": run.data.skipped_examples,
                         "at_load_counts": dict(run.data.skipped)})
 
-    splits = split_summary(run.data)
-    card = make_card(model, run.image_size, name=cfg.name, freezing=run.freezing, init_from=cfg.train.init_from,
-                     training={"data": run.data.summary(), "splits": splits, "epochs_run": len(result.history),
-                               "best_epoch": result.best_epoch, "monitor": cfg.train.monitor,
-                               "stopped_early": result.stopped_early, "seed": cfg.train.seed,
-                               "split_method": cfg.data.split.method, "history": result.history},
+
+def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
+    """The model card of the fitted model: data, splits, epochs and history (threshold still the default)."""
+    cfg = run.cfg
+    return make_card(run.model, run.image_size, name=cfg.name, freezing=run.freezing, init_from=cfg.train.init_from,
+                     training={"data": run.data.summary(), "splits": split_summary(run.data),
+                               "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                               "monitor": cfg.train.monitor, "stopped_early": result.stopped_early,
+                               "seed": cfg.train.seed, "split_method": cfg.data.split.method,
+                               "history": result.history},
                      **card_extras(run))
-    threshold_info = {"method": "fixed", "value": cfg.eval.fixed_threshold}
-    thresholds_by_tta = {}
+
+
+def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -> dict:
+    """Choose the decision threshold on the validation split, for the configured test-time augmentation and
+    (to compare, and for users who switch TTA off) without it; set them, the mode and the tag-leakage check
+    on ``card``. Returns the selection record (method, value, where chosen, validation metrics there)."""
+    cfg = run.cfg
+    selection: dict = {"method": "fixed", "value": cfg.eval.fixed_threshold}
+    thresholds = {}
     for mode in dict.fromkeys([cfg.eval.tta, "none"]):  # the configured mode first; plain too, to compare
         if not len(run.val):
             break
-        vpreds, _ = predict_manifest(model, card, run.val, cfg.train.batch_size, device, cfg.data.num_workers,
+        vpreds, _ = predict_manifest(run.model, card, run.val, cfg.train.batch_size, device, cfg.data.num_workers,
                                      cfg.data.max_image_pixels, tta=mode)
         if len(vpreds):
             t = choose_threshold(vpreds["target"].to_numpy(), vpreds["probability"].to_numpy(), cfg.eval.threshold,
                                  cfg.eval.fixed_threshold)
-            thresholds_by_tta[mode] = t
+            thresholds[mode] = t
             if mode == cfg.eval.tta:
-                threshold_info = {"method": cfg.eval.threshold, "value": t, "chosen_on": "validation",
-                                  "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t)}
-    card["tta"] = cfg.eval.tta
-    if cfg.eval.tta != "none":
-        card["thresholds_by_tta"] = thresholds_by_tta
-    if run.leakage is not None:
-        card["tags"]["leakage"] = run.leakage
-    card["threshold"] = float(threshold_info["value"])
-    card["threshold_selection"] = threshold_info
-    model_dir = storage.join(out, "model")
-    # saved before the test evaluation so a failure there never loses the trained model; the card is
-    # rewritten with the test metrics afterwards
-    save_checkpoint(model, card, model_dir)
+                selection = {"method": cfg.eval.threshold, "value": t, "chosen_on": "validation",
+                             "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t)}
+    card.tta = cfg.eval.tta
+    card.threshold = float(selection["value"])
+    card.thresholds_by_tta = {cfg.eval.tta: card.threshold, **thresholds}
+    card.threshold_selection = selection
+    if run.leakage is not None and card.tags is not None:
+        card.tags.leakage = run.leakage
+    return selection
 
+
+def run_summary(run: PreparedRun, result: FitResult, card: ModelCard, model_dir: str,
+                selection: dict) -> RunSummary:
+    """The summary of a finished fit (before the test evaluation)."""
+    cfg, model = run.cfg, run.model
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     epoch_speed = [h["train_images_per_s"] for h in result.history if h.get("train_images_per_s")]
-    summary = {"name": cfg.name, "output_dir": out, "model_dir": model_dir, "backbone": model.spec.name,
-               "image_size": run.image_size, "best_epoch": result.best_epoch,
-               "epochs_run": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
-               "threshold": card["threshold"], "trainable_params": run.freezing["trainable_params"],
-               "total_params": run.freezing["total_params"], "freeze": {"strategy": run.freezing["strategy"],
-                                                                        "n": run.freezing["n"]},
-               "model_size_mb": storage.size(storage.join(model_dir, "model.safetensors")) / 1e6,
-               "depth": len(parameter_layers(model)),
-               "train_images": len(run.train), "skipped_images": len(result.skipped_images),
-               "best_epoch_metrics": {k: v for k, v in best.items() if isinstance(v, (int, float))},
-               "train_images_per_s": float(sum(epoch_speed) / len(epoch_speed)) if epoch_speed else None,
-               "splits": splits, "inputs": card["inputs"]}
-    if "validation_metrics" in threshold_info:  # at the chosen threshold: what experiments select models by
-        summary["val_metrics"] = {k: v for k, v in threshold_info["validation_metrics"].items()
-                                  if isinstance(v, (int, float))}
+    summary = RunSummary(
+        name=cfg.name, output_dir=cfg.output_dir, model_dir=model_dir, backbone=model.spec.name,
+        image_size=run.image_size, best_epoch=result.best_epoch, epochs_run=len(result.history),
+        resumed_from_epoch=result.resumed_from_epoch, threshold=card.threshold,
+        trainable_params=run.freezing["trainable_params"], total_params=run.freezing["total_params"],
+        freeze={"strategy": run.freezing["strategy"], "n": run.freezing["n"]},
+        model_size_mb=storage.size(storage.join(model_dir, WEIGHTS_FILE)) / 1e6,
+        depth=len(parameter_layers(model)), train_images=len(run.train), skipped_images=len(result.skipped_images),
+        best_epoch_metrics={k: v for k, v in best.items() if isinstance(v, (int, float))},
+        train_images_per_s=float(sum(epoch_speed) / len(epoch_speed)) if epoch_speed else None,
+        splits=card.training["splits"] if card.training else {}, inputs=card.inputs)
+    if "validation_metrics" in selection:  # at the chosen threshold: what experiments select models by
+        summary.val_metrics = {k: v for k, v in selection["validation_metrics"].items()
+                               if isinstance(v, (int, float))}
     if run.leakage is not None:
-        summary["tag_leakage"] = {"verdict": run.leakage["verdict"], "leaks": run.leakage["leaks"],
-                                  "combined_auc": run.leakage["combined_auc"]}
-    if evaluate and len(run.test):
-        metrics = evaluate_model(model, card, run.test, storage.join(out, "eval"), cfg.eval, result.history,
-                                 device, cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
-                                 title=f"{cfg.name}: test split",
-                                 extra_report={"data": cfg.data.train, "split method": cfg.data.split.method})
-        summary["test_metrics"] = {k: metrics[k] for k in ("accuracy", "precision", "recall", "specificity", "f1",
-                                                           "mcc", "roc_auc", "pr_auc")}
-        summary["test_intervals"] = metrics.get("intervals", {})
-        summary["test_images"] = int(metrics.get("n", len(run.test)))
-        if metrics.get("images_per_s"):
-            summary["inference_images_per_s"] = metrics["images_per_s"]
-        card["metrics"] = {"test": summary["test_metrics"], "test_intervals": summary["test_intervals"]}
-        if "tta" in metrics:
-            plain = metrics["tta"]["without_tta"]
-            summary["tta"] = metrics["tta"]["mode"]
-            summary["test_metrics_without_tta"] = {k: plain[k] for k in summary["test_metrics"]}
-            summary["tta_minus_without"] = metrics["tta"]["tta_minus_without"]
-            card["metrics"]["test_without_tta"] = summary["test_metrics_without_tta"]
-        if "tags" in metrics:
-            bare = metrics["tags"]["without_tags"]
-            summary["test_metrics_without_tags"] = {k: bare[k] for k in summary["test_metrics"]}
-            summary["test_intervals_without_tags"] = bare.get("intervals", {})
-            summary["tags_with_minus_without"] = metrics["tags"]["with_minus_without"]
-            summary["test_tag_coverage"] = metrics["tags"]["coverage"]
-            card["metrics"]["test_without_tags"] = summary["test_metrics_without_tags"]
-        if "size" in metrics:
-            summary["test_size_metrics"] = {k: metrics["size"][k] for k in
-                                            ("n", "accuracy", "macro_f1", "intervals", "majority_baseline_accuracy")}
-            card["metrics"]["test_size"] = summary["test_size_metrics"]
-        storage.write_json(storage.join(model_dir, "model_card.json"), card)
-    summary["seconds"] = time.perf_counter() - run.start_time
-    summary.update(extra or {})
-    storage.write_json(storage.join(out, "summary.json"), summary)
+        summary.tag_leakage = {k: run.leakage[k] for k in ("verdict", "leaks", "combined_auc")}
     return summary
+
+
+def evaluate_test(run: PreparedRun, result: FitResult, card: ModelCard, summary: RunSummary,
+                  device: torch.device) -> None:
+    """Evaluate on the test split (``output_dir/eval``: metrics, report, plots, galleries) and record the
+    metrics, with and without TTA, tags and the size head where they apply, in ``summary`` and ``card``."""
+    cfg = run.cfg
+    metrics = evaluate_model(run.model, card, run.test, storage.join(cfg.output_dir, "eval"), cfg.eval,
+                             result.history, device, cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
+                             title=f"{cfg.name}: test split",
+                             extra_report={"data": cfg.data.train, "split method": cfg.data.split.method})
+    summary.test_metrics = {k: metrics[k] for k in TEST_METRICS}
+    summary.test_intervals = metrics.get("intervals", {})
+    summary.test_images = int(metrics.get("n", len(run.test)))
+    if metrics.get("images_per_s"):
+        summary.inference_images_per_s = metrics["images_per_s"]
+    card.metrics = {"test": summary.test_metrics, "test_intervals": summary.test_intervals}
+    if "tta" in metrics:
+        plain = metrics["tta"]["without_tta"]
+        summary.tta = metrics["tta"]["mode"]
+        summary.test_metrics_without_tta = {k: plain[k] for k in TEST_METRICS}
+        summary.tta_minus_without = metrics["tta"]["tta_minus_without"]
+        card.metrics["test_without_tta"] = summary.test_metrics_without_tta
+    if "tags" in metrics:
+        bare = metrics["tags"]["without_tags"]
+        summary.test_metrics_without_tags = {k: bare[k] for k in TEST_METRICS}
+        summary.test_intervals_without_tags = bare.get("intervals", {})
+        summary.tags_with_minus_without = metrics["tags"]["with_minus_without"]
+        summary.test_tag_coverage = metrics["tags"]["coverage"]
+        card.metrics["test_without_tags"] = summary.test_metrics_without_tags
+    if "size" in metrics:
+        summary.test_size_metrics = {k: metrics["size"][k] for k in
+                                     ("n", "accuracy", "macro_f1", "intervals", "majority_baseline_accuracy")}
+        card.metrics["test_size"] = summary.test_size_metrics
 
 
 def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
