@@ -4,10 +4,10 @@ run folder."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from landslide import storage
 from landslide.errors import ConfigError, StorageError
@@ -261,75 +261,142 @@ class RepeatConfig(_Strict):
         return value
 
 
-class ExperimentConfig(_Strict):
-    """Several runs from one config (see landslide.experiments). ``single`` is one plain run;
-    ``study`` runs several experiments (``parts``) on the same data and writes one report."""
+class _ExperimentBase(_Strict):
+    """What every experiment kind has. A new kind is one subclass here (its ``kind`` Literal and fields),
+    one entry in :data:`EXPERIMENT_KINDS` and one planner in :data:`landslide.experiments.plan.PLANNERS`."""
 
-    kind: Literal["single", "compare", "finetune", "transfer", "data_size", "modality", "study"] = "single"
     name: str | None = None
     """study parts: the part's name (its folder under the study's output_dir)."""
     set: dict[str, Any] = Field(default_factory=dict)
     """study parts: dotted overrides of the study's settings for this part, e.g. ``{train.epochs: 5}``."""
-    parts: list[ExperimentConfig] = Field(default_factory=list)
-    """study: the experiments to run, each an experiment of another kind with a ``name``."""
     repeats: RepeatConfig | None = None
     """Run every variant once per fold and/or seed (in a study: the default for parts without their own)."""
     select: Literal["mcc", "f1", "accuracy", "roc_auc"] = "mcc"
-    """compare / study: the best variant is the one with the highest mean *validation* value of this metric
-    (test metrics never choose); its model is exported with its card to ``output_dir/best_model``."""
-    targets: dict[Literal["accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc"], float] = \
-        Field(default_factory=dict)
-    """study: goals for the selected model's test estimate, e.g. ``{f1: 0.90, mcc: 0.80}``; the report says
-    whether the estimate and its interval's lower bound reach them."""
-    error_breakdown: list[str] = Field(default_factory=list)
-    """study: manifest columns to break the selected model's test errors down by, e.g. ``[scene,
-    landslide_fraction]`` (numeric columns in quantile bins)."""
-    backbones: list[str] = Field(default_factory=list)
-    """compare: backbones trained with identical splits and budget."""
+    """The best variant is the one with the highest mean *validation* value of this metric (test metrics
+    never choose); its model is exported with its card to ``output_dir/best_model``."""
+
+
+class SingleExperiment(_ExperimentBase):
+    """One plain run in ``output_dir`` (the default when a config has no ``experiment`` section)."""
+
+    kind: Literal["single"] = "single"
+
+
+class CompareExperiment(_ExperimentBase):
+    """The same data, splits and budget for several backbones."""
+
+    kind: Literal["compare"]
+    backbones: list[str] = Field(min_length=1)
+    """Backbones trained with identical splits and budget (registry names or aliases)."""
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """compare: per-backbone model settings, e.g. ``{efficientnet_b3: {pretrained: hub}}``."""
-    freeze: list[ExperimentVariantSet] = Field(default_factory=list)
-    """finetune: strategies with the depths (blocks or layers) to unfreeze."""
-    stages: list[StageConfig] = Field(default_factory=list)
-    """transfer: stages in order; each later stage starts from the previous stage's model."""
+    """Per-backbone model settings, e.g. ``{efficientnet_b3: {pretrained: hub}}``."""
+
+    @field_validator("backbones")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        from landslide.models.registry import get_spec  # the registry is code: checked here, not in the schema
+
+        try:
+            return [get_spec(b).name for b in value]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class FinetuneExperiment(_ExperimentBase):
+    """A grid over freezing strategy and depth (last N blocks / last N layers)."""
+
+    kind: Literal["finetune"]
+    freeze: list[ExperimentVariantSet] = Field(min_length=1)
+    """Strategies with the depths (blocks or layers) to unfreeze."""
+
+
+class TransferExperiment(_ExperimentBase):
+    """Stages in order; each later stage starts from the previous stage's model (weight transfer)."""
+
+    kind: Literal["transfer"]
+    stages: list[StageConfig] = Field(min_length=2)
+
+
+class DataSizeExperiment(_ExperimentBase):
+    """Growing training subsets (fractions or named sets) against fixed validation and test splits."""
+
+    kind: Literal["data_size"]
     fractions: list[float] = Field(default_factory=list)
-    """data_size: training fractions (the same val/test splits for all)."""
+    """Training fractions in (0, 1] (the same val/test splits for all)."""
     subsets: list[SubsetConfig] = Field(default_factory=list)
-    """data_size: named training subsets (e.g. growing sets of scenes or sources)."""
+    """Named training subsets (e.g. growing sets of scenes or sources)."""
 
     @model_validator(mode="after")
-    def _complete(self) -> "ExperimentConfig":
-        need = {"compare": ("backbones", "at least one backbone"), "finetune": ("freeze", "at least one strategy"),
-                "transfer": ("stages", "at least two stages")}
-        if self.kind in need:
-            attr, what = need[self.kind]
-            if len(getattr(self, attr)) < (2 if self.kind == "transfer" else 1):
-                raise ValueError(f"kind {self.kind!r} needs {attr} with {what}")
-        if self.kind == "modality" and self.backbones:
-            raise ValueError("kind 'modality' compares the configured model with and without tags; "
-                             "backbones is for kind 'compare'")
-        if self.kind == "data_size" and not (self.fractions or self.subsets):
+    def _some(self) -> "DataSizeExperiment":
+        if not (self.fractions or self.subsets):
             raise ValueError("kind 'data_size' needs fractions or subsets")
         if any(not 0 < f <= 1 for f in self.fractions):
             raise ValueError("fractions must be in (0, 1]")
-        if self.kind == "study":
-            if not self.parts:
-                raise ValueError("kind 'study' needs parts: a list of experiments, each with a name and a kind")
-            names = [p.name for p in self.parts]
-            if any(not n for n in names) or len(set(names)) != len(names):
-                raise ValueError(f"study parts need distinct names, got {names}")
-            if any(p.kind == "study" for p in self.parts):
-                raise ValueError("a study part cannot itself be a study")
-        elif self.parts:
-            raise ValueError(f"parts are for kind 'study', not {self.kind!r}")
-        if self.kind == "compare":
-            from landslide.models.registry import get_spec
-
-            try:
-                self.__dict__["backbones"] = [get_spec(b).name for b in self.backbones]
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
         return self
+
+
+class ModalityExperiment(_ExperimentBase):
+    """The configured multi-modal model (``model.tags``) against the same model without tags."""
+
+    kind: Literal["modality"]
+
+
+def _experiment_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("kind", "single")
+    return getattr(value, "kind", "single")
+
+
+PartConfig = Annotated[
+    Union[Annotated[SingleExperiment, Tag("single")], Annotated[CompareExperiment, Tag("compare")],
+          Annotated[FinetuneExperiment, Tag("finetune")], Annotated[TransferExperiment, Tag("transfer")],
+          Annotated[DataSizeExperiment, Tag("data_size")], Annotated[ModalityExperiment, Tag("modality")]],
+    Discriminator(_experiment_kind,
+                  custom_error_type="experiment_kind",
+                  custom_error_message="unknown experiment kind: choose single, compare, finetune, transfer, "
+                                       "data_size or modality (study parts cannot be studies)")]
+"""An experiment that can be a study part: any kind but ``study``."""
+
+
+class StudyExperiment(_ExperimentBase):
+    """Several experiments (``parts``) on the same data with one report (:mod:`landslide.experiments.study`)."""
+
+    kind: Literal["study"]
+    parts: list[PartConfig] = Field(min_length=1)
+    """The experiments to run, each an experiment of another kind with a ``name``."""
+    targets: dict[Literal["accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc"], float] = \
+        Field(default_factory=dict)
+    """Goals for the selected model's test estimate, e.g. ``{f1: 0.90, mcc: 0.80}``; the report says whether
+    the estimate and its interval's lower bound reach them."""
+    error_breakdown: list[str] = Field(default_factory=list)
+    """Manifest columns to break the selected model's test errors down by, e.g. ``[scene,
+    landslide_fraction]`` (numeric columns in quantile bins)."""
+
+    @model_validator(mode="after")
+    def _named(self) -> "StudyExperiment":
+        names = [p.name for p in self.parts]
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"study parts need distinct names, got {names}")
+        return self
+
+
+EXPERIMENT_KINDS: dict[str, type[_ExperimentBase]] = {
+    "single": SingleExperiment, "compare": CompareExperiment, "finetune": FinetuneExperiment,
+    "transfer": TransferExperiment, "data_size": DataSizeExperiment, "modality": ModalityExperiment,
+    "study": StudyExperiment}
+"""Experiment kinds by ``kind`` (see :mod:`landslide.experiments.plan`)."""
+
+ExperimentConfig = Annotated[
+    Union[Annotated[SingleExperiment, Tag("single")], Annotated[CompareExperiment, Tag("compare")],
+          Annotated[FinetuneExperiment, Tag("finetune")], Annotated[TransferExperiment, Tag("transfer")],
+          Annotated[DataSizeExperiment, Tag("data_size")], Annotated[ModalityExperiment, Tag("modality")],
+          Annotated[StudyExperiment, Tag("study")]],
+    Discriminator(_experiment_kind,
+                  custom_error_type="experiment_kind",
+                  custom_error_message="unknown experiment kind: choose single, compare, finetune, transfer, "
+                                       "data_size, modality or study")]
+"""Several runs from one config (see landslide.experiments), one class per ``kind`` (the discriminator;
+``single`` when absent): each kind accepts only its own fields."""
 
 
 class RunConfig(_Strict):
@@ -340,7 +407,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
-    experiment: ExperimentConfig = ExperimentConfig()
+    experiment: ExperimentConfig = SingleExperiment()
 
     @model_validator(mode="after")
     def _modality_needs_tags(self) -> "RunConfig":
@@ -492,8 +559,14 @@ class ServeAppConfig(_Strict):
 def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        parts.append(f"{loc}: {err['msg']}")
+        loc, kind = [], None
+        for i, p in enumerate(err["loc"]):  # a discriminated union's tag is not a field: say it after the message
+            prev = err["loc"][i - 1] if i else None
+            if p in EXPERIMENT_KINDS and (prev == "experiment" or isinstance(prev, int) and "parts" in err["loc"][:i]):
+                kind = p
+                continue
+            loc.append(str(p))
+        parts.append(f"{'.'.join(loc) or '<root>'}: {err['msg']}" + (f" (experiment kind {kind!r})" if kind else ""))
     return f"{source}: invalid config: " + "; ".join(parts)
 
 

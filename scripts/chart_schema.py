@@ -41,7 +41,7 @@ def generated_defs() -> dict:
     # The backbone check is code (the model registry); spell its names out so Helm can check them too.
     names = list_backbones(aliases=True)
     defs[PREFIX + "ModelConfig"]["properties"]["backbone"]["enum"] = names
-    defs[PREFIX + "ExperimentConfig"]["properties"]["backbones"]["items"]["enum"] = names
+    defs[PREFIX + "CompareExperiment"]["properties"]["backbones"]["items"]["enum"] = names
     return defs
 
 

@@ -53,8 +53,15 @@ def test_experiment_config_errors_name_the_field(synth_manifest, tmp_path):
         _cfg(synth_manifest, tmp_path, kind="compare")
     with pytest.raises(ConfigError, match="unknown backbone|not_a_net"):
         _cfg(synth_manifest, tmp_path, kind="compare", backbones=["not_a_net"])
-    with pytest.raises(ConfigError, match="two stages"):
+    with pytest.raises(ConfigError, match="experiment.stages: List should have at least 2 items"):
         _cfg(synth_manifest, tmp_path, kind="transfer", stages=[{"name": "only"}])
+    # each kind takes only its own fields, and the message names the kind
+    with pytest.raises(ConfigError, match=r"experiment.backbones: Extra inputs .*\(experiment kind 'finetune'\)"):
+        _cfg(synth_manifest, tmp_path, kind="finetune", freeze=[{"strategy": "head"}], backbones=["baseline"])
+    with pytest.raises(ConfigError, match="experiment: unknown experiment kind: choose single, compare"):
+        _cfg(synth_manifest, tmp_path, kind="comparison")
+    with pytest.raises(ConfigError, match="experiment.parts.0: unknown experiment kind.*cannot be studies"):
+        _cfg(synth_manifest, tmp_path, kind="study", parts=[{"name": "inner", "kind": "study", "parts": []}])
     with pytest.raises(ConfigError, match="model_overrides"):
         plan(_cfg(synth_manifest, tmp_path, kind="compare", backbones=["baseline"],
                   model_overrides={"resnet50": {"dropout": 0.1}}))
@@ -124,3 +131,14 @@ def test_data_size_and_transfer_experiments_run_end_to_end(synth_manifest, tmp_p
     assert card["init_from"].endswith(os.path.join("s1", "model"))
     rows = {r["variant"]: r for r in summary["rows"]}
     assert rows["s2"]["trainable_params"] > rows["s1"]["trainable_params"]
+
+
+def test_every_experiment_kind_has_one_config_class_and_one_planner():
+    from typing import get_args
+
+    from landslide.config import EXPERIMENT_KINDS
+    from landslide.experiments.plan import PLANNERS
+
+    assert set(PLANNERS) == set(EXPERIMENT_KINDS)
+    for kind, cls in EXPERIMENT_KINDS.items():
+        assert get_args(cls.model_fields["kind"].annotation) == (kind,)

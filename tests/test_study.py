@@ -103,11 +103,12 @@ def test_repeats_and_study_plans(synth_manifest, tmp_path):
                      "one/run/seed-3"]
     assert plan(study)[-1].cfg.train.epochs == 1
 
-    for bad, match in (({"kind": "study"}, "needs parts"),
-                       ({"kind": "compare", "backbones": ["baseline_cnn"], "parts": [{"name": "x"}]}, "parts are for"),
+    for bad, match in (({"kind": "study"}, r"experiment.parts: Field required \(experiment kind 'study'\)"),
+                       ({"kind": "compare", "backbones": ["baseline_cnn"], "parts": [{"name": "x"}]},
+                        r"experiment.parts: Extra inputs are not permitted \(experiment kind 'compare'\)"),
                        ({"kind": "study", "parts": [{"name": "x"}, {"name": "x"}]}, "distinct names"),
                        ({"kind": "study", "parts": [{"name": "x", "kind": "study", "parts": [{"name": "y"}]}]},
-                        "cannot itself"),
+                        "study parts cannot be studies"),
                        ({"kind": "study", "parts": [{"name": "x"}], "targets": {"kappa": 0.9}}, "targets")):
         with pytest.raises(ConfigError, match=match):
             parse_config(tiny_config(synth_manifest, str(tmp_path), experiment=bad))

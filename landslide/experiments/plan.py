@@ -18,10 +18,12 @@ is a plain :class:`RunConfig` with its own folder ``output_dir/variants/<name>``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from landslide import storage
-from landslide.config import ExperimentConfig, RunConfig, parse_config
+from landslide.config import (CompareExperiment, DataSizeExperiment, FinetuneExperiment, ModalityExperiment,
+                              PartConfig, RunConfig, SingleExperiment, StudyExperiment, TransferExperiment,
+                              parse_config)
 from landslide.errors import ConfigError
 from landslide.models.registry import get_spec
 
@@ -52,11 +54,11 @@ def _derive(cfg: RunConfig, name: str, overrides: dict[str, Any]) -> RunConfig:
     return parse_config(raw, f"experiment variant {name!r}", overrides)
 
 
-def part_config(cfg: RunConfig, part: ExperimentConfig) -> RunConfig:
+def part_config(cfg: RunConfig, part: PartConfig) -> RunConfig:
     """A study part as an experiment of its own: the study's settings with the part's ``set`` overrides, its
     own folder, and the study's repeats unless the part has its own."""
     raw = cfg.model_dump(mode="json")
-    exp = part.model_dump(mode="json", exclude={"name", "set", "parts"})
+    exp = part.model_dump(mode="json", exclude={"name", "set"})
     if exp.get("repeats") is None:
         exp["repeats"] = raw["experiment"]["repeats"]
     raw["experiment"] = exp
@@ -82,16 +84,9 @@ def repeat_tags(cfg: RunConfig) -> list[tuple[str, int | None, int | None]]:
 def plan(cfg: RunConfig) -> list[Variant]:
     """The runs an experiment consists of, in the order they must run."""
     exp = cfg.experiment
-    if exp.kind == "study":
-        variants = []
-        for part in exp.parts:
-            for v in plan(part_config(cfg, part)):
-                v.name, v.part = f"{part.name}/{v.name}", part.name
-                v.depends_on = f"{part.name}/{v.depends_on}" if v.depends_on else None
-                v.base = f"{part.name}/{v.base}" if v.base else None
-                variants.append(v)
+    variants = PLANNERS[exp.kind](cfg, exp)
+    if exp.kind == "study":  # its parts plan (and repeat) themselves
         return variants
-    variants = _plan_kind(cfg)
     tags = repeat_tags(cfg)
     if tags:
         variants = _repeat(cfg, variants, tags)
@@ -126,53 +121,82 @@ def _repeat(cfg: RunConfig, variants: list[Variant], tags: list[tuple[str, int |
     return out
 
 
-def _plan_kind(cfg: RunConfig) -> list[Variant]:
-    exp = cfg.experiment
-    variants: list[Variant] = []
-    if exp.kind == "single":
-        if repeat_tags(cfg):
-            return [Variant("run", _derive(cfg, "run", {}))]
-        return [Variant(cfg.name, cfg)]
-    if exp.kind == "compare":
-        extra = {get_spec(k).name: v for k, v in exp.model_overrides.items()}
-        unknown = set(extra) - set(exp.backbones)
-        if unknown:
-            raise ConfigError(f"experiment.model_overrides names backbones not in experiment.backbones: "
-                              f"{sorted(unknown)}")
-        for backbone in exp.backbones:
-            overrides = {"model.backbone": backbone, **{f"model.{k}": v for k, v in extra.get(backbone, {}).items()}}
-            variants.append(Variant(_slug(backbone), _derive(cfg, _slug(backbone), overrides),
-                                    {"backbone": backbone}))
-    elif exp.kind == "finetune":
-        for entry in exp.freeze:
-            depths = [0] if entry.strategy in ("head", "all") else entry.n
-            for n in depths:
-                name = entry.strategy if entry.strategy in ("head", "all") else f"{entry.strategy}-{n}"
-                overrides = {"model.freeze.strategy": entry.strategy, "model.freeze.n": n}
-                variants.append(Variant(name, _derive(cfg, name, overrides), {"strategy": entry.strategy, "n": n}))
-    elif exp.kind == "transfer":
-        previous: Variant | None = None
-        for i, stage in enumerate(exp.stages):
-            name = _slug(stage.name)
-            overrides = dict(stage.set)
-            follows = previous is not None and "train.init_from" not in overrides
-            if follows:
-                overrides["train.init_from"] = storage.join(previous.cfg.output_dir, "model")
-            variant = Variant(name, _derive(cfg, name, overrides), {"stage": i + 1, "stage_name": stage.name},
-                              previous.name if previous else None, follows_previous=follows)
-            variants.append(variant)
-            previous = variant
-    elif exp.kind == "data_size":
-        for f in exp.fractions:
-            name = f"fraction-{f:g}"
-            variants.append(Variant(name, _derive(cfg, name, {"data.train_fraction": f}), {"fraction": f}))
-        for subset in exp.subsets:
-            name = _slug(subset.name)
-            variants.append(Variant(name, _derive(cfg, name, {"data.train_filter": subset.filter}),
-                                    {"subset": subset.name}))
-    elif exp.kind == "modality":
-        variants.append(Variant("image-only", _derive(cfg, "image-only", {"model.tags": None}), {"inputs": "image"}))
-        variants.append(Variant("multimodal", _derive(cfg, "multimodal", {}), {"inputs": "image + tags"}))
+def _plan_single(cfg: RunConfig, exp: SingleExperiment) -> list[Variant]:
+    if repeat_tags(cfg):
+        return [Variant("run", _derive(cfg, "run", {}))]
+    return [Variant(cfg.name, cfg)]
+
+
+def _plan_compare(cfg: RunConfig, exp: CompareExperiment) -> list[Variant]:
+    extra = {get_spec(k).name: v for k, v in exp.model_overrides.items()}
+    unknown = set(extra) - set(exp.backbones)
+    if unknown:
+        raise ConfigError(f"experiment.model_overrides names backbones not in experiment.backbones: "
+                          f"{sorted(unknown)}")
+    variants = []
+    for backbone in exp.backbones:
+        overrides = {"model.backbone": backbone, **{f"model.{k}": v for k, v in extra.get(backbone, {}).items()}}
+        variants.append(Variant(_slug(backbone), _derive(cfg, _slug(backbone), overrides), {"backbone": backbone}))
     return variants
 
 
+def _plan_finetune(cfg: RunConfig, exp: FinetuneExperiment) -> list[Variant]:
+    variants = []
+    for entry in exp.freeze:
+        depths = [0] if entry.strategy in ("head", "all") else entry.n
+        for n in depths:
+            name = entry.strategy if entry.strategy in ("head", "all") else f"{entry.strategy}-{n}"
+            overrides = {"model.freeze.strategy": entry.strategy, "model.freeze.n": n}
+            variants.append(Variant(name, _derive(cfg, name, overrides), {"strategy": entry.strategy, "n": n}))
+    return variants
+
+
+def _plan_transfer(cfg: RunConfig, exp: TransferExperiment) -> list[Variant]:
+    variants: list[Variant] = []
+    previous: Variant | None = None
+    for i, stage in enumerate(exp.stages):
+        name = _slug(stage.name)
+        overrides = dict(stage.set)
+        follows = previous is not None and "train.init_from" not in overrides
+        if follows:
+            overrides["train.init_from"] = storage.join(previous.cfg.output_dir, "model")
+        variant = Variant(name, _derive(cfg, name, overrides), {"stage": i + 1, "stage_name": stage.name},
+                          previous.name if previous else None, follows_previous=follows)
+        variants.append(variant)
+        previous = variant
+    return variants
+
+
+def _plan_data_size(cfg: RunConfig, exp: DataSizeExperiment) -> list[Variant]:
+    variants = []
+    for f in exp.fractions:
+        name = f"fraction-{f:g}"
+        variants.append(Variant(name, _derive(cfg, name, {"data.train_fraction": f}), {"fraction": f}))
+    for subset in exp.subsets:
+        name = _slug(subset.name)
+        variants.append(Variant(name, _derive(cfg, name, {"data.train_filter": subset.filter}),
+                                {"subset": subset.name}))
+    return variants
+
+
+def _plan_modality(cfg: RunConfig, exp: ModalityExperiment) -> list[Variant]:
+    return [Variant("image-only", _derive(cfg, "image-only", {"model.tags": None}), {"inputs": "image"}),
+            Variant("multimodal", _derive(cfg, "multimodal", {}), {"inputs": "image + tags"})]
+
+
+def _plan_study(cfg: RunConfig, exp: StudyExperiment) -> list[Variant]:
+    variants = []
+    for part in exp.parts:
+        for v in plan(part_config(cfg, part)):
+            v.name, v.part = f"{part.name}/{v.name}", part.name
+            v.depends_on = f"{part.name}/{v.depends_on}" if v.depends_on else None
+            v.base = f"{part.name}/{v.base}" if v.base else None
+            variants.append(v)
+    return variants
+
+
+PLANNERS: dict[str, Callable[[RunConfig, Any], list[Variant]]] = {
+    "single": _plan_single, "compare": _plan_compare, "finetune": _plan_finetune, "transfer": _plan_transfer,
+    "data_size": _plan_data_size, "modality": _plan_modality, "study": _plan_study}
+"""The planner of each experiment kind (:data:`landslide.config.EXPERIMENT_KINDS`): config -> runs, before
+repeats. A new kind is its config class plus one entry here."""
