@@ -10,7 +10,8 @@ Conventions used everywhere in the project (tile indexes, regions, sweep outputs
 - Areas are on the WGS84 ellipsoid: boxes (edges along meridians and parallels) by the exact zone formula
   (:func:`box_area_km2`), any other (Multi)Polygon geodesically with pyproj (:func:`geometry_area_km2`), its
   edges densified so that edges along parallels stay parallels. Distances and seed boxes use a sphere of
-  radius :data:`EARTH_RADIUS_KM` (IUGG mean radius).
+  radius :data:`EARTH_RADIUS_KM` (IUGG mean radius); spatial splits keep their own rounded sphere
+  (:data:`SPLIT_GRID_RADIUS_M`). Every Earth constant of the project is defined here.
 
 This module imports only numpy, shapely, pyproj and ``antimeridian`` so that every layer (data, inventory,
 catalog) can use it without pulling torch in.
@@ -26,6 +27,11 @@ import shapely
 
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG, R1), km."""
+
+SPLIT_GRID_RADIUS_M = 6_371_000.0
+"""The sphere spatial splits are defined on (:mod:`landslide.data.splits`: the block grid and the buffer
+distances), 6,371 km rounded. Deliberately not :data:`EARTH_RADIUS_KM`: its extra 8.8 m would move block
+edges by up to about 5 m at mid latitudes and re-deal the splits of experiments already recorded."""
 
 Bounds = tuple[float, float, float, float]
 

@@ -22,10 +22,10 @@ from scipy.spatial import cKDTree
 
 from landslide.data.manifest import Manifest
 from landslide.errors import ConfigError, DataError
+from landslide.lonlat import SPLIT_GRID_RADIUS_M as EARTH_RADIUS_M
 
 SPLITS = ("train", "val", "test")
 METHODS = ("predefined", "random", "stratified", "group", "spatial")
-EARTH_RADIUS_M = 6_371_000.0
 log = logging.getLogger(__name__)
 
 
