@@ -87,6 +87,9 @@ def cmd_evaluate(args) -> int:
                        batch_size=args.batch_size, title=f"{card.name} on {args.data}", extra_report={"data": args.data})
     print(f"{m['n']} images, threshold {m['threshold']:.3f}: " + ", ".join(
         f"{k}={m[k]:.3f}" for k in ("accuracy", "precision", "recall", "specificity", "f1", "mcc") if m[k] == m[k]))
+    for region, r in m.get("by_region", {}).items():
+        print(f"  region {region}: {r['n']} images, " + ", ".join(
+            f"{k}={r[k]:.3f}" for k in ("accuracy", "f1", "mcc") if r[k] == r[k]))
     print(f"Report: {args.out}/report.md")
     return 0
 
@@ -266,6 +269,20 @@ def cmd_labels(args) -> int:
     return 1 if report["unreadable"] else 0
 
 
+def cmd_data_merge(args) -> int:
+    from landslide.data.manifest import merge
+
+    merged = merge(args.manifests, args.out, args.region, args.sensor, args.gsd_m)
+    summary = merged.summary()
+    print(f"{summary['samples']} chips from {len(args.manifests)} manifests -> {args.out} "
+          f"({summary['classes']['landslide']} landslide, {summary['classes']['non_landslide']} non_landslide)")
+    for region, counts in summary.get("regions", {}).items():
+        print(f"  region {region}: {counts['samples']} chips, {counts['landslide']} landslide")
+    if "regions" not in summary:
+        print("  no region named: give --region so evaluation can break results down by region")
+    return 0
+
+
 def cmd_catalog_seed(args) -> int:
     from landslide import storage
     from landslide.data.catalog import seed_regions
@@ -394,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landslide-min", type=float, default=0.05, help="landslide if mask fraction >= this")
     p.add_argument("--clean-max", type=float, default=0.0, help="non_landslide if mask fraction <= this")
     p.set_defaults(func=cmd_labels)
+
+    p = sub.add_parser("data", help="labelled data sets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("merge", help="combine manifests of several regions/sensors into one, with region, "
+                                          "sensor and GSD columns")
+    p.add_argument("manifests", nargs="+", help="manifests (CSV/Parquet) or class folders, local or URIs")
+    p.add_argument("--out", required=True, help="the merged manifest (.csv or .parquet)")
+    p.add_argument("--region", nargs="+", help="region name(s): one for all or one per manifest, in order; fills "
+                                               "blank or missing 'region' cells")
+    p.add_argument("--sensor", nargs="+", help="sensor name(s), as --region")
+    p.add_argument("--gsd-m", nargs="+", type=float, help="ground sampling distance(s) in metres per pixel, "
+                                                          "as --region")
+    p.set_defaults(func=cmd_data_merge)
 
     p = sub.add_parser("models", help="list the backbone registry")
     p.set_defaults(func=cmd_models)

@@ -123,3 +123,37 @@ def test_cam_on_frozen_backbone(trained_run):
     apply_freezing(model, "head")
     cams = CamExplainer(model, "gradcam")(torch.randn(2, 3, 128, 128))  # 4x4 feature map
     assert cams.shape == (2, 128, 128) and cams.max() > 0
+
+
+def test_evaluation_breaks_every_metric_down_by_region(trained_run, synth_manifest, tmp_path, capsys):
+    import pandas as pd
+
+    from landslide.cli import main
+
+    frame = pd.read_csv(synth_manifest)
+    # two regions, and a third that holds only non-landslide chips (its recall cannot be measured)
+    frame["region"] = np.where(frame.index % 2 == 0, "north", "south")
+    frame.loc[(frame["label"] != "landslide") & (frame.index < 4), "region"] = "east"
+    path = os.path.join(os.path.dirname(synth_manifest), "regions.csv")
+    frame.to_csv(path, index=False)
+    out = str(tmp_path / "ev")
+    assert main(["evaluate", "--model", trained_run["model_dir"], "--data", path, "--out", out,
+                 "--bootstrap", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "region north:" in printed and "region south:" in printed
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    by = metrics["by_region"]
+    assert set(by) == {"east", "north", "south"} and sum(r["n"] for r in by.values()) == metrics["n"]
+    for region, r in by.items():
+        part = frame[frame["region"] == region]
+        assert r["n"] == len(part) and r["positives"] == int((part["label"] == "landslide").sum())
+        assert r["threshold"] == metrics["threshold"]
+        if r["positives"] and r["negatives"]:
+            low, high = r["intervals"]["accuracy"]
+            assert low <= r["accuracy"] <= high
+    assert by["east"]["positives"] == 0
+    assert by["east"]["recall"] is None or np.isnan(by["east"]["recall"])
+    predictions = pd.read_csv(os.path.join(out, "predictions.csv"))
+    assert predictions.groupby("region").size().to_dict() == {k: v["n"] for k, v in by.items()}
+    report = open(os.path.join(out, "report.md")).read()
+    assert "## By region" in report and "| north |" in report and "| east |" in report

@@ -1,6 +1,7 @@
 """Manifests and class folders, local and on a real GCS emulator."""
 
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -96,3 +97,63 @@ def test_gs_manifest_and_images_through_emulator(gcs_emulator):
     assert folder.class_counts() == {"landslide": 1, "non_landslide": 1}
     with pytest.raises(DataError, match="not found"):
         manifest_lib.load(f"gs://{bucket}/nothing/m.csv")
+
+
+def test_merge_manifests_of_two_regions(tmp_path, capsys):
+    from landslide.cli import main
+
+    for name in ("a", "b", "c"):
+        _png(tmp_path / "uav" / "img" / f"{name}.png")
+        _png(tmp_path / "uav" / "masks" / f"{name}.png", (0, 0, 0))
+    pd.DataFrame({"path": ["img/a.png", "img/b.png", "img/c.png"], "mask_path": ["masks/a.png", "masks/b.png", ""],
+                  "label": ["landslide", "non_landslide", "ambiguous"], "group": ["g1", "g1", "g2"],
+                  "region": ["", "valley", None]}).to_csv(tmp_path / "uav" / "labels.csv", index=False)
+    for cls in ("landslide", "non_landslide"):  # a class-folder data set of another region
+        _png(tmp_path / "sat" / cls / "x.png")
+    out = tmp_path / "merged" / "all.csv"
+    merged = manifest_lib.merge([str(tmp_path / "uav" / "labels.csv"), str(tmp_path / "sat")], str(out),
+                                regions=["site", "plateau"], sensors=["uav", "satellite"], gsd_m=[0.2, 0.8])
+    frame = merged.frame
+    assert len(merged) == 4 and merged.regions() == ["plateau", "site", "valley"]
+    # the source's own region is kept, blanks are filled; sensor and GSD per source
+    assert frame["region"].tolist() == ["site", "valley", "plateau", "plateau"]
+    assert frame["sensor"].tolist() == ["uav", "uav", "satellite", "satellite"]
+    assert frame["gsd_m"].tolist() == [0.2, 0.2, 0.8, 0.8]
+    # groups never merge across sources; a source without groups gets one per chip
+    assert frame["group"].tolist()[:2] == ["site:g1", "valley:g1"] and frame["group"].nunique() == 4
+    # paths are relative to the merged manifest, mask paths too, and every file is found again
+    written = pd.read_csv(out)
+    assert written["path"][0] == os.path.join("..", "uav", "img", "a.png")
+    assert written["mask_path"][0] == os.path.join("..", "uav", "masks", "a.png")
+    assert not merged.skipped and all(os.path.exists(u) for u in frame["uri"])
+    assert merged.summary()["regions"] == {"plateau": {"samples": 2, "landslide": 1},
+                                           "site": {"samples": 1, "landslide": 1},
+                                           "valley": {"samples": 1, "landslide": 0}}
+    # the command line says the same in one line per region
+    assert main(["data", "merge", str(tmp_path / "uav" / "labels.csv"), str(tmp_path / "sat"), "--out",
+                 str(tmp_path / "cli.parquet"), "--region", "site", "plateau", "--gsd-m", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 chips from 2 manifests" in printed and "region plateau: 2 chips, 1 landslide" in printed
+    assert manifest_lib.load(str(tmp_path / "cli.parquet")).frame["gsd_m"].tolist() == [0.5] * 4
+
+    with pytest.raises(DataError, match="appear in more than one source"):
+        manifest_lib.merge([str(tmp_path / "sat"), str(tmp_path / "sat")], str(tmp_path / "twice.csv"))
+    with pytest.raises(DataError, match="--region: give one value for all 2 manifests or one per manifest"):
+        manifest_lib.merge([str(tmp_path / "sat"), str(tmp_path / "uav" / "labels.csv")], str(tmp_path / "x.csv"),
+                           regions=["a", "b", "c"])
+    with pytest.raises(DataError, match="write the merged manifest as .csv or .parquet"):
+        manifest_lib.merge([str(tmp_path / "sat")], str(tmp_path / "x.json"))
+
+
+def test_region_columns_are_checked(tmp_path):
+    _png(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("path,label,gsd_m\na.png,landslide,-0.3\n")
+    with pytest.raises(DataError, match="'gsd_m' must hold positive ground sampling distances.*-0.3"):
+        manifest_lib.load(str(tmp_path / "m.csv"))
+    (tmp_path / "m.csv").write_text("path,label,gsd_m,region\na.png,landslide,half a metre, north \n")
+    with pytest.raises(DataError, match="half a metre"):
+        manifest_lib.load(str(tmp_path / "m.csv"))
+    (tmp_path / "m.csv").write_text("path,label,gsd_m,region,sensor\na.png,landslide,, north ,\n")
+    m = manifest_lib.load(str(tmp_path / "m.csv"))
+    assert m.regions() == ["north"] and m.frame["gsd_m"].isna().all() and m.frame["sensor"].isna().all()
+    assert "region" not in m.tag_columns and "gsd_m" not in m.tag_columns

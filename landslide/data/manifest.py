@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from landslide import storage
@@ -20,7 +21,11 @@ from landslide.errors import DataError, StorageError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
-RESERVED_COLUMNS = ("uri", "path", "label", "target", "split", "group", "lat", "lon")
+RESERVED_COLUMNS = ("uri", "path", "label", "target", "split", "group", "lat", "lon", "region", "sensor", "gsd_m")
+REGION_COLUMNS = ("region", "sensor", "gsd_m")
+"""Where a chip comes from: ``region`` (a name, e.g. ``baige``), ``sensor`` (e.g. ``uav``, ``tripleSat``) and
+``gsd_m`` (ground sampling distance, metres per pixel). Optional; blank cells are unknown. Evaluation breaks
+metrics down by ``region``; :func:`merge` fills them per source manifest."""
 
 _LABELS = {"landslide": 1, "non_landslide": 0, "non-landslide": 0, "nonlandslide": 0,
            "0": 1, "1": 0}  # digits follow the study: 0 = landslide, 1 = non-landslide
@@ -64,12 +69,25 @@ class Manifest:
         frame = self.frame.loc[mask_or_index].reset_index(drop=True)
         return Manifest(frame, self.source, Counter(self.skipped), list(self.skipped_examples))
 
+    def regions(self) -> list[str]:
+        """The regions named in the ``region`` column, sorted (empty without one)."""
+        if "region" not in self.frame:
+            return []
+        return sorted(str(r) for r in self.frame["region"].dropna().unique())
+
     def summary(self) -> dict:
         """A JSON-able description for model cards and reports."""
         out = {"source": self.source, "samples": len(self), "classes": self.class_counts(),
                "skipped": dict(self.skipped)}
         if "group" in self.frame:
             out["groups"] = int(self.frame["group"].nunique())
+        if self.regions():
+            by = self.frame.groupby(self.frame["region"].fillna("unknown"))["target"]
+            out["regions"] = {str(r): {"samples": int(len(t)), "landslide": int(t.sum())} for r, t in by}
+        for column in ("sensor", "gsd_m"):
+            if column in self.frame and self.frame[column].notna().any():
+                out[f"{column}_values"] = sorted({str(v) if column == "sensor" else float(v)
+                                                  for v in self.frame[column].dropna()})
         return out
 
 
@@ -151,7 +169,25 @@ def _finish(frame: pd.DataFrame, source: str, check_files: bool) -> Manifest:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     if "group" in frame.columns:
         frame["group"] = frame["group"].astype(str)
+    _check_region_columns(frame, source)
     return Manifest(frame.reset_index(drop=True), source, skipped, examples)
+
+
+def _check_region_columns(frame: pd.DataFrame, source: str) -> None:
+    """Normalise ``region``/``sensor`` (stripped text, blank = unknown) and ``gsd_m`` (positive metres per
+    pixel); a value that is not one raises a DataError naming it."""
+    for column in ("region", "sensor"):
+        if column in frame.columns:
+            text = frame[column].astype("string").str.strip()
+            frame[column] = text.where(text.notna() & (text != ""), None).astype(object)
+    if "gsd_m" in frame.columns:
+        gsd = pd.to_numeric(frame["gsd_m"], errors="coerce")
+        bad = frame.loc[(gsd.isna() & frame["gsd_m"].notna() & (frame["gsd_m"].astype(str).str.strip() != ""))
+                        | (gsd <= 0) | ~np.isfinite(gsd.fillna(1.0)), "gsd_m"]
+        if len(bad):
+            raise DataError(f"{source}: column 'gsd_m' must hold positive ground sampling distances in metres per "
+                            f"pixel (blank = unknown); found {sorted(set(map(str, bad)))[:5]}")
+        frame["gsd_m"] = gsd
 
 
 def load(source: str, check_files: bool = True) -> Manifest:
@@ -167,3 +203,78 @@ def load(source: str, check_files: bool = True) -> Manifest:
         return from_folder(source, check_files)
     except StorageError as exc:
         raise DataError(str(exc)) from exc
+
+
+def _per_source(values: list | None, n: int, name: str) -> list:
+    if not values:
+        return [None] * n
+    if len(values) == 1:
+        return list(values) * n
+    if len(values) != n:
+        raise DataError(f"--{name}: give one value for all {n} manifests or one per manifest, got {len(values)}")
+    return list(values)
+
+
+def merge(sources: list[str], out: str, regions: list[str] | None = None, sensors: list[str] | None = None,
+          gsd_m: list[float] | None = None, check_files: bool = True) -> Manifest:
+    """Combine manifests (or class folders) of several regions/sensors into one manifest written to ``out``
+    (CSV or Parquet).
+
+    ``regions``/``sensors``/``gsd_m``: one value for every source or one per source; each fills its column
+    where that source has none or a blank cell (a source's own values are kept). Paths are written relative
+    to ``out``'s folder when both are local, else as URIs; labels as ``landslide``/``non_landslide`` (rows
+    without a known class are left out, as loading would skip them); ``group`` values are prefixed with the
+    region (``baige:B_r2_c2``) so groups of different sources never merge, and a source without groups gets
+    one group per chip. DataError: a chip in two sources (it could land in train and test), bad values."""
+    if len(sources) < 1:
+        raise DataError("merge: give at least one manifest")
+    regions, sensors, gsd_m = (_per_source(v, len(sources), k) for v, k in
+                               ((regions, "region"), (sensors, "sensor"), (gsd_m, "gsd-m")))
+    if any(g is not None and not g > 0 for g in gsd_m):
+        raise DataError(f"--gsd-m: ground sampling distances must be positive metres per pixel, got {gsd_m}")
+    frames = []
+    for i, source in enumerate(sources):
+        frame = load(source, check_files).frame.copy()
+        for column, value in (("region", regions[i]), ("sensor", sensors[i]), ("gsd_m", gsd_m[i])):
+            if value is None:
+                continue
+            if column not in frame:
+                frame[column] = value
+            else:
+                frame[column] = frame[column].where(frame[column].notna(), value)
+        prefix = (frame["region"].fillna(f"source{i}").astype(str) if "region" in frame
+                  else pd.Series(f"source{i}", index=frame.index))
+        group = frame["group"].astype(str) if "group" in frame else frame["uri"].astype(str)
+        frame["group"] = prefix + ":" + group
+        base_in = source if not source.lower().endswith((".csv", ".txt", ".parquet", ".pq")) else storage.parent(source)
+        for column in [c for c in frame.columns if c.endswith("_path")]:  # e.g. mask_path: relative to its source
+            frame[column] = [storage.resolve(str(v), base_in) if isinstance(v, str) and v else v
+                             for v in frame[column]]
+        frame["source_manifest"] = source
+        frames.append(frame)
+    merged = pd.concat(frames, ignore_index=True)
+    twice = merged["uri"][merged["uri"].duplicated()]
+    if len(twice):
+        raise DataError(f"merge: {twice.nunique()} image(s) appear in more than one source (e.g. {twice.iloc[0]}); "
+                        "a chip listed twice could be trained on and tested on")
+    base = storage.parent(out)
+    local = not storage.is_remote(out)
+    def relative(u):
+        return os.path.relpath(u, base) if local and isinstance(u, str) and not storage.is_remote(u) else u
+
+    merged["path"] = [relative(u) for u in merged["uri"]]
+    for column in [c for c in merged.columns if c.endswith("_path")]:
+        merged[column] = [relative(v) for v in merged[column]]
+    merged["label"] = merged["target"].map({1: "landslide", 0: "non_landslide"})
+    table = merged.drop(columns=["uri", "target"])
+    first = ["path", "label", *[c for c in ("split", "group", *REGION_COLUMNS) if c in table]]
+    table = table[first + [c for c in table.columns if c not in first]]
+    if out.lower().endswith((".parquet", ".pq")):
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        storage.write_bytes(out, buffer.getvalue())
+    elif out.lower().endswith(".csv"):
+        storage.write_text(out, table.to_csv(index=False))
+    else:
+        raise DataError(f"{out}: write the merged manifest as .csv or .parquet")
+    return load(out, check_files)

@@ -163,6 +163,16 @@ def _without_tta(model: LandslideClassifier, card: ModelCard, manifest: Manifest
     return both.assign(prediction_without_tta=(q >= plain_threshold).astype(int))
 
 
+def metrics_by(preds: pd.DataFrame, column: str, threshold: float, cfg: EvalConfig, seed: int = 0) -> dict:
+    """Every metric with its bootstrap interval per value of ``column`` of ``preds`` (e.g. ``region``): a
+    model's accuracy where a user sweeps is its accuracy on that region, not the pooled figure."""
+    out = {}
+    for value, part in preds.groupby(column, sort=True):
+        y, p = part["target"].to_numpy(), part["probability"].to_numpy()
+        out[str(value)] = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
+    return out
+
+
 def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manifest, out_dir: str, cfg: EvalConfig,
                    history: list[dict] | None = None, device: torch.device | str = "cpu", batch_size: int = 32,
                    num_workers: int = 0, seed: int = 0, title: str = "Evaluation",
@@ -179,6 +189,9 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
     y, p = preds["target"].to_numpy(), preds["probability"].to_numpy()
     metrics = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
     metrics["unreadable_images"] = errors
+    if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
+        preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
+        metrics["by_region"] = metrics_by(preds, "region", threshold, cfg, seed)
     if tta != "none":
         preds = _without_tta(model, card, manifest, preds, cfg, metrics, device, batch_size, num_workers, seed)
     if model.tag_encoder is not None:

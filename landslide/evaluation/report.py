@@ -73,6 +73,26 @@ def tags_section(tags: dict | None, card: ModelCard, with_tags: dict) -> list[st
     return lines
 
 
+def region_section(by_region: dict | None) -> list[str]:
+    """Metrics per region (``region`` column of the manifest), each with its bootstrap interval."""
+    if not by_region:
+        return []
+    lines = ["", "## By region", "",
+             "Each region's chips scored alone, at the same threshold (bootstrap intervals over its chips).", "",
+             "| region | images | landslide | accuracy | precision | recall | F1 | MCC | ROC AUC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for region, m in by_region.items():
+        ci = m.get("intervals", {})
+
+        def cell(key: str) -> str:
+            interval = ci.get(key)
+            return _fmt(m.get(key)) + (f" [{interval[0]:.3f} – {interval[1]:.3f}]" if interval else "")
+
+        lines.append(f"| {region} | {m['n']} | {m['positives']} | " + " | ".join(
+            cell(k) for k in ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc")) + " |")
+    return lines
+
+
 def tta_section(tta: dict | None, with_tta: dict) -> list[str]:
     """The model with test-time augmentation against itself without it, on the same images."""
     if not tta:
@@ -149,6 +169,7 @@ def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: 
                   "right are border strips). An even map gives 0.111 per cell and 0.333 per strip; ×N is the "
                   "enrichment over that. Compare errors with correct predictions, e.g. `top_right`.", "",
                   *attention_table(attention)]
+    lines += region_section(metrics.get("by_region"))
     lines += tta_section(metrics.get("tta"), metrics)
     lines += tags_section(metrics.get("tags"), card, metrics)
     lines += size_section(metrics.get("size"))

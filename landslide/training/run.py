@@ -334,6 +334,11 @@ def evaluate_test(run: PreparedRun, result: FitResult, card: ModelCard, summary:
     if metrics.get("images_per_s"):
         summary.inference_images_per_s = metrics["images_per_s"]
     card.metrics = {"test": summary.test_metrics, "test_intervals": summary.test_intervals}
+    if "by_region" in metrics:
+        summary.test_by_region = {region: {**{k: m[k] for k in TEST_METRICS}, "n": m["n"],
+                                           "intervals": m.get("intervals", {})}
+                                  for region, m in metrics["by_region"].items()}
+        card.metrics["test_by_region"] = summary.test_by_region
     if "tta" in metrics:
         plain = metrics["tta"]["without_tta"]
         summary.tta = metrics["tta"]["mode"]

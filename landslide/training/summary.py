@@ -53,6 +53,8 @@ class RunSummary(BaseModel):
     test_metrics: dict[str, float | None] | None = None
     test_intervals: dict[str, Any] = Field(default_factory=dict)
     test_images: int | None = None
+    test_by_region: dict[str, dict[str, Any]] | None = None
+    """Test metrics (with ``n`` and ``intervals``) per value of the data's ``region`` column, when it has one."""
     inference_images_per_s: float | None = None
     tta: str | None = None
     test_metrics_without_tta: dict[str, float | None] | None = None
