@@ -84,7 +84,8 @@ def cmd_evaluate(args) -> int:
     cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images)
     device = resolve_device(args.device)
     m = evaluate_model(model, card, data, args.out, cfg, history=card.history, device=device,
-                       batch_size=args.batch_size, title=f"{card.name} on {args.data}", extra_report={"data": args.data})
+                       batch_size=args.batch_size, title=f"{card.name} on {args.data}",
+                       extra_report={"data": args.data})
     print(f"{m['n']} images, threshold {m['threshold']:.3f}: " + ", ".join(
         f"{k}={m[k]:.3f}" for k in ("accuracy", "precision", "recall", "specificity", "f1", "mcc") if m[k] == m[k]))
     for region, r in m.get("by_region", {}).items():

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      field_validator, model_validator)
 
 from landslide import storage
 from landslide.errors import ConfigError, StorageError
@@ -23,6 +24,16 @@ CamMethod = Literal["gradcam", "gradcam++", "eigencam"]
 """Class-activation-map methods (landslide.explain.gradcam.CAM_METHODS)."""
 TileFormat = Literal["auto", "xyz", "manifest", "geojson", "geotiff"]
 """Tile sources a sweep can index (landslide.inventory.tiles)."""
+
+
+def _distinct(value: list) -> list:
+    if len(set(value)) != len(value):
+        raise ValueError(f"values repeat: {value}")
+    return value
+
+
+Distinct = AfterValidator(_distinct)
+"""A list whose values must all differ (seeds, regions)."""
 
 
 class SplitConfig(_Strict):
@@ -61,6 +72,9 @@ class DataConfig(_Strict):
     larger one with the same split seed); validation and test splits are untouched."""
     train_filter: dict[str, list[Any]] | None = None
     """Train only on training-split rows whose column matches one of the values, e.g. ``{scene: [A, B]}``."""
+    train_regions: list[str] | None = Field(None, min_length=1)
+    """Train and validate only on chips of these regions (``region`` column); the test split keeps every
+    region, and the test report breaks metrics down by region: cross-region accuracy, threshold included."""
 
 
 class FreezeConfig(_Strict):
@@ -249,16 +263,10 @@ class RepeatConfig(_Strict):
     folds: int | None = Field(None, ge=2, le=100)
     """Cross-validation: one run per fold (``data.split.folds``/``fold``), so every chip is tested once; the
     out-of-fold predictions are pooled for metrics with group-bootstrap intervals."""
-    seeds: list[int] = Field(default_factory=list)
+    seeds: Annotated[list[int], Distinct] = Field(default_factory=list)
     """One run per seed (``train.seed`` and ``data.split.seed``: with ``folds`` each seed deals new folds,
     without them each seed draws a new grouped split)."""
 
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"seeds repeat: {value}")
-        return value
 
 
 class _ExperimentBase(_Strict):
@@ -341,6 +349,19 @@ class ModalityExperiment(_ExperimentBase):
     kind: Literal["modality"]
 
 
+class RegionsExperiment(_ExperimentBase):
+    """The train x test region matrix: the same model trained (and validated, threshold included) on each
+    region alone, on all regions but one, and on all of them, each tested on every region's held-out chips
+    (``data.train_regions`` per variant; the data needs a ``region`` column)."""
+
+    kind: Literal["regions"]
+    regions: Annotated[list[str], Distinct] = Field(min_length=2)
+    """The regions to train on (values of the data's ``region`` column)."""
+    train_sets: list[Literal["each", "all_but_one", "all"]] = Field(
+        default_factory=lambda: ["each", "all_but_one", "all"], min_length=1)
+    """Which training sets to run: each region alone, all but one (the leave-one-region-out estimate), all."""
+
+
 def _experiment_kind(value: Any) -> str:
     if isinstance(value, dict):
         return value.get("kind", "single")
@@ -350,11 +371,12 @@ def _experiment_kind(value: Any) -> str:
 PartConfig = Annotated[
     Union[Annotated[SingleExperiment, Tag("single")], Annotated[CompareExperiment, Tag("compare")],
           Annotated[FinetuneExperiment, Tag("finetune")], Annotated[TransferExperiment, Tag("transfer")],
-          Annotated[DataSizeExperiment, Tag("data_size")], Annotated[ModalityExperiment, Tag("modality")]],
+          Annotated[DataSizeExperiment, Tag("data_size")], Annotated[ModalityExperiment, Tag("modality")],
+          Annotated[RegionsExperiment, Tag("regions")]],
     Discriminator(_experiment_kind,
                   custom_error_type="experiment_kind",
                   custom_error_message="unknown experiment kind: choose single, compare, finetune, transfer, "
-                                       "data_size or modality (study parts cannot be studies)")]
+                                       "data_size, modality or regions (study parts cannot be studies)")]
 """An experiment that can be a study part: any kind but ``study``."""
 
 
@@ -383,18 +405,18 @@ class StudyExperiment(_ExperimentBase):
 EXPERIMENT_KINDS: dict[str, type[_ExperimentBase]] = {
     "single": SingleExperiment, "compare": CompareExperiment, "finetune": FinetuneExperiment,
     "transfer": TransferExperiment, "data_size": DataSizeExperiment, "modality": ModalityExperiment,
-    "study": StudyExperiment}
+    "regions": RegionsExperiment, "study": StudyExperiment}
 """Experiment kinds by ``kind`` (see :mod:`landslide.experiments.plan`)."""
 
 ExperimentConfig = Annotated[
     Union[Annotated[SingleExperiment, Tag("single")], Annotated[CompareExperiment, Tag("compare")],
           Annotated[FinetuneExperiment, Tag("finetune")], Annotated[TransferExperiment, Tag("transfer")],
           Annotated[DataSizeExperiment, Tag("data_size")], Annotated[ModalityExperiment, Tag("modality")],
-          Annotated[StudyExperiment, Tag("study")]],
+          Annotated[RegionsExperiment, Tag("regions")], Annotated[StudyExperiment, Tag("study")]],
     Discriminator(_experiment_kind,
                   custom_error_type="experiment_kind",
                   custom_error_message="unknown experiment kind: choose single, compare, finetune, transfer, "
-                                       "data_size, modality or study")]
+                                       "data_size, modality, regions or study")]
 """Several runs from one config (see landslide.experiments), one class per ``kind`` (the discriminator;
 ``single`` when absent): each kind accepts only its own fields."""
 

@@ -142,3 +142,58 @@ def test_every_experiment_kind_has_one_config_class_and_one_planner():
     assert set(PLANNERS) == set(EXPERIMENT_KINDS)
     for kind, cls in EXPERIMENT_KINDS.items():
         assert get_args(cls.model_fields["kind"].annotation) == (kind,)
+
+
+def _two_regions(manifest: str) -> str:
+    """The synthetic chips as two regions (by group), each with a fixed train/val/test split of both classes."""
+    frame = pd.read_csv(manifest)
+    groups = sorted(frame["group"].unique())
+    frame["region"] = frame["group"].map({g: ("north" if i % 2 == 0 else "south") for i, g in enumerate(groups)})
+    frame["split"] = "train"
+    for _, part in frame.groupby(["region", "label"]):
+        frame.loc[part.index[:1], "split"] = "test"
+        frame.loc[part.index[1:2], "split"] = "val"
+    path = os.path.join(os.path.dirname(manifest), "two_regions.csv")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_region_matrix_trains_on_each_region_and_tests_on_all(synth_manifest, tmp_path):
+    data = _two_regions(synth_manifest)
+    frame = pd.read_csv(data)
+    cfg = parse_config(tiny_config(data, str(tmp_path / "rx"), data={"train": data, "split": {"method": "predefined"}},
+                                   experiment={"kind": "regions", "regions": ["north", "south"]}))
+    variants = plan(cfg)
+    # with two regions "all but north" is "only south": planned once
+    assert [v.name for v in variants] == ["only-north", "only-south", "all"]
+    assert variants[0].cfg.data.train_regions == ["north"] and variants[2].cfg.data.train_regions == ["north", "south"]
+
+    summary = run_experiment(cfg, run_training, lambda _: None)
+    assert not summary["failed"] and "region_matrix" in summary["files"]
+    # trained and validated on north only: south's train and val chips unused, every test chip kept
+    splits = pd.read_csv(tmp_path / "rx" / "variants" / "only-north" / "splits.csv").merge(
+        frame[["path", "region"]].assign(uri=lambda f: [os.path.join(os.path.dirname(data), p) for p in f["path"]]),
+        on="uri")
+    south = splits[splits["region"] == "south"]
+    assert set(south["split"]) == {"unused", "test"} and (splits["split"] == "test").sum() == 4
+    run = json.load(open(tmp_path / "rx" / "variants" / "only-north" / "summary.json"))
+    assert run["splits"]["val"]["samples"] == 2 and set(run["test_by_region"]) == {"north", "south"}
+
+    cells = pd.read_csv(tmp_path / "rx" / "region_matrix.csv")
+    assert len(cells) == 6 and set(cells["test_region"]) == {"north", "south"}
+    seen = {(r.train_set, r.test_region): r.seen for r in cells.itertuples()}
+    assert seen == {("only-north", "north"): True, ("only-north", "south"): False,
+                    ("only-south", "north"): False, ("only-south", "south"): True,
+                    ("all", "north"): True, ("all", "south"): True}
+    assert (cells["n"] == 2).all() and (cells["landslide"] == 1).all()
+    text = open(tmp_path / "rx" / "region_matrix.md").read()
+    assert "## F1" in text and "## MCC" in text and "| only-north (north) |" in text and "**" in text
+
+    with pytest.raises(LandslideError, match=r"data.train_regions: \['west'\] not in the data's regions"):
+        run_training(parse_config(tiny_config(data, str(tmp_path / "w"),
+                                              data={"train": data, "train_regions": ["west"]})))
+    with pytest.raises(LandslideError, match="has no 'region' column"):
+        run_training(parse_config(tiny_config(synth_manifest, str(tmp_path / "n"),
+                                              data={"train_regions": ["north"]})))
+    with pytest.raises(ConfigError, match=r"experiment.regions: Value error, values repeat: \[.north., .north.\]"):
+        _cfg(data, tmp_path, kind="regions", regions=["north", "north"])

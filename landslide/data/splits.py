@@ -279,3 +279,30 @@ def limit_training(manifest: Manifest, fraction: float = 1.0, keep: dict[str, li
     out = manifest.subset(slice(None))
     out.frame["split"] = split
     return out
+
+
+def restrict_regions(manifest: Manifest, regions: list[str]) -> Manifest:
+    """Train *and validate* only on chips of ``regions`` (the ``region`` column); training and validation rows
+    of other regions are marked ``unused``, the test split keeps every region. With validation (and so the
+    threshold) drawn from the training regions only, the test metrics of another region measure how the model
+    does where it has seen no labels at all: the cross-region setting. ConfigError: no ``region`` column, or a
+    region the data does not have; DataError: no training or validation rows left."""
+    frame = manifest.frame
+    if "region" not in frame.columns:
+        raise ConfigError(f"data.train_regions: {manifest.source} has no 'region' column (add one, or combine "
+                          "manifests with `landslide data merge --region ...`)")
+    known = sorted(str(r) for r in frame["region"].dropna().unique())
+    unknown = sorted(set(regions) - set(known))
+    if unknown:
+        raise ConfigError(f"data.train_regions: {unknown} not in the data's regions {known}")
+    split = frame["split"].to_numpy(dtype=object).copy()
+    inside = frame["region"].isin(regions).to_numpy()
+    fitted = np.isin(split, ["train", "val"])
+    split[fitted & ~inside] = "unused"
+    for name in ("train", "val"):
+        left = split == name
+        if not left.any():
+            raise DataError(f"data.train_regions {regions}: no {name} rows left in {manifest.source}")
+    out = manifest.subset(slice(None))
+    out.frame["split"] = split
+    return out

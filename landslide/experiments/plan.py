@@ -8,6 +8,7 @@ Kinds (``experiment.kind``), after the study's experiments:
 - ``transfer``: stages in order; each later stage starts from the previous stage's model (weight transfer).
 - ``data_size``: growing training subsets (fractions or named sets) against fixed val/test splits.
 - ``modality``: image-only vs. the multi-modal model on the same splits.
+- ``regions``: the train x test region matrix (each region alone, all but one, all; tested on every region).
 - ``study``: several of the above (``parts``) on the same data, with one report
   (:mod:`landslide.experiments.study`).
 
@@ -22,7 +23,8 @@ from typing import Any, Callable
 
 from landslide import storage
 from landslide.config import (CompareExperiment, DataSizeExperiment, FinetuneExperiment, ModalityExperiment,
-                              PartConfig, RunConfig, SingleExperiment, StudyExperiment, TransferExperiment,
+                              PartConfig, RegionsExperiment, RunConfig, SingleExperiment, StudyExperiment,
+                              TransferExperiment,
                               parse_config)
 from landslide.errors import ConfigError
 from landslide.models.registry import get_spec
@@ -184,6 +186,23 @@ def _plan_modality(cfg: RunConfig, exp: ModalityExperiment) -> list[Variant]:
             Variant("multimodal", _derive(cfg, "multimodal", {}), {"inputs": "image + tags"})]
 
 
+def _plan_regions(cfg: RunConfig, exp: RegionsExperiment) -> list[Variant]:
+    sets: dict[str, tuple[str, list[str]]] = {}  # name -> (kind of set, regions); a set already planned is skipped
+    for kind in exp.train_sets:
+        if kind == "each":
+            candidates = [(f"only-{r}", [r]) for r in exp.regions]
+        elif kind == "all_but_one":
+            candidates = [(f"without-{r}", [x for x in exp.regions if x != r]) for r in exp.regions]
+        else:
+            candidates = [("all", list(exp.regions))]
+        for name, regions in candidates:
+            if all(set(regions) != set(r) for _, r in sets.values()):  # two regions: without-a is only-b
+                sets[_slug(name)] = (kind, regions)
+    return [Variant(name, _derive(cfg, name, {"data.train_regions": regions}),
+                    {"train_set": kind, "train_regions": "+".join(regions)})
+            for name, (kind, regions) in sets.items()]
+
+
 def _plan_study(cfg: RunConfig, exp: StudyExperiment) -> list[Variant]:
     variants = []
     for part in exp.parts:
@@ -197,6 +216,6 @@ def _plan_study(cfg: RunConfig, exp: StudyExperiment) -> list[Variant]:
 
 PLANNERS: dict[str, Callable[[RunConfig, Any], list[Variant]]] = {
     "single": _plan_single, "compare": _plan_compare, "finetune": _plan_finetune, "transfer": _plan_transfer,
-    "data_size": _plan_data_size, "modality": _plan_modality, "study": _plan_study}
+    "data_size": _plan_data_size, "modality": _plan_modality, "regions": _plan_regions, "study": _plan_study}
 """The planner of each experiment kind (:data:`landslide.config.EXPERIMENT_KINDS`): config -> runs, before
 repeats. A new kind is its config class plus one entry here."""

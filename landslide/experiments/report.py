@@ -141,7 +141,8 @@ def markdown_table(table: pd.DataFrame, select: str = "mcc") -> str:
 
 
 TITLES = {"single": "Repeated run", "compare": "Backbone comparison", "finetune": "Fine-tuning scenarios",
-          "transfer": "Weight transfer", "data_size": "Training data size", "modality": "Image-only vs. multi-modal"}
+          "transfer": "Weight transfer", "data_size": "Training data size", "modality": "Image-only vs. multi-modal",
+          "regions": "Across regions"}
 
 
 def caption(cfg: RunConfig) -> str:

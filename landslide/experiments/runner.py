@@ -24,6 +24,7 @@ from landslide.config import RunConfig, dump_config
 from landslide.errors import LandslideError, StorageError
 from landslide.experiments import repeats
 from landslide.experiments.plan import Variant, part_config, plan, repeat_tags
+from landslide.experiments.regions import write_region_matrix
 from landslide.experiments.report import one_line, comparison_table, write_comparison, write_modality
 from landslide.experiments.study import combined_table, write_study
 
@@ -116,6 +117,8 @@ def write_results(cfg: RunConfig, variants: list[Variant], results: dict[str, di
     files.update(write_comparison(cfg, table))
     if cfg.experiment.kind == "modality" and not repeat_tags(cfg) and not any("error" in r for r in results.values()):
         files.update(write_modality(cfg, variants))
+    if cfg.experiment.kind == "regions":
+        files.update(write_region_matrix(cfg, variants, results))
     best = None
     if export and len(variants) > 1:
         row = repeats.select_best(table, cfg.experiment.select, variants)

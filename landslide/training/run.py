@@ -26,7 +26,7 @@ from landslide.config import RunConfig, dump_config
 from landslide.data import manifest as manifest_lib
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
-from landslide.data.splits import assign_splits, get_split, limit_training, split_summary
+from landslide.data.splits import assign_splits, get_split, limit_training, restrict_regions, split_summary
 from landslide.data.tags import TagSchema
 from landslide.data.transforms import BatchAugment, build_transform
 from landslide.errors import ConfigError, DataError
@@ -181,6 +181,8 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
         storage.write_text(storage.join(out, "config.yaml"), dump_config(cfg))
     torch.manual_seed(cfg.train.seed)
     data = prepare_data(cfg)
+    if cfg.data.train_regions:
+        data = restrict_regions(data, cfg.data.train_regions)
     if cfg.data.train_fraction < 1 or cfg.data.train_filter:
         data = limit_training(data, cfg.data.train_fraction, cfg.data.train_filter, cfg.data.split.seed)
     if write_files:
