@@ -284,6 +284,23 @@ def cmd_data_merge(args) -> int:
     return 0
 
 
+def cmd_data_confounds(args) -> int:
+    from landslide import storage
+    from landslide.data.manifest import load
+    from landslide.evaluation.confounds import confound_check, confound_lines
+
+    data = load(args.manifest)
+    if args.split:
+        if "split" not in data.frame.columns:
+            raise ConfigError(f"--split {args.split}: {args.manifest} has no 'split' column")
+        data = data.subset(data.frame["split"] == args.split)
+    report = confound_check(data.frame, args.max_auc, max_images=args.max_images)
+    if args.out:
+        storage.write_json(args.out, report)
+    print("\n".join(confound_lines(report)) if report.get("properties") else report["verdict"])
+    return 1 if report["confounds"] else 0
+
+
 def cmd_catalog_seed(args) -> int:
     from landslide import storage
     from landslide.data.catalog import seed_regions
@@ -425,6 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gsd-m", nargs="+", type=float, help="ground sampling distance(s) in metres per pixel, "
                                                           "as --region")
     p.set_defaults(func=cmd_data_merge)
+    p = data_sub.add_parser("confounds", help="do file properties (size, aspect, format) give the label away? "
+                                              "(exit 1 if so)")
+    p.add_argument("manifest", help="manifest (CSV/Parquet) or class folder")
+    p.add_argument("--split", choices=["train", "val", "test"], help="check one split only")
+    p.add_argument("--max-auc", type=float, default=0.7, help="out-of-fold ROC AUC that counts as a confound")
+    p.add_argument("--max-images", type=int, default=2000, help="read at most this many chips (stratified sample)")
+    p.add_argument("--out", help="write the full report as JSON")
+    p.set_defaults(func=cmd_data_confounds)
 
     p = sub.add_parser("models", help="list the backbone registry")
     p.set_defaults(func=cmd_models)

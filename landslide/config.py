@@ -72,6 +72,12 @@ class DataConfig(_Strict):
     larger one with the same split seed); validation and test splits are untouched."""
     train_filter: dict[str, list[Any]] | None = None
     """Train only on training-split rows whose column matches one of the values, e.g. ``{scene: [A, B]}``."""
+    confounds: Literal["error", "warn", "off"] = "warn"
+    """Before training: do file properties of the training chips (size, aspect, format) predict the label
+    (:mod:`landslide.evaluation.confounds`, grouped out-of-fold AUC)? ``error`` stops the run, ``warn`` logs
+    it; either way the report is ``confounds.json`` in the run folder and a line in the model card."""
+    max_confound_auc: float = Field(0.7, gt=0.5, le=1)
+    """Out-of-fold ROC AUC at or above which a file property counts as a confound."""
     train_regions: list[str] | None = Field(None, min_length=1)
     """Train and validate only on chips of these regions (``region`` column); the test split keeps every
     region, and the test report breaks metrics down by region: cross-region accuracy, threshold included."""

@@ -119,18 +119,23 @@ def train_loop_per_worker(config: dict) -> None:
 def preflight(cfg: RunConfig) -> None:
     """Everything that can fail before a worker starts: data, weights, storage, cluster resources."""
     from landslide.data.splits import get_split, restrict_regions
-    from landslide.training.run import check_leakage, fit_tags, make_model, prepare_data
+    from landslide.training.run import check_confounds, check_leakage, fit_tags, make_model, prepare_data
 
     storage.check_writable(cfg.output_dir)
     seen_data: dict = {}
-    seen_tags, seen_models = set(), set()
+    seen_tags, seen_models, seen_confounds = set(), set(), set()
     for variant in plan(cfg):
         v = variant.cfg
         key = (v.data.train, v.data.val, v.data.test, v.data.split.model_dump_json())
         if key not in seen_data:
             seen_data[key] = prepare_data(v)
+        data = seen_data[key]
         if v.data.train_regions:  # a region the data lacks fails here, not after the workers start
-            restrict_regions(seen_data[key], v.data.train_regions)
+            data = restrict_regions(data, v.data.train_regions)
+        confound_key = (key, tuple(v.data.train_regions or ()), v.data.max_confound_auc)
+        if v.data.confounds == "error" and confound_key not in seen_confounds:
+            seen_confounds.add(confound_key)  # so does a confounded training split
+            check_confounds(v, get_split(data, "train"))
         tags_key = (key, v.model.tags.model_dump_json() if v.model.tags else None)
         if v.model.tags is not None and tags_key not in seen_tags:
             seen_tags.add(tags_key)  # tag columns and leakage fail here, not after the workers start

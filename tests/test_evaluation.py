@@ -157,3 +157,54 @@ def test_evaluation_breaks_every_metric_down_by_region(trained_run, synth_manife
     assert predictions.groupby("region").size().to_dict() == {k: v["n"] for k, v in by.items()}
     report = open(os.path.join(out, "report.md")).read()
     assert "## By region" in report and "| north |" in report and "| east |" in report
+
+
+def _sized_by_class(folder) -> str:
+    """Chips whose size gives the class away (landslide 40 px, others 64 px), as in the Bijie set."""
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        label = "landslide" if i % 2 else "non_landslide"
+        side = 40 if label == "landslide" else 64
+        pixels = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"c{i}.png")
+        rows.append({"path": f"c{i}.png", "label": label, "group": f"g{i // 4}"})
+    pd.DataFrame(rows).to_csv(folder / "sized.csv", index=False)
+    return str(folder / "sized.csv")
+
+
+def test_confound_check_finds_a_size_difference(tmp_path, synth_manifest, capsys):
+    from conftest import tiny_config
+
+    from landslide.cli import main
+    from landslide.config import parse_config
+    from landslide.data.manifest import load
+    from landslide.errors import DataError
+    from landslide.evaluation.confounds import confound_check
+    from landslide.training.run import run_training
+
+    sized = _sized_by_class(tmp_path)
+    report = confound_check(load(sized).frame)
+    assert report["properties"]["width"]["auc"] >= 0.9 and report["properties"]["width"]["kind"] == "acquisition"
+    assert {c["property"] for c in report["confounds"]} >= {"width", "height", "megapixels"}
+    assert "width (median 40 for landslide vs 64" in report["verdict"]
+    assert report["properties"]["format"]["auc"] < 0.7  # every chip is a PNG
+    clean = confound_check(load(synth_manifest).frame)
+    assert not clean["confounds"] and clean["verdict"].startswith("no acquisition confound")
+
+    assert main(["data", "confounds", sized, "--out", str(tmp_path / "c.json")]) == 1
+    assert "| width | acquisition |" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "c.json"))["confounds"]
+    assert main(["data", "confounds", synth_manifest]) == 0
+
+    with pytest.raises(DataError, match="the label is predictable from how chips were made: width"):
+        run_training(parse_config(tiny_config(sized, str(tmp_path / "stop"), data={"confounds": "error"})))
+    summary = run_training(parse_config(tiny_config(sized, str(tmp_path / "warn"), train={"epochs": 1})))
+    assert summary["confounds"]["confounds"] and os.path.exists(tmp_path / "warn" / "confounds.json")
+    card = json.load(open(tmp_path / "warn" / "model" / "model_card.json"))
+    assert "width" in card["training"]["confounds"]["verdict"]
+    assert "acquisition confounds (training split)**: the label is predictable" in open(
+        tmp_path / "warn" / "eval" / "report.md").read()

@@ -47,7 +47,9 @@ def _auc(y: np.ndarray, score: np.ndarray, folded: bool = False) -> float:
     return max(auc, 1.0 - auc) if folded else auc
 
 
-def _out_of_fold_auc(x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def out_of_fold_auc(x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """ROC AUC of a logistic regression on features ``x`` ``(N, F)``, each row scored by a model fitted on
+    the other folds (``splits``: train/test index pairs)."""
     score = np.zeros(len(y))
     for train, test in splits:
         if len(np.unique(y[train])) < 2:
@@ -60,7 +62,9 @@ def _out_of_fold_auc(x: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray
     return _auc(y, score)
 
 
-def _splits(frame: pd.DataFrame, y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_folds(frame: pd.DataFrame, y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds, grouped by ``frame['group']`` when there are enough groups (chips of one group are
+    never split between fitting and scoring)."""
     k = int(min(folds, np.bincount(y, minlength=2).min()))
     if "group" in frame.columns and frame["group"].nunique() >= k:
         groups = frame["group"].astype(str).to_numpy()
@@ -79,7 +83,7 @@ def tag_leakage(frame: pd.DataFrame, categorical: list[str], numeric: list[str],
     if min(report["landslide"], report["non_landslide"]) < 2:
         report["verdict"] = "not checked: each class needs at least 2 rows"
         return report
-    splits = _splits(frame, y, folds, seed)
+    splits = grouped_folds(frame, y, folds, seed)
     report["folds"] = len(splits)
     for col in schema.columns:
         part = TagSchema({col: schema.categorical[col]} if col in schema.categorical else {},
@@ -87,12 +91,12 @@ def tag_leakage(frame: pd.DataFrame, categorical: list[str], numeric: list[str],
         known = part.known(frame)[col]
         entry = {"known_landslide": float(known[y == 1].mean()), "known_non_landslide": float(known[y == 0].mean()),
                  "presence_auc": _auc(y, known.astype(float), folded=True),
-                 "value_auc": _out_of_fold_auc(_features(part, frame), y, splits)}
+                 "value_auc": out_of_fold_auc(_features(part, frame), y, splits)}
         report["columns"][col] = entry
         for kind in ("presence", "value"):
             if entry[f"{kind}_auc"] >= max_auc:
                 report["leaks"].append({"column": col, "kind": kind, "auc": entry[f"{kind}_auc"]})
-    report["combined_auc"] = _out_of_fold_auc(_features(schema, frame), y, splits)
+    report["combined_auc"] = out_of_fold_auc(_features(schema, frame), y, splits)
     if report["combined_auc"] >= max_auc and not report["leaks"]:
         report["leaks"].append({"column": "<all tags>", "kind": "combined", "auc": report["combined_auc"]})
     report["verdict"] = _verdict(report)

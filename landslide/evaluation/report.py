@@ -149,6 +149,8 @@ def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: 
               f"- **images**: {metrics['n']} ({metrics['positives']} landslide, {metrics['negatives']} non-landslide); "
               f"unreadable: {len(metrics.get('unreadable_images', []))}",
               f"- **threshold**: {metrics['threshold']:.3f} (chosen on validation data; stored in the model card)",
+              *([f"- **acquisition confounds (training split)**: {confounds['verdict']}"]
+                if (confounds := (card.training or {}).get("confounds")) else []),
               "", "## Metrics", "", *metrics_table(metrics), "",
               f"Confusion matrix: TP={c['tp']} FP={c['fp']} FN={c['fn']} TN={c['tn']}", ""]
     for key, caption in (("confusion", "Confusion matrix"), ("roc", "ROC curve"), ("pr", "Precision-recall curve"),

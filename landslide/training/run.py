@@ -31,6 +31,7 @@ from landslide.data.tags import TagSchema
 from landslide.data.transforms import BatchAugment, build_transform
 from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
+from landslide.evaluation.confounds import confound_check
 from landslide.evaluation.leakage import tag_leakage
 from landslide.evaluation.metrics import binary_metrics, choose_threshold
 from landslide.models.card import ModelCard
@@ -98,6 +99,22 @@ def check_leakage(cfg: RunConfig, train: Manifest) -> dict | None:
     return report
 
 
+def check_confounds(cfg: RunConfig, train: Manifest) -> dict | None:
+    """The acquisition-confound check on the training split (:mod:`landslide.evaluation.confounds`); raises a
+    DataError naming the confounding properties when ``data.confounds`` is ``error``."""
+    if cfg.data.confounds == "off":
+        return None
+    report = confound_check(train.frame, cfg.data.max_confound_auc, seed=cfg.train.seed,
+                            max_pixels=cfg.data.max_image_pixels)
+    if report["confounds"] and cfg.data.confounds == "error":
+        raise DataError(f"{cfg.data.train}: {report['verdict']} A model can learn these instead of landslides. "
+                        "Make the classes alike (e.g. crop every chip to one size) or set data.confounds: warn "
+                        "to train anyway (the report then says so).")
+    if report["confounds"]:
+        log.warning("training split (data.confounds: warn, training anyway): %s", report["verdict"])
+    return report
+
+
 def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[LandslideClassifier, ModelCard | None]:
     """Build the model (multi-modal with a tag ``schema``), or load it from ``train.init_from`` (weight
     transfer: the stage-1 model's tag schema is kept); freezing is applied by the caller."""
@@ -156,6 +173,8 @@ class PreparedRun:
     pos_weight: float | None
     leakage: dict | None = None
     """The tag-leakage check of the training split (multi-modal runs)."""
+    confounds: dict | None = None
+    """The acquisition-confound check of the training split (``data.confounds``)."""
     start_time: float = field(default_factory=time.perf_counter)
 
     def loader(self, manifest: Manifest, shuffle: bool, seed: int, sampler=None) -> DataLoader:
@@ -199,6 +218,9 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     leakage = check_leakage(cfg, train_m)
     if leakage is not None and write_files:
         storage.write_json(storage.join(out, "tag_leakage.json"), leakage)
+    confounds = check_confounds(cfg, train_m)
+    if confounds is not None and write_files:
+        storage.write_json(storage.join(out, "confounds.json"), confounds)
     if cfg.model.size_head and cfg.model.size_head.column not in train_m.frame.columns:
         raise DataError(f"{cfg.data.train}: model.size_head.column {cfg.model.size_head.column!r} is not a "
                         f"column of the data; columns: {list(train_m.frame.columns)}")
@@ -214,7 +236,7 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     transform = build_transform(image_size, spec.mean, spec.std)
     pos_weight = counts["non_landslide"] / counts["landslide"] if cfg.train.class_weighting == "balanced" else None
     return PreparedRun(cfg, data, train_m, val_m, test_m, model, image_size, freezing, transform, augment,
-                       pos_weight, leakage, start)
+                       pos_weight, leakage, confounds, start)
 
 
 def card_extras(run: PreparedRun) -> dict:
@@ -264,7 +286,7 @@ def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
                                "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                                "monitor": cfg.train.monitor, "stopped_early": result.stopped_early,
                                "seed": cfg.train.seed, "split_method": cfg.data.split.method,
-                               "history": result.history},
+                               "history": result.history, "confounds": _confound_summary(run.confounds)},
                      **card_extras(run))
 
 
@@ -296,6 +318,10 @@ def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -
     return selection
 
 
+def _confound_summary(report: dict | None) -> dict | None:
+    return {k: report.get(k) for k in ("verdict", "confounds", "combined_auc")} if report else None
+
+
 def run_summary(run: PreparedRun, result: FitResult, card: ModelCard, model_dir: str,
                 selection: dict) -> RunSummary:
     """The summary of a finished fit (before the test evaluation)."""
@@ -318,6 +344,7 @@ def run_summary(run: PreparedRun, result: FitResult, card: ModelCard, model_dir:
                                if isinstance(v, (int, float))}
     if run.leakage is not None:
         summary.tag_leakage = {k: run.leakage[k] for k in ("verdict", "leaks", "combined_auc")}
+    summary.confounds = _confound_summary(run.confounds)
     return summary
 
 

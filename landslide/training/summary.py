@@ -50,6 +50,8 @@ class RunSummary(BaseModel):
     val_metrics: dict[str, float] | None = None
     """Validation metrics at the chosen threshold: what experiments select models by."""
     tag_leakage: dict[str, Any] | None = None
+    confounds: dict[str, Any] | None = None
+    """The acquisition-confound check of the training split: verdict, confounds, combined AUC."""
     test_metrics: dict[str, float | None] | None = None
     test_intervals: dict[str, Any] = Field(default_factory=dict)
     test_images: int | None = None
