@@ -110,9 +110,37 @@ def test_evaluation_report_contents(trained_run):
         assert key in metrics
     report = open(os.path.join(ev, "report.md")).read()
     assert "95% bootstrap interval" in report and "top_right" in report and "Confusion matrix" in report
+    # every threshold rule's validation choice, scored on the test images; the model's own rule among them
+    rules = metrics["threshold_rules"]
+    assert set(rules) == {"fixed", "f1", "youden"} and rules["fixed"]["threshold"] == 0.5
+    assert rules["f1"]["threshold"] == pytest.approx(metrics["threshold"])
+    assert rules["f1"]["f1"] == pytest.approx(metrics["f1"]) and "## Threshold rules" in report
+    assert os.path.exists(os.path.join(ev, "validation_predictions.csv"))
+    # temperature scaling fitted on validation, reported raw and calibrated
+    card = json.load(open(os.path.join(trained_run["model_dir"], "model_card.json")))
+    t = card["calibration"]["temperature"]
+    assert 0.05 <= t <= 20 and card["calibration"]["fitted_on"] == "validation"
+    assert metrics["calibration"]["temperature"] == t and 0 <= metrics["calibration"]["calibrated"]["ece"] <= 1
+    assert "## Calibration" in report
     assert os.path.exists(os.path.join(ev, "attention_per_image.csv"))
     sheets = [f for f in os.listdir(os.path.join(ev, "gallery")) if f.endswith("_sheet.png")]
     assert sheets
+
+
+def test_temperature_scaling_recovers_an_overconfident_model():
+    from landslide.evaluation.metrics import apply_temperature, calibration_metrics, fit_temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-z))).astype(int)
+    overconfident = 1 / (1 + np.exp(-3 * z))
+    t = fit_temperature(y, overconfident)
+    assert t == pytest.approx(3.0, rel=0.1)
+    before, after = calibration_metrics(y, overconfident), calibration_metrics(y, apply_temperature(overconfident, t))
+    assert after["ece"] < before["ece"] / 4 and after["brier"] < before["brier"]
+    # the order of probabilities is kept: a threshold maps to the same decisions
+    assert ((overconfident >= 0.7) == (apply_temperature(overconfident, t) >= apply_temperature(0.7, t))).all()
+    assert fit_temperature(np.ones(5), overconfident[:5]) == 1.0
 
 
 def test_cam_on_frozen_backbone(trained_run):

@@ -158,6 +158,15 @@ def test_tiny_version_of_the_real_study_config_end_to_end(tmp_path, capsys):
     assert row["test_accuracy"] == pytest.approx((oof["prediction"] == oof["target"]).mean())
     assert row["test_accuracy_low"] <= row["test_accuracy"] <= row["test_accuracy_high"]
     assert len(pd.read_csv(out / "backbones" / "runs.csv")) == 6
+    # threshold rules: each chosen on validation only, per fold or once on the pooled validation predictions;
+    # the per-fold F1 rule reproduces the runs' own decisions
+    rules = pd.read_csv(out / "backbones" / "threshold_rules.csv")
+    assert set(rules["rule"]) == {"fixed", "f1", "youden"} and set(rules["scheme"]) == {"per fold", "pooled"}
+    mine = rules[(rules["variant"] == "baseline_cnn") & (rules["rule"] == "f1") & (rules["scheme"] == "per fold")]
+    assert mine["accuracy"].iloc[0] == pytest.approx(row["test_accuracy"]) and (rules["n"] == len(oof)).all()
+    fixed = rules[(rules["rule"] == "fixed")]
+    assert (fixed["threshold_min"] == 0.5).all() and (fixed["threshold_max"] == 0.5).all()
+    assert "| baseline_cnn | youden | pooled |" in (out / "backbones" / "threshold_rules.md").read_text()
     # weight transfer chains fold by fold
     card = json.load(open(out / "transfer" / "variants" / "scene-C-blocks-3" / "fold-1" / "model" / "model_card.json"))
     assert card["init_from"].endswith(os.path.join("scene-B-head", "fold-1", "model"))

@@ -18,7 +18,8 @@ from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
 from landslide.data.transforms import denormalize
 from landslide.evaluation import plots
-from landslide.evaluation.metrics import evaluate_predictions, multiclass_metrics, outcome, paired_difference
+from landslide.evaluation.metrics import (apply_temperature, calibration_metrics, evaluate_predictions,
+                                          multiclass_metrics, outcome, paired_difference)
 from landslide.evaluation.report import write_report
 from landslide.explain import attention_stats
 from landslide.explain.gallery import write_galleries
@@ -163,6 +164,16 @@ def _without_tta(model: LandslideClassifier, card: ModelCard, manifest: Manifest
     return both.assign(prediction_without_tta=(q >= plain_threshold).astype(int))
 
 
+def calibration_report(y: np.ndarray, p: np.ndarray, card: ModelCard) -> dict:
+    """ECE and Brier score of the probabilities as the model gives them (``raw``) and, when the card has a
+    temperature fitted on validation, after temperature scaling (``calibrated``)."""
+    out = {"raw": calibration_metrics(y, p)}
+    if card.calibration and card.calibration.get("temperature"):
+        t = float(card.calibration["temperature"])
+        out.update({"temperature": t, "calibrated": calibration_metrics(y, apply_temperature(p, t))})
+    return out
+
+
 def metrics_by(preds: pd.DataFrame, column: str, threshold: float, cfg: EvalConfig, seed: int = 0) -> dict:
     """Every metric with its bootstrap interval per value of ``column`` of ``preds`` (e.g. ``region``): a
     model's accuracy where a user sweeps is its accuracy on that region, not the pooled figure."""
@@ -192,6 +203,17 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
     if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, cfg, seed)
+    metrics["calibration"] = calibration_report(y, p, card)
+    if "by_region" in metrics:
+        for region, entry in metrics["by_region"].items():
+            part = (preds["region"] == region).to_numpy()
+            entry["calibration"] = calibration_report(y[part], p[part], card)
+    rules = (card.threshold_selection or {}).get("rules")
+    if rules:  # every rule's validation threshold applied to these images: how much the choice of rule matters
+        metrics["threshold_rules"] = {rule: {"threshold": t, **{k: v for k, v in evaluate_predictions(
+            y, p, t, cfg.bootstrap, cfg.confidence, seed).items() if k in ("f1", "mcc", "accuracy", "precision",
+                                                                               "recall", "intervals")}}
+            for rule, t in rules.items()}
     if tta != "none":
         preds = _without_tta(model, card, manifest, preds, cfg, metrics, device, batch_size, num_workers, seed)
     if model.tag_encoder is not None:

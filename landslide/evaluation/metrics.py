@@ -175,6 +175,57 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, method: str = "f1", fixed: fl
     return float((best_t + lower.max()) / 2) if len(lower) else float(best_t)
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def apply_temperature(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities rescaled by temperature scaling: ``sigmoid(logit(p) / T)``. The order of the
+    probabilities is kept, so a threshold ``t`` maps to ``apply_temperature(t, T)`` with the same decisions."""
+    return 1.0 / (1.0 + np.exp(-_logit(p) / float(temperature)))
+
+
+def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
+    """The temperature ``T`` in [0.05, 20] minimising the negative log-likelihood of ``sigmoid(logit(p) / T)``
+    on labels ``y`` (temperature scaling, Guo et al. 2017, "On calibration of modern neural networks"); fit it
+    on validation data. 1.0 when ``y`` has one class."""
+    from scipy.optimize import minimize_scalar
+
+    y, z = np.asarray(y).astype(float), _logit(p)
+    if len(np.unique(y)) < 2:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        q = np.clip(1.0 / (1.0 + np.exp(-z / np.exp(log_t))), 1e-12, 1 - 1e-12)
+        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded").x))
+
+
+def calibration_metrics(y: np.ndarray, p: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """Expected calibration error (``ece``: mean |observed landslide rate - mean probability| over ``bins``
+    equal-width probability bins, weighted by their counts; Naeini et al. 2015) and the Brier score (mean
+    squared error of the probability), both 0 for perfect calibration."""
+    y, p = np.asarray(y).astype(float), np.asarray(p, dtype=float)
+    if not len(y):
+        return {"ece": math.nan, "brier": math.nan}
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    ece = sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).mean()
+              for b in range(bins) if (which == b).any())
+    return {"ece": float(ece), "brier": float(((p - y) ** 2).mean())}
+
+
+THRESHOLD_RULES = ("fixed", "f1", "youden")
+"""Ways to choose the decision threshold on validation data (:func:`choose_threshold`)."""
+
+
+def threshold_rules(y: np.ndarray, p: np.ndarray, fixed: float = 0.5) -> dict[str, float]:
+    """The threshold each rule of :data:`THRESHOLD_RULES` chooses on validation labels ``y`` and
+    probabilities ``p``: the fixed value, F1-max, Youden's J (Youden 1950) max."""
+    return {rule: choose_threshold(y, p, rule, fixed) for rule in THRESHOLD_RULES}
+
+
 def evaluate_predictions(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000,
                          confidence: float = 0.95, seed: int = 0) -> dict:
     """Metrics plus their intervals, JSON-able."""

@@ -93,6 +93,45 @@ def region_section(by_region: dict | None) -> list[str]:
     return lines
 
 
+def calibration_section(calibration: dict | None, by_region: dict | None) -> list[str]:
+    """ECE and Brier score, raw and after the temperature fitted on validation, overall and per region."""
+    if not calibration:
+        return []
+    t = calibration.get("temperature")
+    lines = ["", "## Calibration", "",
+             "Are the probabilities right as probabilities? Expected calibration error (15 bins) and Brier score, "
+             "lower is better" + (f"; calibrated: temperature {t:.3f} fitted on validation (decisions unchanged)."
+                                  if t else "; the model card has no fitted temperature."), "",
+             "| images | ECE | Brier | ECE calibrated | Brier calibrated |", "|---|---|---|---|---|"]
+    rows = [("all", calibration)] + [(r, m["calibration"]) for r, m in (by_region or {}).items()
+                                      if m.get("calibration")]
+    for name, c in rows:
+        cal = c.get("calibrated", {})
+        lines.append(f"| {name} | {_fmt(c['raw']['ece'])} | {_fmt(c['raw']['brier'])} | {_fmt(cal.get('ece'))} | "
+                     f"{_fmt(cal.get('brier'))} |")
+    return lines
+
+
+def threshold_rules_section(rules: dict | None, chosen: float) -> list[str]:
+    """Each threshold rule's validation-chosen threshold applied to these images."""
+    if not rules:
+        return []
+    lines = ["", "## Threshold rules", "",
+             f"Each rule chose its threshold on the validation split; the model uses {chosen:.3f}. Test metrics at "
+             "each rule's threshold (bootstrap intervals):", "",
+             "| rule | threshold | precision | recall | F1 | MCC | accuracy |", "|---|---|---|---|---|---|---|"]
+    for rule, m in rules.items():
+        ci = m.get("intervals", {})
+
+        def cell(key: str) -> str:
+            interval = ci.get(key)
+            return _fmt(m.get(key)) + (f" [{interval[0]:.3f} – {interval[1]:.3f}]" if interval else "")
+
+        lines.append(f"| {rule} | {m['threshold']:.3f} | " + " | ".join(
+            cell(k) for k in ("precision", "recall", "f1", "mcc", "accuracy")) + " |")
+    return lines
+
+
 def tta_section(tta: dict | None, with_tta: dict) -> list[str]:
     """The model with test-time augmentation against itself without it, on the same images."""
     if not tta:
@@ -172,6 +211,8 @@ def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: 
                   "enrichment over that. Compare errors with correct predictions, e.g. `top_right`.", "",
                   *attention_table(attention)]
     lines += region_section(metrics.get("by_region"))
+    lines += threshold_rules_section(metrics.get("threshold_rules"), metrics["threshold"])
+    lines += calibration_section(metrics.get("calibration"), metrics.get("by_region"))
     lines += tta_section(metrics.get("tta"), metrics)
     lines += tags_section(metrics.get("tags"), card, metrics)
     lines += size_section(metrics.get("size"))

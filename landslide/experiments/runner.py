@@ -25,6 +25,7 @@ from landslide.errors import LandslideError, StorageError
 from landslide.experiments import repeats
 from landslide.experiments.plan import Variant, part_config, plan, repeat_tags
 from landslide.experiments.regions import write_region_matrix
+from landslide.experiments.thresholds import write_threshold_rules
 from landslide.experiments.report import one_line, comparison_table, write_comparison, write_modality
 from landslide.experiments.study import combined_table, write_study
 
@@ -112,6 +113,7 @@ def write_results(cfg: RunConfig, variants: list[Variant], results: dict[str, di
         files["runs_csv"] = storage.join(cfg.output_dir, "runs.csv")
         storage.write_text(files["runs_csv"], runs.to_csv(index=False))
         table = repeats.aggregate_table(cfg, variants, results)
+        files.update(write_threshold_rules(cfg, variants, results))
     else:
         table = runs.assign(runs=(runs["status"] == "ok").astype(int)) if "status" in runs else runs
     files.update(write_comparison(cfg, table))

@@ -94,6 +94,9 @@ class ModelCard(_Section):
     """Validation thresholds per test-time-augmentation mode (always the card's own mode; ``none`` too when
     the run used TTA): a user who switches TTA off gets the threshold chosen without it."""
     threshold_selection: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    """Temperature scaling fitted on validation (``temperature``, ECE and Brier before/after): evaluation
+    reports calibrated probabilities beside the raw ones (:func:`landslide.evaluation.metrics.fit_temperature`)."""
     cam_layer: str | None = None
     dropout: float = 0.2
     pretrained: dict[str, Any] = Field(default_factory=dict)

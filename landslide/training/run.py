@@ -33,7 +33,8 @@ from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
 from landslide.evaluation.confounds import confound_check
 from landslide.evaluation.leakage import tag_leakage
-from landslide.evaluation.metrics import binary_metrics, choose_threshold
+from landslide.evaluation.metrics import (apply_temperature, binary_metrics, calibration_metrics, choose_threshold,
+                                          fit_temperature, threshold_rules)
 from landslide.models.card import ModelCard
 from landslide.models.checkpoint import WEIGHTS_FILE, load_checkpoint, make_card, save_checkpoint, write_card
 from landslide.models.classifier import LandslideClassifier, build_model
@@ -308,7 +309,12 @@ def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -
             thresholds[mode] = t
             if mode == cfg.eval.tta:
                 selection = {"method": cfg.eval.threshold, "value": t, "chosen_on": "validation",
-                             "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t)}
+                             "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t),
+                             "rules": threshold_rules(vpreds["target"].to_numpy(), vpreds["probability"].to_numpy(),
+                                                      cfg.eval.fixed_threshold)}
+                card.calibration = fit_calibration(vpreds["target"].to_numpy(), vpreds["probability"].to_numpy(), mode)
+                storage.write_text(storage.join(cfg.output_dir, "eval", "validation_predictions.csv"),
+                                   vpreds.drop(columns="index").to_csv(index=False))
     card.tta = cfg.eval.tta
     card.threshold = float(selection["value"])
     card.thresholds_by_tta = {cfg.eval.tta: card.threshold, **thresholds}
@@ -316,6 +322,15 @@ def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -
     if run.leakage is not None and card.tags is not None:
         card.tags.leakage = run.leakage
     return selection
+
+
+def fit_calibration(y, p, tta: str) -> dict:
+    """Temperature scaling on the validation predictions (of the card's TTA mode), with ECE and Brier score
+    before and after, for the model card."""
+    temperature = fit_temperature(y, p)
+    return {"method": "temperature", "temperature": temperature, "fitted_on": "validation", "tta": tta,
+            "validation_before": calibration_metrics(y, p),
+            "validation_after": calibration_metrics(y, apply_temperature(p, temperature))}
 
 
 def _confound_summary(report: dict | None) -> dict | None:
@@ -344,6 +359,7 @@ def run_summary(run: PreparedRun, result: FitResult, card: ModelCard, model_dir:
                                if isinstance(v, (int, float))}
     if run.leakage is not None:
         summary.tag_leakage = {k: run.leakage[k] for k in ("verdict", "leaks", "combined_auc")}
+    summary.threshold_rules = selection.get("rules")
     summary.confounds = _confound_summary(run.confounds)
     return summary
 

@@ -47,6 +47,8 @@ class RunSummary(BaseModel):
     train_images_per_s: float | None = None
     splits: dict[str, Any] = Field(default_factory=dict)
     inputs: str = "image"
+    threshold_rules: dict[str, float] | None = None
+    """The threshold each rule (``fixed``, ``f1``, ``youden``) chose on the validation split."""
     val_metrics: dict[str, float] | None = None
     """Validation metrics at the chosen threshold: what experiments select models by."""
     tag_leakage: dict[str, Any] | None = None
