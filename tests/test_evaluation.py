@@ -122,6 +122,8 @@ def test_evaluation_report_contents(trained_run):
     assert 0.05 <= t <= 20 and card["calibration"]["fitted_on"] == "validation"
     assert metrics["calibration"]["temperature"] == t and 0 <= metrics["calibration"]["calibrated"]["ece"] <= 1
     assert "## Calibration" in report
+    shift = metrics["prior_shift"]
+    assert 0 < shift["estimated_prior"] < 1 and 0 < shift["threshold"] < 1 and "## Prior shift" in report
     assert os.path.exists(os.path.join(ev, "attention_per_image.csv"))
     sheets = [f for f in os.listdir(os.path.join(ev, "gallery")) if f.endswith("_sheet.png")]
     assert sheets
@@ -141,6 +143,18 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     # the order of probabilities is kept: a threshold maps to the same decisions
     assert ((overconfident >= 0.7) == (apply_temperature(overconfident, t) >= apply_temperature(0.7, t))).all()
     assert fit_temperature(np.ones(5), overconfident[:5]) == 1.0
+
+
+def test_prior_shift_is_estimated_without_labels():
+    from landslide.evaluation.metrics import estimate_prior, prior_adjusted_threshold
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(20000) < 0.2).astype(int)
+    score = rng.normal(np.where(y == 1, 1.0, -1.0), 1.0)
+    posterior_at_half = 1 / (1 + np.exp(-2 * score))  # calibrated for a training share of 0.5
+    assert estimate_prior(posterior_at_half, 0.5) == pytest.approx(0.2, abs=0.01)
+    assert prior_adjusted_threshold(0.5, 0.5, 0.2) == pytest.approx(0.8)  # odds 1 -> 4
+    assert prior_adjusted_threshold(0.3, 0.4, 0.4) == pytest.approx(0.3)
 
 
 def test_cam_on_frozen_backbone(trained_run):

@@ -18,8 +18,9 @@ from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
 from landslide.data.transforms import denormalize
 from landslide.evaluation import plots
-from landslide.evaluation.metrics import (apply_temperature, calibration_metrics, evaluate_predictions,
-                                          multiclass_metrics, outcome, paired_difference)
+from landslide.evaluation.metrics import (apply_temperature, calibration_metrics, estimate_prior,
+                                          evaluate_predictions, multiclass_metrics, outcome, paired_difference,
+                                          prior_adjusted_threshold)
 from landslide.evaluation.report import write_report
 from landslide.explain import attention_stats
 from landslide.explain.gallery import write_galleries
@@ -174,6 +175,25 @@ def calibration_report(y: np.ndarray, p: np.ndarray, card: ModelCard) -> dict:
     return out
 
 
+def prior_shift_report(y: np.ndarray, p: np.ndarray, threshold: float, card: ModelCard, cfg: EvalConfig,
+                       seed: int = 0) -> dict | None:
+    """What the threshold would be, and score, if adjusted to these images' landslide share as estimated *without
+    labels* by EM (:func:`landslide.evaluation.metrics.estimate_prior`, on probabilities calibrated with the
+    card's temperature). The labelled share is reported beside the estimate only to judge it. None when the
+    card does not record its training split."""
+    train = ((card.training or {}).get("splits") or {}).get("train") or {}
+    if not train.get("samples") or not len(y):
+        return None
+    pi0 = train.get("landslide", 0) / train["samples"]
+    temperature = float((card.calibration or {}).get("temperature") or 1.0)
+    prior = estimate_prior(apply_temperature(p, temperature), pi0)
+    adjusted = prior_adjusted_threshold(float(apply_temperature(threshold, temperature)), pi0, prior)
+    raw = float(apply_temperature(adjusted, 1.0 / temperature))  # back to the model's own probabilities
+    m = evaluate_predictions(y, p, raw, cfg.bootstrap, cfg.confidence, seed)
+    return {"train_prior": pi0, "estimated_prior": prior, "labelled_prior": float(np.mean(y)),
+            "threshold": raw, **{k: m[k] for k in ("f1", "mcc", "precision", "recall", "accuracy", "intervals")}}
+
+
 def metrics_by(preds: pd.DataFrame, column: str, threshold: float, cfg: EvalConfig, seed: int = 0) -> dict:
     """Every metric with its bootstrap interval per value of ``column`` of ``preds`` (e.g. ``region``): a
     model's accuracy where a user sweeps is its accuracy on that region, not the pooled figure."""
@@ -204,10 +224,12 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, cfg, seed)
     metrics["calibration"] = calibration_report(y, p, card)
+    metrics["prior_shift"] = prior_shift_report(y, p, threshold, card, cfg, seed)
     if "by_region" in metrics:
         for region, entry in metrics["by_region"].items():
             part = (preds["region"] == region).to_numpy()
             entry["calibration"] = calibration_report(y[part], p[part], card)
+            entry["prior_shift"] = prior_shift_report(y[part], p[part], threshold, card, cfg, seed)
     rules = (card.threshold_selection or {}).get("rules")
     if rules:  # every rule's validation threshold applied to these images: how much the choice of rule matters
         metrics["threshold_rules"] = {rule: {"threshold": t, **{k: v for k, v in evaluate_predictions(

@@ -216,6 +216,33 @@ def calibration_metrics(y: np.ndarray, p: np.ndarray, bins: int = 15) -> dict[st
     return {"ece": float(ece), "brier": float(((p - y) ** 2).mean())}
 
 
+def estimate_prior(p: np.ndarray, train_prior: float, max_iter: int = 200, tol: float = 1e-6) -> float:
+    """The landslide share of an *unlabelled* set, estimated by EM from the model's (calibrated) probabilities
+    ``p`` and the training share ``train_prior`` (Saerens, Latinne & Decaestecker 2002, "Adjusting the outputs
+    of a classifier to new a priori probabilities"). No label is used."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    pi0 = float(np.clip(train_prior, 1e-6, 1 - 1e-6))
+    prior = pi0
+    for _ in range(max_iter):
+        w1, w0 = prior / pi0, (1 - prior) / (1 - pi0)
+        adjusted = w1 * p / (w1 * p + w0 * (1 - p))
+        new = float(adjusted.mean())
+        if abs(new - prior) < tol:
+            return new
+        prior = new
+    return prior
+
+
+def prior_adjusted_threshold(threshold: float, train_prior: float, target_prior: float) -> float:
+    """The threshold on the unadjusted probability that gives the decisions of ``threshold`` on probabilities
+    adjusted from ``train_prior`` to ``target_prior`` (Bayes' rule on the odds)."""
+    pi0 = float(np.clip(train_prior, 1e-6, 1 - 1e-6))
+    pi1 = float(np.clip(target_prior, 1e-6, 1 - 1e-6))
+    t = float(np.clip(threshold, 1e-6, 1 - 1e-6))
+    odds = t / (1 - t) * ((1 - pi1) / (1 - pi0)) / (pi1 / pi0)
+    return odds / (1 + odds)
+
+
 THRESHOLD_RULES = ("fixed", "f1", "youden")
 """Ways to choose the decision threshold on validation data (:func:`choose_threshold`)."""
 

@@ -112,6 +112,25 @@ def calibration_section(calibration: dict | None, by_region: dict | None) -> lis
     return lines
 
 
+def prior_shift_section(metrics: dict) -> list[str]:
+    """The threshold adjusted to each set's landslide share estimated without labels (EM), and its scores."""
+    rows = [("all", metrics, metrics.get("prior_shift"))] + [
+        (r, m, m.get("prior_shift")) for r, m in (metrics.get("by_region") or {}).items()]
+    rows = [r for r in rows if r[2]]
+    if not rows:
+        return []
+    lines = ["", "## Prior shift (no labels used)", "",
+             "A new region has its own share of landslides. EM on the model's calibrated probabilities estimates it "
+             "without labels (Saerens et al. 2002) and moves the threshold accordingly; the labelled share is shown "
+             "only to judge the estimate.", "",
+             "| images | training share | estimated share | labelled share | threshold | F1 | MCC | F1 at the card's "
+             "threshold |", "|---|---|---|---|---|---|---|---|"]
+    for name, plain, s in rows:
+        lines.append(f"| {name} | {s['train_prior']:.3f} | {s['estimated_prior']:.3f} | {s['labelled_prior']:.3f} | "
+                     f"{s['threshold']:.3f} | {_fmt(s['f1'])} | {_fmt(s['mcc'])} | {_fmt(plain.get('f1'))} |")
+    return lines
+
+
 def threshold_rules_section(rules: dict | None, chosen: float) -> list[str]:
     """Each threshold rule's validation-chosen threshold applied to these images."""
     if not rules:
@@ -213,6 +232,7 @@ def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: 
     lines += region_section(metrics.get("by_region"))
     lines += threshold_rules_section(metrics.get("threshold_rules"), metrics["threshold"])
     lines += calibration_section(metrics.get("calibration"), metrics.get("by_region"))
+    lines += prior_shift_section(metrics)
     lines += tta_section(metrics.get("tta"), metrics)
     lines += tags_section(metrics.get("tags"), card, metrics)
     lines += size_section(metrics.get("size"))
