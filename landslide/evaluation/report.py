@@ -122,7 +122,9 @@ def prior_shift_section(metrics: dict) -> list[str]:
     lines = ["", "## Prior shift (no labels used)", "",
              "A new region has its own share of landslides. EM on the model's calibrated probabilities estimates it "
              "without labels (Saerens et al. 2002) and moves the threshold accordingly; the labelled share is shown "
-             "only to judge the estimate.", "",
+             "only to judge the estimate. The method assumes only the share changes (images of each class look "
+             "as in training); across sensors that fails and the estimate can run to 0 or 1 (docs/results.md).",
+             "",
              "| images | training share | estimated share | labelled share | threshold | F1 | MCC | F1 at the card's "
              "threshold |", "|---|---|---|---|---|---|---|---|"]
     for name, plain, s in rows:
