@@ -83,9 +83,25 @@ def cmd_evaluate(args) -> int:
         raise ConfigError(f"{args.data}: no labelled images to evaluate")
     cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images)
     device = resolve_device(args.device)
+    extra = {"data": args.data}
+    adaptation = None
+    if args.adapt_bn:  # AdaBN on the evaluated images themselves; no label is read
+        import torch
+        from torch.utils.data import DataLoader
+
+        from landslide.data.dataset import ChipDataset, collate_skip_bad
+        from landslide.inference.adapt import adapt_batchnorm
+
+        loader = DataLoader(ChipDataset(data, card.transform(), schema=model.tag_schema),
+                            batch_size=args.batch_size, shuffle=True, collate_fn=collate_skip_bad,
+                            generator=torch.Generator().manual_seed(0))
+        adaptation = adapt_batchnorm(model, loader, device)
+        extra["adaptation"] = (f"AdaBN: BatchNorm statistics of {adaptation['layers']} layers re-estimated on "
+                               f"the {adaptation['images']} evaluated images (no labels)")
+        print(extra["adaptation"])
     m = evaluate_model(model, card, data, args.out, cfg, history=card.history, device=device,
                        batch_size=args.batch_size, title=f"{card.name} on {args.data}",
-                       extra_report={"data": args.data})
+                       extra_report=extra, adaptation=adaptation)
     print(f"{m['n']} images, threshold {m['threshold']:.3f}: " + ", ".join(
         f"{k}={m[k]:.3f}" for k in ("accuracy", "precision", "recall", "specificity", "f1", "mcc") if m[k] == m[k]))
     for region, r in m.get("by_region", {}).items():
@@ -352,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics, plots, Grad-CAM galleries and report for a model")
     p.add_argument("--model", required=True, help="checkpoint folder (model.safetensors + model_card.json)")
+    p.add_argument("--adapt-bn", action="store_true",
+                   help="AdaBN: re-estimate BatchNorm statistics on the evaluated images first (no labels read; "
+                        "evaluate one region per call to adapt to it)")
     p.add_argument("--data", required=True, help="manifest (CSV/Parquet) or class-folder tree")
     p.add_argument("--out", required=True)
     p.add_argument("--split", choices=["train", "val", "test"], help="only rows of this split")

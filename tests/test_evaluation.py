@@ -250,3 +250,51 @@ def test_confound_check_finds_a_size_difference(tmp_path, synth_manifest, capsys
     assert "width" in card["training"]["confounds"]["verdict"]
     assert "acquisition confounds (training split)**: the label is predictable" in open(
         tmp_path / "warn" / "eval" / "report.md").read()
+
+
+def test_adabn_re_estimates_batchnorm_statistics_without_labels(trained_run, synth_manifest, tmp_path, capsys):
+    from torch.utils.data import DataLoader
+
+    from landslide.cli import main
+    from landslide.data.dataset import ChipDataset, collate_skip_bad
+    from landslide.data.manifest import load
+    from landslide.errors import DataError
+    from landslide.inference.adapt import adapt_batchnorm, batchnorm_layers
+
+    model, card = load_checkpoint(trained_run["model_dir"])
+    data = load(synth_manifest)
+    first = batchnorm_layers(model)[0]
+    trained_mean = first.running_mean.clone()
+    # the first BatchNorm's input over the target images, by hand: what AdaBN must find
+    inputs = []
+    hook = first.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach()))
+    images = torch.stack([ChipDataset(data, card.transform())[i]["image"] for i in range(len(data))])
+    model.eval()
+    with torch.no_grad():
+        model(images * 0.5 + 0.4)  # a "new sensor": dimmer, lower contrast
+    hook.remove()
+    expected = inputs[0].mean(dim=(0, 2, 3))
+
+    class Shifted(ChipDataset):
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            item["image"] = item["image"] * 0.5 + 0.4
+            item["target"] = -1  # labels are never read
+            return item
+
+    loader = DataLoader(Shifted(data, card.transform()), batch_size=6, collate_fn=collate_skip_bad)  # 4 equal batches
+    info = adapt_batchnorm(model, loader)
+    assert info == {"method": "adabn", "layers": len(batchnorm_layers(model)), "images": len(data)}
+    assert torch.allclose(first.running_mean, expected, atol=1e-4)
+    assert not torch.allclose(first.running_mean, trained_mean) and not first.training
+    kept = first.running_mean.clone()
+    with pytest.raises(DataError, match="no readable images"):
+        adapt_batchnorm(model, DataLoader([], collate_fn=collate_skip_bad))
+    assert torch.equal(first.running_mean, kept)
+
+    out = str(tmp_path / "adapted")
+    assert main(["evaluate", "--model", trained_run["model_dir"], "--data", synth_manifest, "--out", out,
+                 "--bootstrap", "20", "--adapt-bn"]) == 0
+    assert "AdaBN: BatchNorm statistics of" in capsys.readouterr().out
+    assert json.load(open(os.path.join(out, "metrics.json")))["adaptation"]["images"] == len(data)
+    assert "AdaBN" in open(os.path.join(out, "report.md")).read()

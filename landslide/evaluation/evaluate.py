@@ -207,7 +207,7 @@ def metrics_by(preds: pd.DataFrame, column: str, threshold: float, cfg: EvalConf
 def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manifest, out_dir: str, cfg: EvalConfig,
                    history: list[dict] | None = None, device: torch.device | str = "cpu", batch_size: int = 32,
                    num_workers: int = 0, seed: int = 0, title: str = "Evaluation",
-                   extra_report: dict[str, Any] | None = None) -> dict:
+                   extra_report: dict[str, Any] | None = None, adaptation: dict | None = None) -> dict:
     """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics."""
     storage.makedirs(out_dir)
     threshold, tta = card.threshold, card.tta
@@ -220,6 +220,8 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
     y, p = preds["target"].to_numpy(), preds["probability"].to_numpy()
     metrics = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
     metrics["unreadable_images"] = errors
+    if adaptation:
+        metrics["adaptation"] = adaptation
     if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, cfg, seed)
