@@ -73,6 +73,12 @@ def tags_section(tags: dict | None, card: ModelCard, with_tags: dict) -> list[st
     return lines
 
 
+def _with_interval(m: dict, key: str) -> str:
+    """``value [low – high]`` of metric ``key`` from a metrics dict with ``intervals``."""
+    interval = m.get("intervals", {}).get(key)
+    return _fmt(m.get(key)) + (f" [{interval[0]:.3f} – {interval[1]:.3f}]" if interval else "")
+
+
 def region_section(by_region: dict | None) -> list[str]:
     """Metrics per region (``region`` column of the manifest), each with its bootstrap interval."""
     if not by_region:
@@ -82,14 +88,8 @@ def region_section(by_region: dict | None) -> list[str]:
              "| region | images | landslide | accuracy | precision | recall | F1 | MCC | ROC AUC |",
              "|---|---|---|---|---|---|---|---|---|"]
     for region, m in by_region.items():
-        ci = m.get("intervals", {})
-
-        def cell(key: str) -> str:
-            interval = ci.get(key)
-            return _fmt(m.get(key)) + (f" [{interval[0]:.3f} – {interval[1]:.3f}]" if interval else "")
-
         lines.append(f"| {region} | {m['n']} | {m['positives']} | " + " | ".join(
-            cell(k) for k in ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc")) + " |")
+            _with_interval(m, k) for k in ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc")) + " |")
     return lines
 
 
@@ -142,14 +142,8 @@ def threshold_rules_section(rules: dict | None, chosen: float) -> list[str]:
              "each rule's threshold (bootstrap intervals):", "",
              "| rule | threshold | precision | recall | F1 | MCC | accuracy |", "|---|---|---|---|---|---|---|"]
     for rule, m in rules.items():
-        ci = m.get("intervals", {})
-
-        def cell(key: str) -> str:
-            interval = ci.get(key)
-            return _fmt(m.get(key)) + (f" [{interval[0]:.3f} – {interval[1]:.3f}]" if interval else "")
-
         lines.append(f"| {rule} | {m['threshold']:.3f} | " + " | ".join(
-            cell(k) for k in ("precision", "recall", "f1", "mcc", "accuracy")) + " |")
+            _with_interval(m, k) for k in ("precision", "recall", "f1", "mcc", "accuracy")) + " |")
     return lines
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from landslide import storage
 from landslide.config import RunConfig
 from landslide.evaluation.metrics import pooled_metrics
 from landslide.experiments.plan import Variant
 from landslide.experiments.repeats import groups_of_runs, pooled_table
+from landslide.experiments.report import write_table
 
 MATRIX_METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc")
 
@@ -73,9 +73,6 @@ def write_region_matrix(cfg: RunConfig, variants: list[Variant], results: dict[s
     cells = region_cells(cfg, variants, results)
     if cells.empty:
         return {}
-    files = {"region_matrix_csv": storage.join(cfg.output_dir, "region_matrix.csv"),
-             "region_matrix": storage.join(cfg.output_dir, "region_matrix.md")}
-    storage.write_text(files["region_matrix_csv"], cells.to_csv(index=False))
     rep = cfg.experiment.repeats
     how = ("pooled out-of-fold test predictions" if rep and rep.folds else
            "test predictions pooled over seeds" if rep and rep.seeds else "test predictions")
@@ -86,5 +83,4 @@ def write_region_matrix(cfg: RunConfig, variants: list[Variant], results: dict[s
              "would get. Counts per cell are in region_matrix.csv.", "", "## F1", "", *matrix_markdown(cells, "f1"),
              "", "## MCC", "", *matrix_markdown(cells, "mcc"), "", "## ROC AUC (threshold-free)", "",
              *matrix_markdown(cells, "roc_auc")]
-    storage.write_text(files["region_matrix"], "\n".join(lines) + "\n")
-    return files
+    return write_table(cfg.output_dir, "region_matrix", cells, lines)

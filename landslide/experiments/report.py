@@ -101,6 +101,15 @@ def comparison_table(variants: list[Variant], results: dict[str, dict]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def write_table(out_dir: str, stem: str, table: pd.DataFrame, lines: list[str]) -> dict[str, str]:
+    """``<stem>.csv`` (the table) and ``<stem>.md`` (``lines``) in ``out_dir``; returns their URIs under the
+    keys ``<stem>_csv`` and ``<stem>``."""
+    files = {f"{stem}_csv": storage.join(out_dir, f"{stem}.csv"), stem: storage.join(out_dir, f"{stem}.md")}
+    storage.write_text(files[f"{stem}_csv"], table.to_csv(index=False))
+    storage.write_text(files[stem], "\n".join(lines) + "\n")
+    return files
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"

@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from landslide import storage
 from landslide.config import RunConfig
 from landslide.evaluation.metrics import THRESHOLD_RULES, pooled_metrics, threshold_rules
 from landslide.experiments.plan import Variant
 from landslide.experiments.repeats import groups_of_runs, pooled_table
+from landslide.experiments.report import write_table
 
 KEYS = ("f1", "mcc", "accuracy", "precision", "recall")
 
@@ -60,9 +60,6 @@ def write_threshold_rules(cfg: RunConfig, variants: list[Variant], results: dict
     table = rule_rows(cfg, variants, results)
     if table.empty:
         return {}
-    files = {"threshold_rules_csv": storage.join(cfg.output_dir, "threshold_rules.csv"),
-             "threshold_rules": storage.join(cfg.output_dir, "threshold_rules.md")}
-    storage.write_text(files["threshold_rules_csv"], table.to_csv(index=False))
     conf = f"{cfg.eval.confidence:.0%}"
     lines = [f"# Threshold rules: {cfg.name}", "",
              "Each rule chooses on validation data only: *per fold* on each fold's validation split, *pooled* once on "
@@ -82,5 +79,4 @@ def write_threshold_rules(cfg: RunConfig, variants: list[Variant], results: dict
 
         lines.append(f"| {r.variant} | {r.rule} | {r.scheme} | {thresholds} | "
                      + " | ".join(cell(k) for k in ("f1", "mcc", "precision", "recall")) + " |")
-    storage.write_text(files["threshold_rules"], "\n".join(lines) + "\n")
-    return files
+    return write_table(cfg.output_dir, "threshold_rules", table, lines)
