@@ -298,3 +298,33 @@ def test_adabn_re_estimates_batchnorm_statistics_without_labels(trained_run, syn
     assert "AdaBN: BatchNorm statistics of" in capsys.readouterr().out
     assert json.load(open(os.path.join(out, "metrics.json")))["adaptation"]["images"] == len(data)
     assert "AdaBN" in open(os.path.join(out, "report.md")).read()
+
+
+def test_gsd_is_recorded_in_the_card_and_checked_in_evaluation(synth_manifest, tmp_path):
+    import pandas as pd
+    from conftest import tiny_config
+
+    from landslide.config import parse_config
+    from landslide.training.run import run_training
+
+    frame = pd.read_csv(synth_manifest)
+    folder = os.path.dirname(synth_manifest)
+    frame.assign(gsd_m=0.5).to_csv(os.path.join(folder, "gsd_half.csv"), index=False)
+    frame.assign(gsd_m=2.0).to_csv(os.path.join(folder, "gsd_two.csv"), index=False)
+    summary = run_training(parse_config(tiny_config(os.path.join(folder, "gsd_half.csv"), str(tmp_path / "r"),
+                                                    train={"epochs": 1})))
+    card = json.load(open(os.path.join(summary["model_dir"], "model_card.json")))
+    assert card["gsd_m"] == 0.5
+    metrics = json.load(open(tmp_path / "r" / "eval" / "metrics.json"))
+    assert metrics["gsd"] == {"data_m": 0.5, "model_m": 0.5, "note": None}
+    assert "- **GSD**: 0.5 m/px (model trained at 0.5)" in open(tmp_path / "r" / "eval" / "report.md").read()
+
+    from landslide.cli import main
+
+    for data, expected in (("gsd_two.csv", "differs from the training chips' (0.5 m/px) by a factor 4.00"),
+                           ("manifest.csv", "GSD unknown for the evaluated chips")):
+        out = str(tmp_path / data)
+        assert main(["evaluate", "--model", summary["model_dir"], "--data", os.path.join(folder, data), "--out", out,
+                     "--bootstrap", "20", "--cam-max-images", "2"]) == 0
+        assert expected in json.load(open(os.path.join(out, "metrics.json")))["gsd"]["note"]
+        assert expected in open(os.path.join(out, "report.md")).read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -30,6 +31,8 @@ from landslide.models.classifier import LandslideClassifier
 from landslide.models.tta import VIEWS as TTA_VIEWS
 from landslide.inference.batch import predict_loader
 from landslide.inference.transform import eval_transform
+
+log = logging.getLogger(__name__)
 
 
 def predict_manifest(model: LandslideClassifier, card: ModelCard, manifest: Manifest, batch_size: int = 32,
@@ -165,6 +168,22 @@ def _without_tta(model: LandslideClassifier, card: ModelCard, manifest: Manifest
     return both.assign(prediction_without_tta=(q >= plain_threshold).astype(int))
 
 
+def gsd_report(manifest: Manifest, card: ModelCard) -> dict:
+    """Ground sampling distance of the evaluated chips (median ``gsd_m``, m/px) beside the model's training
+    GSD, with one ``note`` when either is unknown or they differ by more than 25 %."""
+    data = (float(manifest.frame["gsd_m"].median()) if "gsd_m" in manifest.frame.columns
+            and manifest.frame["gsd_m"].notna().any() else None)
+    note = None
+    if data is None or card.gsd_m is None:
+        note = ("GSD unknown for " + " and ".join(w for w, v in (("the evaluated chips (no gsd_m column)", data),
+                                                               ("the model's training chips", card.gsd_m))
+                                                 if v is None) + ": scale differences cannot be checked")
+    elif not 0.8 <= data / card.gsd_m <= 1.25:
+        note = (f"the evaluated chips' GSD ({data:g} m/px) differs from the training chips' ({card.gsd_m:g} m/px) "
+                f"by a factor {data / card.gsd_m:.2f}: objects appear at another scale")
+    return {"data_m": data, "model_m": card.gsd_m, "note": note}
+
+
 def calibration_report(y: np.ndarray, p: np.ndarray, card: ModelCard) -> dict:
     """ECE and Brier score of the probabilities as the model gives them (``raw``) and, when the card has a
     temperature fitted on validation, after temperature scaling (``calibrated``)."""
@@ -225,6 +244,10 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
     if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, cfg, seed)
+    metrics["gsd"] = gsd_report(manifest, card)
+    if metrics["gsd"]["note"]:  # unknown: said once, in the log and the report; a mismatch is a warning
+        (log.info if metrics["gsd"]["data_m"] is None or card.gsd_m is None else log.warning)(
+            "%s", metrics["gsd"]["note"])
     metrics["calibration"] = calibration_report(y, p, card)
     metrics["prior_shift"] = prior_shift_report(y, p, threshold, card, cfg, seed)
     if "by_region" in metrics:

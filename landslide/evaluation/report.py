@@ -203,6 +203,9 @@ def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: 
               f"- **images**: {metrics['n']} ({metrics['positives']} landslide, {metrics['negatives']} non-landslide); "
               f"unreadable: {len(metrics.get('unreadable_images', []))}",
               f"- **threshold**: {metrics['threshold']:.3f} (chosen on validation data; stored in the model card)",
+              *([f"- **GSD**: {metrics['gsd']['note']}"] if (metrics.get("gsd") or {}).get("note") else
+                [f"- **GSD**: {metrics['gsd']['data_m']:g} m/px (model trained at {metrics['gsd']['model_m']:g})"]
+                if metrics.get("gsd") else []),
               *([f"- **acquisition confounds (training split)**: {confounds['verdict']}"]
                 if (confounds := (card.training or {}).get("confounds")) else []),
               "", "## Metrics", "", *metrics_table(metrics), "",

@@ -94,6 +94,9 @@ class ModelCard(_Section):
     """Validation thresholds per test-time-augmentation mode (always the card's own mode; ``none`` too when
     the run used TTA): a user who switches TTA off gets the threshold chosen without it."""
     threshold_selection: dict[str, Any] | None = None
+    gsd_m: float | None = Field(None, gt=0)
+    """Median ground sampling distance (m/px) of the training chips, when their manifest gave ``gsd_m``;
+    None: unknown. Evaluation reports the data's GSD beside it."""
     calibration: dict[str, Any] | None = None
     """Temperature scaling fitted on validation (``temperature``, ECE and Brier before/after): evaluation
     reports calibrated probabilities beside the raw ones (:func:`landslide.evaluation.metrics.fit_temperature`)."""

@@ -288,7 +288,14 @@ def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
                                "monitor": cfg.train.monitor, "stopped_early": result.stopped_early,
                                "seed": cfg.train.seed, "split_method": cfg.data.split.method,
                                "history": result.history, "confounds": _confound_summary(run.confounds)},
-                     **card_extras(run))
+                     gsd_m=median_gsd(run.train), **card_extras(run))
+
+
+def median_gsd(manifest: Manifest) -> float | None:
+    """Median ``gsd_m`` of a manifest's chips (m/px), None when no chip has one."""
+    if "gsd_m" not in manifest.frame.columns or manifest.frame["gsd_m"].isna().all():
+        return None
+    return float(manifest.frame["gsd_m"].median())
 
 
 def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -> dict:
