@@ -66,6 +66,15 @@ def cmd_train(args) -> int:
     return 1 if summary.get("failed") and not args.report_only else 0
 
 
+def _one_split(data, split: str | None, source: str):
+    """``data`` (a Manifest) restricted to ``--split`` when given; ConfigError when it has no split column."""
+    if not split:
+        return data
+    if "split" not in data.frame.columns:
+        raise ConfigError(f"--split {split}: {source} has no 'split' column")
+    return data.subset(data.frame["split"] == split)
+
+
 def cmd_evaluate(args) -> int:
     from landslide.config import EvalConfig
     from landslide.data import manifest as manifest_lib
@@ -74,11 +83,7 @@ def cmd_evaluate(args) -> int:
     from landslide.inference.device import resolve_device
 
     model, card = load_checkpoint(args.model)
-    data = manifest_lib.load(args.data)
-    if args.split:
-        if "split" not in data.frame.columns:
-            raise ConfigError(f"--split {args.split}: {args.data} has no 'split' column")
-        data = data.subset(data.frame["split"] == args.split)
+    data = _one_split(manifest_lib.load(args.data), args.split, args.data)
     if len(data) == 0:
         raise ConfigError(f"{args.data}: no labelled images to evaluate")
     cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images)
@@ -305,11 +310,7 @@ def cmd_data_confounds(args) -> int:
     from landslide.data.manifest import load
     from landslide.evaluation.confounds import confound_check, confound_lines
 
-    data = load(args.manifest)
-    if args.split:
-        if "split" not in data.frame.columns:
-            raise ConfigError(f"--split {args.split}: {args.manifest} has no 'split' column")
-        data = data.subset(data.frame["split"] == args.split)
+    data = _one_split(load(args.manifest), args.split, args.manifest)
     report = confound_check(data.frame, args.max_auc, max_images=args.max_images)
     if args.out:
         storage.write_json(args.out, report)

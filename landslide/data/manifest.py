@@ -69,6 +69,12 @@ class Manifest:
         frame = self.frame.loc[mask_or_index].reset_index(drop=True)
         return Manifest(frame, self.source, Counter(self.skipped), list(self.skipped_examples))
 
+    def median_gsd(self) -> float | None:
+        """Median ``gsd_m`` of the chips (m/px); None when no chip has one."""
+        if "gsd_m" not in self.frame.columns or self.frame["gsd_m"].isna().all():
+            return None
+        return float(self.frame["gsd_m"].median())
+
     def regions(self) -> list[str]:
         """The regions named in the ``region`` column, sorted (empty without one)."""
         if "region" not in self.frame:
@@ -190,11 +196,16 @@ def _check_region_columns(frame: pd.DataFrame, source: str) -> None:
         frame["gsd_m"] = gsd
 
 
+def _is_table(uri: str) -> bool:
+    """A manifest file (CSV/Parquet), as opposed to a class-folder tree."""
+    return uri.lower().rstrip("/").endswith((".csv", ".txt", ".parquet", ".pq"))
+
+
 def load(source: str, check_files: bool = True) -> Manifest:
     """Load a manifest file or a class-folder tree from a local path or URI."""
     lower = source.lower().rstrip("/")
     try:
-        if lower.endswith((".csv", ".txt", ".parquet", ".pq")):
+        if _is_table(lower):
             if not storage.exists(source):
                 raise DataError(f"{source}: manifest not found")
             return from_table(source, check_files)
@@ -246,7 +257,7 @@ def merge(sources: list[str], out: str, regions: list[str] | None = None, sensor
                   else pd.Series(f"source{i}", index=frame.index))
         group = frame["group"].astype(str) if "group" in frame else frame["uri"].astype(str)
         frame["group"] = prefix + ":" + group
-        base_in = source if not source.lower().endswith((".csv", ".txt", ".parquet", ".pq")) else storage.parent(source)
+        base_in = storage.parent(source) if _is_table(source) else source
         for column in [c for c in frame.columns if c.endswith("_path")]:  # e.g. mask_path: relative to its source
             frame[column] = [storage.resolve(str(v), base_in) if isinstance(v, str) and v else v
                              for v in frame[column]]
@@ -269,12 +280,7 @@ def merge(sources: list[str], out: str, regions: list[str] | None = None, sensor
     table = merged.drop(columns=["uri", "target"])
     first = ["path", "label", *[c for c in ("split", "group", *REGION_COLUMNS) if c in table]]
     table = table[first + [c for c in table.columns if c not in first]]
-    if out.lower().endswith((".parquet", ".pq")):
-        buffer = io.BytesIO()
-        table.to_parquet(buffer, index=False)
-        storage.write_bytes(out, buffer.getvalue())
-    elif out.lower().endswith(".csv"):
-        storage.write_text(out, table.to_csv(index=False))
-    else:
+    if not out.lower().endswith((".parquet", ".pq", ".csv")):
         raise DataError(f"{out}: write the merged manifest as .csv or .parquet")
+    storage.write_table(table, out)
     return load(out, check_files)

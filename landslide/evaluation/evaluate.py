@@ -33,6 +33,8 @@ from landslide.inference.batch import predict_loader
 from landslide.inference.transform import eval_transform
 
 log = logging.getLogger(__name__)
+_RULE_KEYS = ("f1", "mcc", "precision", "recall", "accuracy", "intervals")
+"""What an alternative threshold is reported with (threshold rules, prior shift)."""
 
 
 def predict_manifest(model: LandslideClassifier, card: ModelCard, manifest: Manifest, batch_size: int = 32,
@@ -171,8 +173,7 @@ def _without_tta(model: LandslideClassifier, card: ModelCard, manifest: Manifest
 def gsd_report(manifest: Manifest, card: ModelCard) -> dict:
     """Ground sampling distance of the evaluated chips (median ``gsd_m``, m/px) beside the model's training
     GSD, with one ``note`` when either is unknown or they differ by more than 25 %."""
-    data = (float(manifest.frame["gsd_m"].median()) if "gsd_m" in manifest.frame.columns
-            and manifest.frame["gsd_m"].notna().any() else None)
+    data = manifest.median_gsd()
     note = None
     if data is None or card.gsd_m is None:
         note = ("GSD unknown for " + " and ".join(w for w, v in (("the evaluated chips (no gsd_m column)", data),
@@ -210,16 +211,20 @@ def prior_shift_report(y: np.ndarray, p: np.ndarray, threshold: float, card: Mod
     raw = float(apply_temperature(adjusted, 1.0 / temperature))  # back to the model's own probabilities
     m = evaluate_predictions(y, p, raw, cfg.bootstrap, cfg.confidence, seed)
     return {"train_prior": pi0, "estimated_prior": prior, "labelled_prior": float(np.mean(y)),
-            "threshold": raw, **{k: m[k] for k in ("f1", "mcc", "precision", "recall", "accuracy", "intervals")}}
+            "threshold": raw, **{k: m[k] for k in _RULE_KEYS}}
 
 
-def metrics_by(preds: pd.DataFrame, column: str, threshold: float, cfg: EvalConfig, seed: int = 0) -> dict:
-    """Every metric with its bootstrap interval per value of ``column`` of ``preds`` (e.g. ``region``): a
-    model's accuracy where a user sweeps is its accuracy on that region, not the pooled figure."""
+def metrics_by(preds: pd.DataFrame, column: str, threshold: float, card: ModelCard, cfg: EvalConfig,
+               seed: int = 0) -> dict:
+    """Every metric with its bootstrap interval, calibration and prior shift per value of ``column`` of
+    ``preds`` (e.g. ``region``): a model's accuracy where a user sweeps is its accuracy on that region, not the
+    pooled figure."""
     out = {}
     for value, part in preds.groupby(column, sort=True):
         y, p = part["target"].to_numpy(), part["probability"].to_numpy()
-        out[str(value)] = evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed)
+        out[str(value)] = {**evaluate_predictions(y, p, threshold, cfg.bootstrap, cfg.confidence, seed),
+                           "calibration": calibration_report(y, p, card),
+                           "prior_shift": prior_shift_report(y, p, threshold, card, cfg, seed)}
     return out
 
 
@@ -243,24 +248,19 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
         metrics["adaptation"] = adaptation
     if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
-        metrics["by_region"] = metrics_by(preds, "region", threshold, cfg, seed)
+        metrics["by_region"] = metrics_by(preds, "region", threshold, card, cfg, seed)
     metrics["gsd"] = gsd_report(manifest, card)
     if metrics["gsd"]["note"]:  # unknown: said once, in the log and the report; a mismatch is a warning
         (log.info if metrics["gsd"]["data_m"] is None or card.gsd_m is None else log.warning)(
             "%s", metrics["gsd"]["note"])
     metrics["calibration"] = calibration_report(y, p, card)
     metrics["prior_shift"] = prior_shift_report(y, p, threshold, card, cfg, seed)
-    if "by_region" in metrics:
-        for region, entry in metrics["by_region"].items():
-            part = (preds["region"] == region).to_numpy()
-            entry["calibration"] = calibration_report(y[part], p[part], card)
-            entry["prior_shift"] = prior_shift_report(y[part], p[part], threshold, card, cfg, seed)
     rules = (card.threshold_selection or {}).get("rules")
     if rules:  # every rule's validation threshold applied to these images: how much the choice of rule matters
-        metrics["threshold_rules"] = {rule: {"threshold": t, **{k: v for k, v in evaluate_predictions(
-            y, p, t, cfg.bootstrap, cfg.confidence, seed).items() if k in ("f1", "mcc", "accuracy", "precision",
-                                                                               "recall", "intervals")}}
-            for rule, t in rules.items()}
+        metrics["threshold_rules"] = {}
+        for rule, t in rules.items():
+            m = evaluate_predictions(y, p, t, cfg.bootstrap, cfg.confidence, seed)
+            metrics["threshold_rules"][rule] = {"threshold": t, **{k: m[k] for k in _RULE_KEYS}}
     if tta != "none":
         preds = _without_tta(model, card, manifest, preds, cfg, metrics, device, batch_size, num_workers, seed)
     if model.tag_encoder is not None:

@@ -25,9 +25,9 @@ def adapt_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device |
                     max_images: int | None = None) -> dict:
     """Re-estimate every BatchNorm layer's running mean and variance on the images of ``loader``
     (``collate_skip_bad`` batches; targets, if present, are ignored): the average of the per-batch statistics
-    over at most ``max_images`` images (exactly the images' statistics when batches are of equal size). The model is left in eval mode. Returns ``{"method", "layers", "images"}``;
-    a model without BatchNorm is returned unchanged (``layers`` 0). DataError when no image is readable (the
-    trained statistics are kept)."""
+    over at most ``max_images`` images (exactly the images' statistics when batches are of equal size). The
+    model is left in eval mode. Returns ``{"method", "layers", "images"}``; a model without BatchNorm is
+    returned unchanged (``layers`` 0). DataError when no image is readable (the trained statistics are kept)."""
     layers = batchnorm_layers(model)
     model.to(device).eval()
     if not layers:

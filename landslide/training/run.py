@@ -219,8 +219,9 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     leakage = check_leakage(cfg, train_m)
     if leakage is not None and write_files:
         storage.write_json(storage.join(out, "tag_leakage.json"), leakage)
-    confounds = check_confounds(cfg, train_m)
-    if confounds is not None and write_files:
+    # read only where its report is used (local runs, rank 0); the Ray job checks error mode before workers start
+    confounds = check_confounds(cfg, train_m) if write_files else None
+    if confounds is not None:
         storage.write_json(storage.join(out, "confounds.json"), confounds)
     if cfg.model.size_head and cfg.model.size_head.column not in train_m.frame.columns:
         raise DataError(f"{cfg.data.train}: model.size_head.column {cfg.model.size_head.column!r} is not a "
@@ -288,14 +289,7 @@ def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
                                "monitor": cfg.train.monitor, "stopped_early": result.stopped_early,
                                "seed": cfg.train.seed, "split_method": cfg.data.split.method,
                                "history": result.history, "confounds": _confound_summary(run.confounds)},
-                     gsd_m=median_gsd(run.train), **card_extras(run))
-
-
-def median_gsd(manifest: Manifest) -> float | None:
-    """Median ``gsd_m`` of a manifest's chips (m/px), None when no chip has one."""
-    if "gsd_m" not in manifest.frame.columns or manifest.frame["gsd_m"].isna().all():
-        return None
-    return float(manifest.frame["gsd_m"].median())
+                     gsd_m=run.train.median_gsd(), **card_extras(run))
 
 
 def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -> dict:
@@ -315,11 +309,11 @@ def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -
                                  cfg.eval.fixed_threshold)
             thresholds[mode] = t
             if mode == cfg.eval.tta:
+                y, p = vpreds["target"].to_numpy(), vpreds["probability"].to_numpy()
                 selection = {"method": cfg.eval.threshold, "value": t, "chosen_on": "validation",
-                             "validation_metrics": binary_metrics(vpreds["target"], vpreds["probability"], t),
-                             "rules": threshold_rules(vpreds["target"].to_numpy(), vpreds["probability"].to_numpy(),
-                                                      cfg.eval.fixed_threshold)}
-                card.calibration = fit_calibration(vpreds["target"].to_numpy(), vpreds["probability"].to_numpy(), mode)
+                             "validation_metrics": binary_metrics(y, p, t),
+                             "rules": threshold_rules(y, p, cfg.eval.fixed_threshold)}
+                card.calibration = fit_calibration(y, p, mode)
                 storage.write_text(storage.join(cfg.output_dir, "eval", "validation_predictions.csv"),
                                    vpreds.drop(columns="index").to_csv(index=False))
     card.tta = cfg.eval.tta
