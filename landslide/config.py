@@ -186,6 +186,37 @@ class ModelConfig(_Strict):
             raise ValueError(str(exc)) from None
 
 
+class SensorShiftConfig(_Strict):
+    """Per-batch augmentations that model a change of sensor, processing and season (kornia; see
+    :func:`landslide.data.transforms.sensor_shift_pipeline`). ``{}`` turns them on with these defaults."""
+
+    p: float = Field(0.5, ge=0, le=1)
+    """Probability that each augmentation is applied to an image."""
+    brightness: float = Field(0.3, ge=0, le=1)
+    contrast: float = Field(0.3, ge=0, le=1)
+    saturation: float = Field(0.3, ge=0, le=1)
+    hue: float = Field(0.03, ge=0, le=0.5)
+    gamma: tuple[float, float] = (0.7, 1.5)
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    """Gaussian blur, pixels."""
+    sharpness: float = Field(1.0, ge=0)
+    noise_std: float = Field(0.03, ge=0, le=0.5)
+    """Gaussian noise on the [0, 1] image."""
+    jpeg_quality: tuple[float, float] = (30.0, 95.0)
+    scale: tuple[float, float] = (0.8, 1.25)
+    """Scale jitter around the training GSD (zoom factors)."""
+
+    @field_validator("gamma", "blur_sigma", "jpeg_quality", "scale")
+    @classmethod
+    def _range(cls, value: tuple[float, float], info) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"{info.field_name} must be a range [low, high] with 0 < low <= high, got {list(value)}")
+        if info.field_name == "jpeg_quality" and high > 100:
+            raise ValueError(f"jpeg_quality is at most 100, got {list(value)}")
+        return value
+
+
 class AugmentConfig(_Strict):
     flips: bool = True
     rot90: bool = True
@@ -193,6 +224,9 @@ class AugmentConfig(_Strict):
     """Brightness, contrast and saturation jitter."""
     hue: float = Field(0.0, ge=0, le=0.5)
     """Hue jitter (off by default: it shifts vegetation and soil colours, the very signal)."""
+    sensor_shift: SensorShiftConfig | None = None
+    """Sensor- and season-shift augmentations (blur, sharpening, noise, JPEG, gamma, scale jitter, stronger
+    colour); off by default (see docs/results.md for what they bought across regions)."""
 
 
 class TrainConfig(_Strict):
@@ -205,6 +239,11 @@ class TrainConfig(_Strict):
     early_stopping_patience: int | None = Field(5, ge=1)
     monitor: Literal["val_loss", "val_f1", "val_accuracy", "val_auc"] = "val_loss"
     class_weighting: Literal["none", "balanced"] = "balanced"
+    """``balanced``: the loss weighs landslides by the class ratio of the training split (not applied when
+    ``sampling`` already balances classes)."""
+    sampling: Literal["shuffle", "class", "region", "region_class"] = "shuffle"
+    """How each epoch draws training chips: ``shuffle`` every chip once; otherwise as many chips as the split
+    has, with replacement, each class / region / (region, class) cell equally often."""
     seed: int = 0
     amp: Literal["auto", "on", "off"] = "auto"
     device: str = "auto"
@@ -500,6 +539,26 @@ class SweepExplainConfig(_Strict):
     method: CamMethod = "gradcam"
 
 
+class SweepAdaptConfig(_Strict):
+    """Adaptation to the swept region without labels (docs/sweeps.md, "Adapting to a new region"). Each is
+    recorded in ``sweep.json`` and ``summary.json``; measured on labelled regions in docs/results.md."""
+
+    batchnorm: bool = False
+    """AdaBN: before inference, re-estimate the model's BatchNorm statistics on ``batchnorm_tiles`` tiles drawn
+    at random from the swept tiles; the adapted model is saved as ``OUTPUT/adapted_model/`` and scores every
+    tile (its version is in each row)."""
+    batchnorm_tiles: int = Field(512, ge=1)
+    prior: bool = False
+    """Move the threshold to the landslide share of the swept tiles as estimated by EM on the model's
+    (temperature-calibrated) probabilities (Saerens et al. 2002); applied when the inventory is written, so a
+    finished sweep re-run with it changed re-writes the inventory without scoring again."""
+    calibrated: bool = False
+    """Write temperature-scaled probabilities (the card's ``calibration``, fitted on validation) into the
+    inventory, with the threshold mapped the same way (decisions unchanged). Shards keep raw probabilities."""
+    seed: int = 0
+    """Seed of the AdaBN tile sample."""
+
+
 class SweepRayConfig(_Strict):
     """How ``ray_jobs.sweep`` spreads the sweep over a cluster; local sweeps ignore it."""
 
@@ -541,6 +600,8 @@ class SweepConfig(_Strict):
     explain: SweepExplainConfig = SweepExplainConfig()
     merge_polygons: bool = True
     """Also write adjacent positive tiles dissolved into polygons (``landslide_areas.geojson``)."""
+    adapt: SweepAdaptConfig = SweepAdaptConfig()
+    """Adaptation to the swept region without labels (all off by default)."""
     ray: SweepRayConfig = SweepRayConfig()
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from landslide.config import SweepConfig, load_config, parse_set
 from landslide.errors import ConfigError
 from landslide.inference.predictor import Predictor
+from landslide.inventory.adapt import adapted_model
 from landslide.inventory.sweep import TileReader, finalize, infer_tiles, plan_sweep, read_tiles, summary_lines
 from ray_jobs.common import check_resources, job_parser, run_main
 
@@ -92,8 +93,16 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     driver_model = Predictor(cfg.model, "cpu", cfg.threshold, cfg.explain.method, tta=cfg.tta)
     plan = plan_sweep(cfg, driver_model.info)
     size = driver_model.input_size
-    del driver_model
     pending = plan.pending()
+    model_uri = cfg.model
+    if pending and cfg.adapt.batchnorm:  # AdaBN once, on the driver; the actors load the adapted model
+        reader = TileReader.for_sweep(cfg, size)
+        with cf.ThreadPoolExecutor(cfg.read_threads) as pool:
+            model_uri = adapted_model(cfg.output, driver_model, plan.tiles, cfg.adapt, cfg.batch_size,
+                                      lambda part: read_tiles(part, reader, pool))
+        progress(f"AdaBN: scoring with {model_uri}")
+    driver_model.close()
+    del driver_model
     if len(pending) < plan.n_shards:
         progress(f"resuming: {plan.n_shards - len(pending)} of {plan.n_shards} shards already written")
     rows = plan.tiles[plan.tiles["shard"].isin(pending)][TILE_COLUMNS]
@@ -104,7 +113,7 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
         blocks = max(1, min(math.ceil(len(rows) / cfg.batch_size), 10_000))
         ds = ray.data.from_pandas(rows, override_num_blocks=blocks)
         reader = TileReader.for_sweep(cfg, size)
-        actor_kwargs = {"model": cfg.model, "device": "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu",
+        actor_kwargs = {"model": model_uri, "device": "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu",
                         "threshold": cfg.threshold, "cam_method": cfg.explain.method, "output": cfg.output,
                         "explain": cfg.explain.enabled, "tta": cfg.tta,
                         "threads": max(1, math.ceil(ray_cfg.cpus_per_actor))}

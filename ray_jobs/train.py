@@ -86,8 +86,7 @@ def train_loop_per_worker(config: dict) -> None:
             print(f"[rank {rank}] resuming from checkpoint {checkpoint.path}", flush=True)
         model = ray.train.torch.prepare_model(run.model)
 
-        train_ds_sampler = DistributedSampler(range(len(run.train)), num_replicas=world, rank=rank, shuffle=True,
-                                              seed=cfg.train.seed)
+        train_ds_sampler = run.train_sampler(num_replicas=world, rank=rank, distributed=True)
         train_loader = run.loader(run.train, True, cfg.train.seed, train_ds_sampler)
         val_loader = None
         if len(run.val):

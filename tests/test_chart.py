@@ -168,6 +168,7 @@ def test_job_entrypoints_and_configs_are_what_ray_jobs_accept(helm, tmp_path):
             assert cfg.ray.use_gpu and args.storage_path == "gs://landslide-data/ray"
         else:
             assert cfg.ray.gpus_per_actor == 1 and cfg.output == "gs://landslide-data/sweeps/b3"
+            assert cfg.adapt.batchnorm and cfg.adapt.batchnorm_tiles == 1024 and cfg.adapt.prior
 
 
 def test_serve_config_is_what_serve_app_accepts(helm):

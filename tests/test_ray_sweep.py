@@ -127,6 +127,24 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     ref = pq.read_table(tmp_path / "local" / "inventory.parquet").to_pandas()
     pd.testing.assert_frame_equal(ref.drop(columns="geometry"), inv.drop(columns="geometry"), atol=1e-6)
 
+    # adapted without labels (AdaBN on the driver, actors load the adapted model from the bucket; prior shift
+    # when the inventory is written): the same inventory as the local sweep with the same options
+    adapt = ["--set", "adapt.batchnorm=true", "--set", "adapt.batchnorm_tiles=12", "--set", "adapt.prior=true",
+             "--set", "threshold=null", "--set", f"output=gs://{bucket}/sweeps/adapted"]
+    adapted = ray_submit(ray_cluster, "ray_jobs.sweep", *args, *adapt, env_vars=env_vars)
+    assert adapted.returncode == 0, adapted.stdout[-4000:] + adapted.stderr[-2000:]
+    assert "BatchNorm layers re-estimated on 12 tiles" in adapted.stdout
+    assert "prior shift: landslide share estimated" in adapted.stdout
+    card = json.loads(fs.cat(f"{bucket}/sweeps/adapted/adapted_model/model_card.json"))
+    ray_inv = _parquet(fs, f"{bucket}/sweeps/adapted/inventory.parquet")
+    assert (ray_inv["model_version"] == card["weights_sha256"][:12]).all()
+    local = parse_config({**raw, "output": str(tmp_path / "local_adapted"), "threshold": None,
+                          "adapt": {"batchnorm": True, "batchnorm_tiles": 12, "prior": True}}, "local",
+                         schema=SweepConfig)
+    run_sweep(local)
+    ref = pq.read_table(tmp_path / "local_adapted" / "inventory.parquet").to_pandas()
+    pd.testing.assert_frame_equal(ref.drop(columns="geometry"), ray_inv.drop(columns="geometry"), atol=1e-6)
+
 
 def test_sweep_job_fails_fast_on_impossible_resources(ray_cluster, trained_run, tmp_path):
     import subprocess

@@ -8,6 +8,9 @@ jitter factors), drawn from torch's global RNG, which the training engine seeds 
 
 from __future__ import annotations
 
+import math
+
+import kornia.augmentation as K
 import numpy as np
 import torch
 from torchvision.transforms import v2
@@ -26,9 +29,37 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
+def sensor_shift_pipeline(p: float = 0.5, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
+                          hue: float = 0.03, gamma: tuple[float, float] = (0.7, 1.5),
+                          blur_sigma: tuple[float, float] = (0.3, 1.5), sharpness: float = 1.0,
+                          noise_std: float = 0.03, jpeg_quality: tuple[float, float] = (30.0, 95.0),
+                          scale: tuple[float, float] = (0.8, 1.25)) -> K.AugmentationSequential:
+    """Kornia augmentations that model a change of sensor, processing and season on a ``(B, 3, H, W)`` batch
+    in [0, 1]: scale jitter around the training GSD (an affine zoom by a factor in ``scale``, reflected at the
+    border), colour (kornia ``ColorJiggle``: brightness, contrast, saturation factors in [1 - s, 1 + s], hue
+    shift in [-hue, hue] of a full turn), gamma, Gaussian blur (``blur_sigma`` px) and sharpening (strength
+    up to ``sharpness``; each with probability ``p / 2``), Gaussian noise (``noise_std``, in [0, 1] units)
+    and JPEG re-compression (quality in ``jpeg_quality``). Each is applied to each image independently with
+    probability ``p``.
+    The ranges follow what separates UAV orthophotos (~0.1–0.2 m) from pan-sharpened satellite products
+    (~0.5–2 m, JPEG-compressed); the defaults are this project's, measured on the region matrix
+    (docs/results.md), not from a publication."""
+    kernel = 2 * math.ceil(3 * blur_sigma[1]) + 1
+    return K.AugmentationSequential(
+        K.RandomAffine(degrees=0.0, scale=scale, padding_mode="reflection", p=p),
+        K.ColorJiggle(brightness, contrast, saturation, hue, p=p),
+        K.RandomGamma(gamma, p=p),
+        K.RandomGaussianBlur((kernel, kernel), blur_sigma, p=p / 2),
+        K.RandomSharpness(sharpness, p=p / 2),
+        K.RandomGaussianNoise(std=noise_std, p=p),
+        K.RandomJPEG(jpeg_quality, p=p),
+    )
+
+
 class BatchAugment(torch.nn.Module):
     """Random flips, 90-degree rotations (overhead imagery has no 'up') and colour jitter for a normalised
-    ``(B, 3, H, W)`` batch of square images.
+    ``(B, 3, H, W)`` batch of square images; optionally the sensor-shift augmentations of
+    :func:`sensor_shift_pipeline` (``sensor_shift``: its keyword arguments, or None for none).
 
     Jitter follows torchvision's ColorJitter definitions (brightness scales, contrast blends with the mean
     grey level, saturation blends with the grey image; factors uniform in [1 - s, 1 + s]) in that fixed
@@ -36,11 +67,12 @@ class BatchAugment(torch.nn.Module):
     """
 
     def __init__(self, mean, std, flips: bool = True, rot90: bool = True, color_jitter: float = 0.0,
-                 hue: float = 0.0):
+                 hue: float = 0.0, sensor_shift: dict | None = None):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.flips, self.rot90, self.color_jitter, self.hue = flips, rot90, color_jitter, hue
+        self.sensor = sensor_shift_pipeline(**sensor_shift) if sensor_shift is not None else None
 
     def _factors(self, n: int, strength: float, device) -> torch.Tensor:
         return (1 + (torch.rand(n) * 2 - 1) * strength).to(device).view(n, 1, 1, 1)
@@ -61,7 +93,7 @@ class BatchAugment(torch.nn.Module):
                 if len(idx):
                     out[idx] = torch.rot90(x[idx], turns, dims=(-2, -1))
             x = out
-        if self.color_jitter > 0 or self.hue > 0:
+        if self.color_jitter > 0 or self.hue > 0 or self.sensor is not None:
             mean, std = self.mean.to(x.dtype), self.std.to(x.dtype)
             img = (x * std + mean).clamp(0, 1)
             if self.color_jitter > 0:
@@ -75,6 +107,8 @@ class BatchAugment(torch.nn.Module):
             if self.hue > 0:
                 shifts = ((torch.rand(n) * 2 - 1) * self.hue).tolist()
                 img = torch.stack([F.adjust_hue(im, h) for im, h in zip(img, shifts)])
+            if self.sensor is not None:
+                img = self.sensor(img.float()).clamp(0, 1).to(x.dtype)
             x = (img - mean) / std
         return x
 

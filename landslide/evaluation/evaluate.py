@@ -19,9 +19,8 @@ from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
 from landslide.data.transforms import denormalize
 from landslide.evaluation import plots
-from landslide.evaluation.metrics import (apply_temperature, calibration_metrics, estimate_prior,
-                                          evaluate_predictions, multiclass_metrics, outcome, paired_difference,
-                                          prior_adjusted_threshold)
+from landslide.evaluation.metrics import (apply_temperature, calibration_metrics, evaluate_predictions,
+                                          multiclass_metrics, outcome, paired_difference, prior_shift_threshold)
 from landslide.evaluation.report import write_report
 from landslide.explain import attention_stats
 from landslide.explain.gallery import write_galleries
@@ -201,14 +200,10 @@ def prior_shift_report(y: np.ndarray, p: np.ndarray, threshold: float, card: Mod
     labels* by EM (:func:`landslide.evaluation.metrics.estimate_prior`, on probabilities calibrated with the
     card's temperature). The labelled share is reported beside the estimate only to judge it. None when the
     card does not record its training split."""
-    train = ((card.training or {}).get("splits") or {}).get("train") or {}
-    if not train.get("samples") or not len(y):
+    pi0 = card.train_prior
+    if pi0 is None or not len(y):
         return None
-    pi0 = train.get("landslide", 0) / train["samples"]
-    temperature = float((card.calibration or {}).get("temperature") or 1.0)
-    prior = estimate_prior(apply_temperature(p, temperature), pi0)
-    adjusted = prior_adjusted_threshold(float(apply_temperature(threshold, temperature)), pi0, prior)
-    raw = float(apply_temperature(adjusted, 1.0 / temperature))  # back to the model's own probabilities
+    prior, raw = prior_shift_threshold(p, threshold, pi0, card.temperature)
     m = evaluate_predictions(y, p, raw, cfg.bootstrap, cfg.confidence, seed)
     return {"train_prior": pi0, "estimated_prior": prior, "labelled_prior": float(np.mean(y)),
             "threshold": raw, **{k: m[k] for k in _RULE_KEYS}}

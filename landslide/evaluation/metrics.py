@@ -243,6 +243,16 @@ def prior_adjusted_threshold(threshold: float, train_prior: float, target_prior:
     return odds / (1 + odds)
 
 
+def prior_shift_threshold(p: np.ndarray, threshold: float, train_prior: float, temperature: float = 1.0
+                          ) -> tuple[float, float]:
+    """(estimated landslide share of the unlabelled set, threshold on the model's raw probabilities ``p``): EM
+    (:func:`estimate_prior`) on ``p`` calibrated with ``temperature``, ``threshold`` moved from
+    ``train_prior`` to the estimate (:func:`prior_adjusted_threshold`) on the calibrated scale and mapped back."""
+    prior = estimate_prior(apply_temperature(p, temperature), train_prior)
+    adjusted = prior_adjusted_threshold(float(apply_temperature(threshold, temperature)), train_prior, prior)
+    return prior, float(apply_temperature(adjusted, 1.0 / temperature))
+
+
 THRESHOLD_RULES = ("fixed", "f1", "youden")
 """Ways to choose the decision threshold on validation data (:func:`choose_threshold`)."""
 

@@ -45,7 +45,9 @@ from landslide.config import SweepConfig, dump_config
 from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
 from landslide.data.images import encode_png
 from landslide.inventory import geo, maps
+from landslide.inventory.adapt import ADAPTED_MODEL, adapted_model, apply_rule, decision_rule
 from landslide.inference.predictor import Predictor, prepare_image
+from landslide.models.checkpoint import read_card
 from landslide.inventory.region import Region, load_region
 from landslide.inventory.tiles import (IndexRecord, build_index, flip_rows, index_record, load_tile, read_index,
                                       same_source, write_index)
@@ -219,7 +221,8 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
                         "index_record": json.loads(r.to_json()) if (r := index_record(index)) else None,
                         "fingerprint": _fingerprint(tiles["tile_id"])},
               "region": {"description": region.description, "geometry": region.to_geojson()},
-              "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": plan.n_shards}
+              "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": plan.n_shards,
+              "adapt": cfg.adapt.model_dump()}
     record_uri = storage.join(cfg.output, "sweep.json")
     if storage.exists(record_uri):
         previous = _identity(storage.read_json(record_uri))
@@ -240,9 +243,12 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
 
 def _identity(record: dict) -> dict:
     """What must match for a run to continue the sweep recorded in ``sweep.json``."""
+    adapt = record.get("adapt") or {}
     return {"format": record.get("format"), "model": record.get("model", {}).get("version"),
             "tiles/region": record.get("tiles", {}).get("fingerprint"),
-            "shard_size": record.get("shard_size"), "threshold": record.get("threshold")}
+            "shard_size": record.get("shard_size"), "threshold": record.get("threshold"),
+            # AdaBN changes every score; the prior and calibration only how the inventory is written
+            "adapt.batchnorm": [adapt.get("batchnorm_tiles"), adapt.get("seed")] if adapt.get("batchnorm") else "off"}
 
 
 def _extent(index: pd.DataFrame) -> str:
@@ -358,6 +364,9 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
     missing = plan.pending()
     if missing:
         raise DataError(f"{out}: shards {missing[:5]} are not finished; run the sweep again to complete it")
+    rule = decision_rule(_ok_probabilities(plan) if cfg.adapt.prior else np.zeros(0), plan.model["threshold"],
+                         read_card(cfg.model), cfg.adapt) if cfg.adapt.prior or cfg.adapt.calibrated else None
+    threshold = rule["reported_threshold"] if rule else plan.model["threshold"]
     bbox = [float(v) for v in lonlat.bounds(plan.tiles)]
     schema = geo.geoparquet_schema(RESULT_SCHEMA, bbox)
     counts: collections.Counter = collections.Counter()
@@ -372,6 +381,8 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
                 raise DataError(f"{plan.shard_uri(shard)}: does not hold exactly shard {shard}'s tiles; delete it "
                                 "and run the sweep again")
             seen += len(frame)
+            if rule is not None:
+                frame = apply_rule(frame, rule, CLASSES)
             ok = frame["status"] == "ok"
             failed = frame["status"] == "error"
             counts.update(frame["status"])
@@ -398,13 +409,13 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
         files["areas"] = "landslide_areas.geojson"
     if cfg.explain.enabled:
         files["cams"] = "cams/ (PNG, and GeoTIFF to drape)"
-    scenes = _scene_outputs(scene_maps, out, plan.model["threshold"])
+    scenes = _scene_outputs(scene_maps, out, threshold)
     if scenes:
         files["scenes"] = "scenes/"
     try:
         storage.write_bytes(storage.join(out, "preview.png"), maps.preview_png(
             pd.concat(thin, ignore_index=True), [shapely.geometry.shape(f["geometry"]) for f in areas],
-            plan.region.geometry, name, plan.model["threshold"], every))
+            plan.region.geometry, name, threshold, every))
         files["preview"] = "preview.png"
     except StorageError:
         raise
@@ -418,12 +429,31 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
         "area_km2_positive": round(geo.union_area_km2(pos), 6), "failure_reasons": dict(reasons.most_common()),
         "shards": plan.n_shards, "tiles_this_run": processed, "seconds_this_run": round(seconds, 3),
         "tiles_per_s_this_run": round(processed / seconds, 3) if seconds > 0 and processed else None,
-        "files": files, "threshold": plan.model["threshold"], "scenes": scenes,
+        "files": files, "threshold": threshold, "scenes": scenes,
     }
+    if rule is not None or cfg.adapt.batchnorm:
+        adabn = read_card(storage.join(out, ADAPTED_MODEL)) if cfg.adapt.batchnorm else None
+        summary["adaptation"] = {
+            "batchnorm": adabn and {**(adabn.adaptation or {}), "model": ADAPTED_MODEL, "version": adabn.version},
+            "prior": rule and rule["prior"], "temperature": rule and rule["temperature"],
+            "card_threshold": plan.model["threshold"]}
+        if rule and rule["prior"] and cfg.explain.enabled:
+            summary["adaptation"]["note"] = ("Grad-CAM overlays were made for tiles at or above the card's "
+                                             "threshold while scoring; the moved threshold decides the labels")
     if seen != summary["tiles_ok"] + summary["tiles_nodata"] + summary["tiles_failed"] or seen != len(plan.tiles):
         raise DataError(f"{out}: shards hold {seen} rows for {len(plan.tiles)} tiles")
     storage.write_json(storage.join(out, "summary.json"), summary)
     return summary
+
+
+def _ok_probabilities(plan: SweepPlan) -> np.ndarray:
+    """The raw probabilities of every ``ok`` tile of the finished shards (one float each)."""
+    parts = []
+    for shard in range(plan.n_shards):
+        t = pq.read_table(io.BytesIO(storage.read_bytes(plan.shard_uri(shard))), columns=["probability", "status"])
+        f = t.to_pandas()
+        parts.append(f.loc[f["status"] == "ok", "probability"].to_numpy(dtype=float))
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _scene_outputs(scene_maps: "maps.SceneMaps", out: str, threshold: float) -> dict[str, dict]:
@@ -459,6 +489,17 @@ def summary_lines(s: dict, output: str) -> str:
     lines.append(f"  inventory: {output}/inventory.parquet, positives: {output}/inventory.geojson"
                  + (f", areas: {output}/{s['files']['areas']}" if "areas" in s["files"] else "")
                  + (f", map: {output}/{s['files']['preview']}" if "preview" in s["files"] else ""))
+    a = s.get("adaptation") or {}
+    if a.get("batchnorm"):
+        lines.append(f"  AdaBN: {a['batchnorm']['layers']} BatchNorm layers re-estimated on {a['batchnorm']['images']} "
+                     f"tiles; scored with {output}/{a['batchnorm']['model']} (version {a['batchnorm']['version']})")
+    if a.get("prior"):
+        lines.append(f"  prior shift: landslide share estimated {a['prior']['estimated_prior']:.3f} (training "
+                     f"{a['prior']['train_prior']:.3f}); threshold {a['card_threshold']:.3f} -> {s['threshold']:.3f}"
+                     + (" (calibrated scale)" if a.get("temperature") else ""))
+    elif a.get("temperature"):
+        lines.append(f"  probabilities temperature-scaled (T = {a['temperature']:.3f}); threshold "
+                     f"{s['threshold']:.3f} on that scale")
     scenes = s.get("scenes") or {}
     if len(scenes) > 5:  # a folder of scenes: one line, the details are in summary.json
         failed = sum("error" in info for info in scenes.values())
@@ -507,6 +548,12 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
         reader = TileReader.for_sweep(cfg, predictor.input_size)
         prefetch = 2  # batches read ahead of the model
         with cf.ThreadPoolExecutor(cfg.read_threads) as tile_pool, cf.ThreadPoolExecutor(prefetch) as batch_pool:
+            if pending:
+                uri = adapted_model(cfg.output, predictor, plan.tiles, cfg.adapt, cfg.batch_size,
+                                    lambda rows: read_tiles(rows, reader, tile_pool))
+                if uri != predictor.model_uri:
+                    predictor.close()
+                    predictor = Predictor(uri, cfg.device, cfg.threshold, cfg.explain.method, tta=cfg.tta)
             batches = _batches(plan, pending, cfg.batch_size)
             ahead: collections.deque = collections.deque()
 

@@ -121,6 +121,9 @@ class ModelCard(_Section):
     """How an experiment chose this model among its variants (``best_model`` exports)."""
     weights_sha256: str | None = None
     """SHA-256 of ``model.safetensors``: the model's version in inventories and responses; checked on load."""
+    adaptation: dict[str, Any] | None = None
+    """How this model was adapted to a region without labels (e.g. AdaBN on a sweep's tiles: method, images,
+    the source model's version)."""
 
     def threshold_for(self, tta: str | None = None) -> float:
         """The validation threshold for test-time augmentation ``tta`` (default: the card's mode); a mode the
@@ -131,6 +134,17 @@ class ModelCard(_Section):
     def history(self) -> list[dict] | None:
         """Per-epoch training history, when recorded."""
         return (self.training or {}).get("history")
+
+    @property
+    def train_prior(self) -> float | None:
+        """The landslide share of the training split (None when the card does not record it)."""
+        train = ((self.training or {}).get("splits") or {}).get("train") or {}
+        return train.get("landslide", 0) / train["samples"] if train.get("samples") else None
+
+    @property
+    def temperature(self) -> float:
+        """The temperature fitted on validation (1.0: none)."""
+        return float((self.calibration or {}).get("temperature") or 1.0)
 
     @property
     def version(self) -> str:

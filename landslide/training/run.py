@@ -42,6 +42,7 @@ from landslide.models.freezing import apply_freezing, parameter_layers
 from landslide.models.multimodal import OPTIONS as TAG_OPTIONS
 from landslide.inference.device import resolve_device
 from landslide.training.engine import FitResult, Trainer, describe_epoch
+from landslide.training.sampling import BalancedSampler, cell_counts, sampling_cells
 from landslide.training.summary import TEST_METRICS, RunSummary
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,21 @@ class PreparedRun:
         """A loader over ``manifest`` with this run's transform, tags and size targets."""
         return make_loader(manifest, self.transform, self.cfg, shuffle, seed, sampler, self.model.tag_schema)
 
+    def train_sampler(self, num_replicas: int = 1, rank: int = 0, distributed: bool = False):
+        """The training split's sampler for ``train.sampling``: a :class:`BalancedSampler`, else (Ray Train
+        workers, ``distributed``) a shuffling ``DistributedSampler``, else None (the loader shuffles). Call its
+        ``set_epoch`` each epoch (``Trainer.fit(set_epoch=...)``)."""
+        mode = self.cfg.train.sampling
+        if mode != "shuffle":
+            return BalancedSampler(sampling_cells(self.train, mode), seed=self.cfg.train.seed,
+                                   num_replicas=num_replicas, rank=rank)
+        if distributed:
+            from torch.utils.data.distributed import DistributedSampler
+
+            return DistributedSampler(range(len(self.train)), num_replicas=num_replicas, rank=rank, shuffle=True,
+                                      seed=self.cfg.train.seed)
+        return None
+
     def trainer(self, device: torch.device, state_dir: str, callbacks: list, model: torch.nn.Module | None = None,
                 save_state: bool = True) -> Trainer:
         """The :class:`Trainer` of this run (local runs and Ray Train workers alike); ``model``: the run's
@@ -234,9 +250,15 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     spec = model.spec
     aug = cfg.train.augment
     augment = BatchAugment(spec.mean, spec.std, flips=aug.flips, rot90=aug.rot90, color_jitter=aug.color_jitter,
-                           hue=aug.hue)
+                           hue=aug.hue,
+                           sensor_shift=aug.sensor_shift.model_dump() if aug.sensor_shift is not None else None)
     transform = build_transform(image_size, spec.mean, spec.std)
-    pos_weight = counts["non_landslide"] / counts["landslide"] if cfg.train.class_weighting == "balanced" else None
+    if cfg.train.sampling != "shuffle":
+        log.info("sampling %s: training cells %s", cfg.train.sampling,
+                 cell_counts(sampling_cells(train_m, cfg.train.sampling)))
+    class_balanced = cfg.train.sampling in ("class", "region_class")
+    pos_weight = (counts["non_landslide"] / counts["landslide"]
+                  if cfg.train.class_weighting == "balanced" and not class_balanced else None)
     return PreparedRun(cfg, data, train_m, val_m, test_m, model, image_size, freezing, transform, augment,
                        pos_weight, leakage, confounds, start)
 
@@ -410,6 +432,8 @@ def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
     device = resolve_device(cfg.train.device)
     trainer = run.trainer(device, cfg.output_dir,
                           [lambda epoch, metrics, _: log.info("%s", describe_epoch(metrics, cfg.train.epochs))])
-    result = trainer.fit(run.loader(run.train, True, cfg.train.seed),
-                         run.loader(run.val, False, 0) if len(run.val) else None)
+    sampler = run.train_sampler()
+    result = trainer.fit(run.loader(run.train, True, cfg.train.seed, sampler),
+                         run.loader(run.val, False, 0) if len(run.val) else None,
+                         set_epoch=sampler.set_epoch if sampler is not None else None)
     return finish_run(run, result, device, evaluate)
