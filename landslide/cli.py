@@ -104,9 +104,18 @@ def cmd_evaluate(args) -> int:
         extra["adaptation"] = (f"AdaBN: BatchNorm statistics of {adaptation['layers']} layers re-estimated on "
                                f"the {adaptation['images']} evaluated images (no labels)")
         print(extra["adaptation"])
+    match_gsd = None
+    if args.match_gsd is not None:
+        match_gsd = args.match_gsd or (card.input_gsd or {}).get("median_m")
+        if not match_gsd:
+            raise ConfigError(f"--match-gsd: model {card.name!r} does not record the GSD it was trained at "
+                              "(its chips had no gsd_m); give it: --match-gsd METRES_PER_PIXEL")
+        if "gsd_m" not in data.frame.columns or not (data.frame["gsd_m"] > 0).any():
+            raise ConfigError(f"--match-gsd: {args.data} has no gsd_m column (or no value in it): nothing to "
+                              "resample; add it (landslide data merge --gsd-m)")
     m = evaluate_model(model, card, data, args.out, cfg, history=card.history, device=device,
                        batch_size=args.batch_size, title=f"{card.name} on {args.data}",
-                       extra_report=extra, adaptation=adaptation)
+                       extra_report=extra, adaptation=adaptation, match_gsd=match_gsd)
     print(f"{m['n']} images, threshold {m['threshold']:.3f}: " + ", ".join(
         f"{k}={m[k]:.3f}" for k in ("accuracy", "precision", "recall", "specificity", "f1", "mcc") if m[k] == m[k]))
     for region, r in m.get("by_region", {}).items():
@@ -331,6 +340,16 @@ def cmd_catalog_seed(args) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landslide", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"landslide {__version__}")
@@ -372,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt-bn", action="store_true",
                    help="AdaBN: re-estimate BatchNorm statistics on the evaluated images first (no labels read; "
                         "evaluate one region per call to adapt to it)")
+    p.add_argument("--match-gsd", nargs="?", type=_positive_float, const=0.0, metavar="M",
+                   help="resample each chip with a gsd_m to the model's input GSD first (the one in its card, or "
+                        "M metres per pixel)")
     p.add_argument("--data", required=True, help="manifest (CSV/Parquet) or class-folder tree")
     p.add_argument("--out", required=True)
     p.add_argument("--split", choices=["train", "val", "test"], help="only rows of this split")

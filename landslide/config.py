@@ -499,6 +499,12 @@ class TilesConfig(_Strict):
     (gdal2tiles' default, MBTiles); ``auto``: TMS when the tree has a ``tilemapresource.xml``, else XYZ (logged)."""
     chip_size: int | None = Field(None, ge=16, le=8192)
     """GeoTIFF: window side in pixels (default: the model's input size)."""
+    window_m: float | None = Field(None, gt=0)
+    """GeoTIFF: window side in metres instead of pixels; each scene's windows are sized from its own GSD (from
+    its transform and CRS, any CRS), so every window covers the same ground."""
+    match_gsd: bool = False
+    """GeoTIFF: windows of the ground size the model was trained on (input size x the card's input GSD), so the
+    model sees each scene at the scale it learned; the model must record its GSD."""
     overlap: float = Field(0.0, ge=0, lt=1)
     """GeoTIFF: fraction of a window shared with its neighbour."""
     bands: list[int] | None = Field(None, min_length=1, max_length=3)
@@ -514,6 +520,14 @@ class TilesConfig(_Strict):
         if value is not None and (len(value) not in (1, 3) or any(b < 1 for b in value)):
             raise ValueError(f"{value}: give 3 bands (R, G, B) or 1 (grey), numbered from 1")
         return value
+
+    @model_validator(mode="after")
+    def _one_window_size(self) -> "TilesConfig":
+        given = [n for n in ("chip_size", "window_m") if getattr(self, n) is not None] + \
+            (["match_gsd"] if self.match_gsd else [])
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} both size the windows: set one")
+        return self
 
 
 class RegionConfig(_Strict):

@@ -9,7 +9,8 @@ safe under concurrent requests, and explanations must not slow classification do
 yields a 500: 400 bad parameters, 401 missing/wrong token, 413 too large, 415 not an image, 422 undecodable
 or too many pixels, 503 + Retry-After when the queues are full, 504 past the request time-out.
 
-A multi-modal model takes optional tags (on a batch: for every image of it): a JSON object in the multipart
+``gsd_m`` (query, metres per pixel of the upload) resamples the image to the model's input GSD first (the response's
+``gsd`` says what was done). A multi-modal model takes optional tags (on a batch: for every image of it): a JSON object in the multipart
 field ``tags`` or the query parameter ``tags`` (e.g. ``{"glc_setting": "above_road"}``); tags it was not trained on are a 400, absent tags
 are unknown, as in training.
 """
@@ -33,6 +34,7 @@ from starlette.datastructures import UploadFile
 
 from landslide import __version__
 from landslide.config import ServeAppConfig, ServeDeploymentConfig, parse_config
+from landslide.data.gsd import resample_to_gsd
 from landslide.data.images import UNRECOGNISED_FORMAT, decode_image
 from landslide.data.tags import TagSchema
 from landslide.errors import ConfigError, ImageError
@@ -113,7 +115,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 @serve.deployment
 @serve.ingress(app)
 class Api:
-    def __init__(self, classifier: DeploymentHandle, explainer: DeploymentHandle, cfg: dict, input_size: int):
+    def __init__(self, classifier: DeploymentHandle, explainer: DeploymentHandle, cfg: dict, input_size: int,
+                 input_gsd_m: float | None = None):
         self.cfg = ServeAppConfig.model_validate(cfg)
         self.classifier, self.explainer = classifier, explainer
         self.token = None
@@ -123,6 +126,7 @@ class Api:
                 raise ConfigError(f"auth_token_env: environment variable {self.cfg.auth_token_env} is not set or "
                                   "empty; set it (e.g. from a Kubernetes Secret) or unset auth_token_env")
         self.input_size = input_size
+        self.input_gsd_m = input_gsd_m
         self._model: dict | None = None
         self._schema: TagSchema | None = None  # the model's tag schema, read from its card once
 
@@ -189,13 +193,32 @@ class Api:
             raise HttpError(400, "a batch needs multipart/form-data with one 'files' field per image")
         return [("body", await self._body(request))]
 
-    def _prepare(self, name: str, data: bytes) -> np.ndarray:
+    def _prepare(self, name: str, data: bytes, gsd_m: float | None = None) -> np.ndarray:
         try:
             image = decode_image(data, name, max_pixels=self.cfg.max_image_pixels)
         except ImageError as exc:
             status = 415 if exc.reason == UNRECOGNISED_FORMAT else 422
             raise HttpError(status, f"{name}: {exc.reason}") from None
+        if gsd_m is not None and self.input_gsd_m:
+            return resample_to_gsd(image, gsd_m, self.input_gsd_m, self.input_size)
         return prepare_image(image, self.input_size)
+
+    def _gsd(self, raw: str | None) -> tuple[float | None, dict | None]:
+        """The request's ``gsd_m`` (m/px; 400 when not a positive number) and what was done with it: resampled
+        to the model's input GSD, or not (the model does not record one: said in the response)."""
+        if raw is None:
+            return None, None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not (0 < value < float("inf")):
+            raise HttpError(400, f"gsd_m={raw!r}: give the image's ground sampling distance in metres per pixel, "
+                                 "a positive number")
+        if not self.input_gsd_m:
+            return value, {"input_m": value, "model_m": None, "resampled": False,
+                           "note": "the model does not record the GSD it was trained at; the image was not resampled"}
+        return value, {"input_m": value, "model_m": self.input_gsd_m, "resampled": True}
 
     async def _call(self, handle: DeploymentHandle, *args) -> Any:
         try:
@@ -259,43 +282,47 @@ class Api:
         return (await self._model_info())["card"]
 
     @app.post("/v1/classify")
-    async def classify(self, request: Request, tags: str | None = None):
+    async def classify(self, request: Request, tags: str | None = None, gsd_m: str | None = None):
         self._authorize(request)
         (name, data), = await self._images(request, many=False)
-        image = self._prepare(name, data)
+        gsd, gsd_info = self._gsd(gsd_m)
+        image = self._prepare(name, data, gsd)
         given = await self._tags(request, tags)
         result = self._result(await self._call(self.classifier, image, given), await self._model_info())
-        return {**result, "tags_used": given or {}}
+        return {**result, "tags_used": given or {}, **({"gsd": gsd_info} if gsd_info else {})}
 
     @app.post("/v1/classify:batch")
-    async def classify_batch(self, request: Request, tags: str | None = None):
-        """Several images; ``tags`` (multipart field or query parameter) apply to every image of the batch."""
+    async def classify_batch(self, request: Request, tags: str | None = None, gsd_m: str | None = None):
+        """Several images; ``tags`` (multipart field or query parameter) and ``gsd_m`` apply to every image."""
         self._authorize(request)
         uploads = await self._images(request, many=True)
+        gsd, gsd_info = self._gsd(gsd_m)
         given = await self._tags(request, tags)
         info = await self._model_info()
 
         async def one(name: str, data: bytes) -> dict:
             try:
                 return {"name": name, **self._result(
-                    await self._call(self.classifier, self._prepare(name, data), given), info)}
+                    await self._call(self.classifier, self._prepare(name, data, gsd), given), info)}
             except HttpError as exc:
                 if exc.status in (503, 504):
                     raise
                 return {"name": name, "error": {"status": exc.status, "message": exc.message}}
 
-        return {"results": await asyncio.gather(*(one(n, d) for n, d in uploads)), "tags_used": given or {}}
+        return {"results": await asyncio.gather(*(one(n, d) for n, d in uploads)), "tags_used": given or {},
+                **({"gsd": gsd_info} if gsd_info else {})}
 
     @app.post("/v1/explain")
     async def explain(self, request: Request, format: str = "json", method: str = "gradcam",
-                      tags: str | None = None):
+                      tags: str | None = None, gsd_m: str | None = None):
         self._authorize(request)
         if format not in ("json", "png"):
             raise HttpError(400, f"format={format!r}: use json or png")
         if method not in self.cfg.cam_methods or method not in CAM_METHODS:
             raise HttpError(400, f"method={method!r}: use one of {self.cfg.cam_methods}")
         (name, data), = await self._images(request, many=False)
-        image = self._prepare(name, data)
+        gsd, gsd_info = self._gsd(gsd_m)
+        image = self._prepare(name, data, gsd)
         out = await self._call(self.explainer, image, method, await self._tags(request, tags))
         result = self._result(out["probability"], await self._model_info())
         if format == "png":
@@ -303,7 +330,8 @@ class Api:
                             headers={"X-Landslide-Label": result["label"],
                                      "X-Landslide-Probability": f"{result['probability']:.6f}"})
         return {**result, "cam": {"method": method, "attention": out["attention"],
-                                  "overlay_png_base64": base64.b64encode(out["png"]).decode()}}
+                                  "overlay_png_base64": base64.b64encode(out["png"]).decode()},
+                **({"gsd": gsd_info} if gsd_info else {})}
 
 
 # ------------------------------------------------------------------------------------------ application
@@ -322,8 +350,9 @@ def build_app(args: dict) -> serve.Application:
     """Serve's application builder (``import_path: serve.app:build_app``); ``args`` is a ServeAppConfig.
     The model card is checked here, so a missing or broken model fails ``serve run``/``deploy`` at once."""
     cfg = parse_config(dict(args), "serve application args", schema=ServeAppConfig)
-    input_size = read_card(cfg.model).input_size
+    card = read_card(cfg.model)
     raw = cfg.model_dump(mode="json")
     classifier = Classifier.options(**_options(cfg.classifier)).bind(raw)
     explainer = Explainer.options(**_options(cfg.explainer)).bind(raw)
-    return Api.options(**_options(cfg.ingress)).bind(classifier, explainer, raw, input_size)
+    return Api.options(**_options(cfg.ingress)).bind(classifier, explainer, raw, card.input_size,
+                                                      (card.input_gsd or {}).get("median_m"))

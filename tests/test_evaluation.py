@@ -315,8 +315,11 @@ def test_gsd_is_recorded_in_the_card_and_checked_in_evaluation(synth_manifest, t
                                                     train={"epochs": 1})))
     card = json.load(open(os.path.join(summary["model_dir"], "model_card.json")))
     assert card["gsd_m"] == 0.5
+    # 64-px chips at 0.5 m shown to the model at 32 px: 1 m per input pixel
+    n_train = json.load(open(tmp_path / "r" / "summary.json"))["splits"]["train"]["samples"]
+    assert card["input_gsd"] == {"median_m": 1.0, "p10_m": 1.0, "p90_m": 1.0, "chips": n_train, "input_size": 32}
     metrics = json.load(open(tmp_path / "r" / "eval" / "metrics.json"))
-    assert metrics["gsd"] == {"data_m": 0.5, "model_m": 0.5, "note": None}
+    assert metrics["gsd"] == {"data_m": 0.5, "model_m": 0.5, "model_input": card["input_gsd"], "note": None}
     assert "- **GSD**: 0.5 m/px (model trained at 0.5)" in open(tmp_path / "r" / "eval" / "report.md").read()
 
     from landslide.cli import main
@@ -328,3 +331,25 @@ def test_gsd_is_recorded_in_the_card_and_checked_in_evaluation(synth_manifest, t
                      "--bootstrap", "20", "--cam-max-images", "2"]) == 0
         assert expected in json.load(open(os.path.join(out, "metrics.json")))["gsd"]["note"]
         assert expected in open(os.path.join(out, "report.md")).read()
+
+    # --match-gsd: chips at 2 m resampled to the card's 1 m input GSD (twice the size, centre cropped)
+    plain = pd.read_csv(os.path.join(tmp_path, "gsd_two.csv", "predictions.csv"))
+    out = str(tmp_path / "matched")
+    assert main(["evaluate", "--model", summary["model_dir"], "--data", os.path.join(folder, "gsd_two.csv"),
+                 "--out", out, "--bootstrap", "20", "--cam-max-images", "2", "--match-gsd"]) == 0
+    gsd = json.load(open(os.path.join(out, "metrics.json")))["gsd"]
+    assert gsd["matched"] == {"input_gsd_m": 1.0, "resampled": len(frame), "as_is": 0}
+    assert "chips resampled to the model's input GSD 1 m/px" in open(os.path.join(out, "report.md")).read()
+    matched = pd.read_csv(os.path.join(out, "predictions.csv"))
+    assert not np.allclose(matched["probability"], plain["probability"])
+    # an explicit GSD; nothing to resample; a model that does not know its GSD
+    assert main(["evaluate", "--model", summary["model_dir"], "--data", os.path.join(folder, "gsd_two.csv"),
+                 "--out", str(tmp_path / "m2"), "--bootstrap", "0", "--cam-max-images", "0",
+                 "--match-gsd", "2"]) == 0
+    assert json.load(open(tmp_path / "m2" / "metrics.json"))["gsd"]["matched"]["input_gsd_m"] == 2.0
+    assert main(["evaluate", "--model", summary["model_dir"], "--data", os.path.join(folder, "manifest.csv"),
+                 "--out", str(tmp_path / "m3"), "--match-gsd"]) == 2
+    plain_model = str(tmp_path / "plain_model")
+    run_training(parse_config(tiny_config(os.path.join(folder, "manifest.csv"), plain_model, train={"epochs": 1})))
+    assert main(["evaluate", "--model", os.path.join(plain_model, "model"), "--data",
+                 os.path.join(folder, "gsd_two.csv"), "--out", str(tmp_path / "m4"), "--match-gsd"]) == 2

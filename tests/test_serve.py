@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import io
+import json
 import secrets
+import shutil
 import subprocess
 import time
 
@@ -72,6 +74,12 @@ def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
     """Applications: /secure (bearer token required), /open (no auth), /tags (a multi-modal model) and three
     that fail on purpose."""
     port = _free_port()
+    # the same model with a recorded input GSD (1 m/px), to check gsd_m resampling
+    gsd_model = tmp_path_factory.mktemp("gsd_model")
+    shutil.copytree(trained_run["model_dir"], gsd_model, dirs_exist_ok=True)
+    card = json.loads((gsd_model / "model_card.json").read_text())
+    card["input_gsd"] = {"median_m": 1.0, "p10_m": 1.0, "p90_m": 1.0, "chips": 1, "input_size": card["input_size"]}
+    (gsd_model / "model_card.json").write_text(json.dumps(card))
     config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
               "applications": [
                   _app("secure", "/secure", trained_run["model_dir"], True),
@@ -80,7 +88,8 @@ def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
                   # no time to answer: 504
                   _app("slow", "/slow", trained_run["model_dir"], False, request_timeout_s=0.001),
                   # one explanation at a time and one waiting: the rest is refused with 503
-                  _app("busy", "/busy", trained_run["model_dir"], False,
+                  # (its model records an input GSD: gsd_m requests are resampled)
+                  _app("busy", "/busy", str(gsd_model), False,
                        explainer={"max_ongoing_requests": 1, "max_queued_requests": 1}),
                   # a model that does not exist: the application must fail to deploy, saying why
                   _app("broken", "/broken", str(tmp_path_factory.mktemp("nomodel")), False)]}
@@ -174,9 +183,36 @@ def test_results_match_the_library(base, trained_run, synth_manifest):
     assert card["backbone"] == "baseline_cnn" and requests.get(f"{base}/open/docs", timeout=30).status_code == 200
 
 
-def test_multimodal_model_takes_optional_tags(base, multimodal_run):
-    import json
+def test_gsd_m_resamples_to_the_models_input_gsd(base, endpoint, trained_run, synth_manifest):
+    import pandas as pd
 
+    from landslide.data.gsd import resample_to_gsd
+    from landslide.data.images import decode_image
+    from landslide.inference.predictor import Predictor
+
+    path = f"{synth_manifest.rsplit('/', 1)[0]}/{pd.read_csv(synth_manifest)['path'][0]}"
+    raw = open(path, "rb").read()
+    predictor = Predictor(trained_run["model_dir"])
+    size = predictor.input_size
+    resampled = float(predictor.predict(resample_to_gsd(decode_image(raw), 0.5, 1.0, size)[None])[0])
+    plain = float(predictor.predict(predictor.prepare(decode_image(raw))[None])[0])
+    r = requests.post(f"{base}/busy/v1/classify", params={"gsd_m": "0.5"}, data=raw,
+                      headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["probability"] == pytest.approx(resampled, abs=1e-5)
+    assert r.json()["gsd"] == {"input_m": 0.5, "model_m": 1.0, "resampled": True}
+    # a model without a recorded GSD says so and scores the image as it is
+    r = requests.post(f"{base}/open/v1/classify?gsd_m=0.5", data=raw, headers={"Content-Type": "image/jpeg"},
+                      timeout=60)
+    assert r.json()["gsd"]["resampled"] is False and "does not record" in r.json()["gsd"]["note"]
+    assert r.json()["probability"] == pytest.approx(plain, abs=1e-5)
+    for bad in ("abc", "-1", "0", "inf"):
+        r = requests.post(f"{base}/busy/v1/classify", params={"gsd_m": bad}, data=raw,
+                          headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 400 and "gsd_m=" in r.json()["error"]["message"], r.text
+
+
+def test_multimodal_model_takes_optional_tags(base, multimodal_run):
     from landslide.data.images import decode_image
     from landslide.inference.predictor import Predictor
 

@@ -12,18 +12,24 @@ from landslide.data.images import DEFAULT_MAX_PIXELS, read_image
 from landslide.data.manifest import Manifest
 from landslide.data.tags import TagSchema, size_targets
 from landslide.errors import ImageError
+from landslide.data.gsd import resample_to_gsd
 
 
 class ChipDataset(Dataset):
     """Image chips with binary targets; item = {image, target, index} or {error, index} for a bad image.
 
     With a tag ``schema`` items also carry ``tags`` (the encoded tags; all unknown with ``without_tags``), and
-    with ``size`` = (column, classes) a ``size`` class index (-1 when not a landslide or unknown)."""
+    with ``size`` = (column, classes) a ``size`` class index (-1 when not a landslide or unknown). With
+    ``gsd`` = (target m/px, input size) a chip whose ``gsd_m`` is known is first resampled to that GSD
+    (:func:`landslide.data.gsd.resample_to_gsd`); chips without one are read as they are."""
 
     def __init__(self, manifest: Manifest, transform: Callable, max_pixels: int = DEFAULT_MAX_PIXELS,
                  schema: TagSchema | None = None, without_tags: bool = False,
-                 size: tuple[str, list[str]] | None = None):
+                 size: tuple[str, list[str]] | None = None, gsd: tuple[float, int] | None = None):
         self.uris = manifest.frame["uri"].tolist()
+        self.gsd = gsd
+        self.chip_gsd = (manifest.frame["gsd_m"].astype(float).tolist() if gsd and "gsd_m" in manifest.frame
+                         else [float("nan")] * len(self.uris))
         self.targets = manifest.frame["target"].astype(int).tolist()
         self.transform = transform
         self.max_pixels = max_pixels
@@ -39,7 +45,10 @@ class ChipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         uri = self.uris[index]
         try:
-            image = self.transform(read_image(uri, max_pixels=self.max_pixels))
+            image = read_image(uri, max_pixels=self.max_pixels)
+            if self.gsd and self.chip_gsd[index] > 0:
+                image = resample_to_gsd(image, self.chip_gsd[index], *self.gsd)
+            image = self.transform(image)
         except ImageError as exc:
             return {"error": {"uri": uri, "reason": exc.reason}, "index": index}
         item = {"image": image, "target": torch.tensor(float(self.targets[index])), "index": index}

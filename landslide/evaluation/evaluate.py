@@ -39,12 +39,13 @@ _RULE_KEYS = ("f1", "mcc", "precision", "recall", "accuracy", "intervals")
 def predict_manifest(model: LandslideClassifier, card: ModelCard, manifest: Manifest, batch_size: int = 32,
                      device: torch.device | str = "cpu", num_workers: int = 0, max_pixels: int = 64_000_000,
                      progress: bool = False, without_tags: bool = False,
-                     tta: str = "none") -> tuple[pd.DataFrame, list[dict]]:
+                     tta: str = "none", gsd_m: float | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Probability of landslide for every readable image; unreadable ones are returned separately. A
     multi-modal model reads the manifest's tag columns (``without_tags``: every tag unknown); ``tta``
-    averages over flipped/rotated views (landslide.models.tta)."""
+    averages over flipped/rotated views (landslide.models.tta); ``gsd_m`` resamples chips with a known
+    ``gsd_m`` to that input GSD first (:func:`landslide.data.gsd.resample_to_gsd`)."""
     dataset = ChipDataset(manifest, eval_transform(card), max_pixels=max_pixels, schema=model.tag_schema,
-                          without_tags=without_tags)
+                          without_tags=without_tags, gsd=(gsd_m, card.input_size) if gsd_m else None)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_skip_bad)
     device = torch.device(device)
@@ -56,7 +57,7 @@ def predict_manifest(model: LandslideClassifier, card: ModelCard, manifest: Mani
 
 def explain_predictions(model: LandslideClassifier, card: ModelCard, manifest: Manifest, preds: pd.DataFrame,
                         threshold: float, method: str, max_images: int, batch_size: int = 16,
-                        device: torch.device | str = "cpu", seed: int = 0) -> list[dict]:
+                        device: torch.device | str = "cpu", seed: int = 0, gsd_m: float | None = None) -> list[dict]:
     """Grad-CAM for up to ``max_images`` predictions (all errors first, then a seeded sample of the rest)."""
     if max_images <= 0 or preds.empty:
         return []
@@ -64,7 +65,8 @@ def explain_predictions(model: LandslideClassifier, card: ModelCard, manifest: M
     wrong = preds[preds["pred"] != preds["target"]]
     right = preds[preds["pred"] == preds["target"]].sample(frac=1.0, random_state=seed)
     chosen = pd.concat([wrong, right]).head(max_images)
-    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema)
+    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema,
+                          gsd=(gsd_m, card.input_size) if gsd_m else None)
     loader = DataLoader(Subset(dataset, chosen["index"].tolist()), batch_size=batch_size,
                         collate_fn=collate_skip_bad)
     lookup = chosen.set_index("index")
@@ -169,19 +171,28 @@ def _without_tta(model: LandslideClassifier, card: ModelCard, manifest: Manifest
     return both.assign(prediction_without_tta=(q >= plain_threshold).astype(int))
 
 
-def gsd_report(manifest: Manifest, card: ModelCard) -> dict:
+def gsd_report(manifest: Manifest, card: ModelCard, match_gsd: float | None = None) -> dict:
     """Ground sampling distance of the evaluated chips (median ``gsd_m``, m/px) beside the model's training
-    GSD, with one ``note`` when either is unknown or they differ by more than 25 %."""
+    chips' (``card.gsd_m``) and the input GSD the model saw them at (``card.input_gsd``), with a note when either
+    is unknown or they differ by more than 25 %. With ``match_gsd`` (m/px) it records how many chips were
+    resampled to it and how many could not be (no ``gsd_m``)."""
     data = manifest.median_gsd()
     note = None
     if data is None or card.gsd_m is None:
         note = ("GSD unknown for " + " and ".join(w for w, v in (("the evaluated chips (no gsd_m column)", data),
                                                                ("the model's training chips", card.gsd_m))
-                                                 if v is None) + ": scale differences cannot be checked")
+                                                 if v is None) + "; inputs are not matched to the model's scale")
     elif not 0.8 <= data / card.gsd_m <= 1.25:
         note = (f"the evaluated chips' GSD ({data:g} m/px) differs from the training chips' ({card.gsd_m:g} m/px) "
                 f"by a factor {data / card.gsd_m:.2f}: objects appear at another scale")
-    return {"data_m": data, "model_m": card.gsd_m, "note": note}
+    out = {"data_m": data, "model_m": card.gsd_m, "model_input": card.input_gsd, "note": note}
+    if match_gsd:
+        known = int((manifest.frame["gsd_m"] > 0).sum()) if "gsd_m" in manifest.frame else 0
+        out["matched"] = {"input_gsd_m": match_gsd, "resampled": known, "as_is": len(manifest) - known}
+        out["note"] = (f"chips resampled to the model's input GSD {match_gsd:g} m/px ({known} of {len(manifest)}"
+                       + (f"; {len(manifest) - known} without gsd_m scored as they are)" if known < len(manifest)
+                          else ")"))
+    return out
 
 
 def calibration_report(y: np.ndarray, p: np.ndarray, card: ModelCard) -> dict:
@@ -226,12 +237,16 @@ def metrics_by(preds: pd.DataFrame, column: str, threshold: float, card: ModelCa
 def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manifest, out_dir: str, cfg: EvalConfig,
                    history: list[dict] | None = None, device: torch.device | str = "cpu", batch_size: int = 32,
                    num_workers: int = 0, seed: int = 0, title: str = "Evaluation",
-                   extra_report: dict[str, Any] | None = None, adaptation: dict | None = None) -> dict:
-    """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics."""
+                   extra_report: dict[str, Any] | None = None, adaptation: dict | None = None,
+                   match_gsd: float | None = None) -> dict:
+    """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics.
+    ``match_gsd`` (m/px): chips with a known ``gsd_m`` are resampled to that input GSD (usually the card's
+    ``input_gsd``) before scoring; the report says how many were and were not."""
     storage.makedirs(out_dir)
     threshold, tta = card.threshold, card.tta
     started = time.perf_counter()
-    preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers, tta=tta)
+    preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers, tta=tta,
+                                     gsd_m=match_gsd)
     predict_seconds = time.perf_counter() - started
     if preds.empty:
         from landslide.errors import DataError
@@ -244,9 +259,9 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
     if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, card, cfg, seed)
-    metrics["gsd"] = gsd_report(manifest, card)
+    metrics["gsd"] = gsd_report(manifest, card, match_gsd)
     if metrics["gsd"]["note"]:  # unknown: said once, in the log and the report; a mismatch is a warning
-        (log.info if metrics["gsd"]["data_m"] is None or card.gsd_m is None else log.warning)(
+        (log.info if metrics["gsd"]["data_m"] is None or card.gsd_m is None or match_gsd else log.warning)(
             "%s", metrics["gsd"]["note"])
     metrics["calibration"] = calibration_report(y, p, card)
     metrics["prior_shift"] = prior_shift_report(y, p, threshold, card, cfg, seed)
@@ -279,7 +294,7 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
         plots.training_curves(history, storage.join(out_dir, figures["training"]))
 
     items = explain_predictions(model, card, manifest, preds, threshold, cfg.cam_method, cfg.cam_max_images,
-                                device=device, seed=seed)
+                                device=device, seed=seed, gsd_m=match_gsd)
     attention, galleries = {}, {}
     if items:
         attention = attention_stats.aggregate([it["shares"] for it in items], [it["outcome"] for it in items])

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ import shapely
 from landslide import CLASSES, lonlat, storage
 from landslide.config import SweepConfig, dump_config
 from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
+from landslide.data.gsd import raster_gsd_m, xyz_gsd_m
 from landslide.data.images import encode_png
 from landslide.inventory import geo, maps
 from landslide.inventory.adapt import ADAPTED_MODEL, adapted_model, apply_rule, decision_rule
@@ -78,6 +80,8 @@ class SweepPlan:
     model: dict
     index_uri: str
     done: set[int] = field(default_factory=set)
+    gsd: dict = field(default_factory=dict)
+    """How the tiles' GSD relates to the model's: ``window_m`` (GeoTIFF windows sized in metres) and ``note``."""
 
     @property
     def n_shards(self) -> int:
@@ -124,7 +128,7 @@ def _fingerprint(tile_ids: pd.Series) -> str:
 
 
 def _index_mismatches(record: IndexRecord, cfg: SweepConfig, input_size: int, cached: bool,
-                      region: Region) -> list[str]:
+                      region: Region, window_m: float | None = None) -> list[str]:
     """How an index's build record differs from what the sweep's config asks ("chip_size 128 (asked 64)").
     A prebuilt index is held only to what the config states (an unset overlap or chip size asks nothing); the
     sweep's own cached index to what it would build now, so a changed config rebuilds it."""
@@ -146,9 +150,16 @@ def _index_mismatches(record: IndexRecord, cfg: SweepConfig, input_size: int, ca
             elif cached and tuple(record.bbox) != tuple(_region_box(region)):
                 out.append("listed for another region")
     if record.format == "geotiff":
-        chip = t.chip_size if t.chip_size is not None else (input_size if cached else None)
-        if chip is not None and record.chip_size != chip:
-            out.append(f"chip_size {record.chip_size} (asked {chip})")
+        if window_m is not None or record.window_m is not None:
+            if window_m is not None and (record.window_m is None or not np.isclose(record.window_m, window_m)):
+                had = "none" if record.window_m is None else f"{record.window_m:g}"
+                out.append(f"window_m {had} (asked {window_m:g})")
+            elif window_m is None and (cached or t.chip_size is not None):
+                out.append(f"window_m {record.window_m:g} (asked chip_size {t.chip_size or input_size})")
+        else:
+            chip = t.chip_size if t.chip_size is not None else (input_size if cached else None)
+            if chip is not None and record.chip_size != chip:
+                out.append(f"chip_size {record.chip_size} (asked {chip})")
         if (cached or "overlap" in stated) and not np.isclose(record.overlap or 0.0, t.overlap):
             out.append(f"overlap {record.overlap:g} (asked {t.overlap:g})")
     return out
@@ -163,9 +174,60 @@ def _region_box(region: Region):
     return tuple(float(v) for v in lonlat.bounds(pd.DataFrame(boxes, columns=["west", "south", "east", "north"])))
 
 
-def _load_index(cfg: SweepConfig, region: Region, input_size: int) -> tuple[pd.DataFrame, str]:
+def window_metres(cfg: SweepConfig, model: dict) -> float | None:
+    """The GeoTIFF window side in metres the sweep asks for: ``tiles.window_m``, or with ``tiles.match_gsd`` the
+    model's input size x its input GSD (ConfigError when the model does not record one); None: in pixels."""
+    if cfg.tiles.window_m:
+        return float(cfg.tiles.window_m)
+    if not cfg.tiles.match_gsd:
+        return None
+    if not model.get("input_gsd_m"):
+        raise ConfigError(f"tiles.match_gsd: model {model['name']!r} does not record the GSD it was trained at "
+                          "(its training chips had no gsd_m); set tiles.window_m or tiles.chip_size instead")
+    return float(model["input_size"]) * float(model["input_gsd_m"])
+
+
+def gsd_note(cfg: SweepConfig, index: pd.DataFrame, record: IndexRecord | None, model: dict) -> str | None:
+    """One line when the model will see the tiles at a GSD unknown or more than 25 % off its own: GeoTIFF
+    windows of a fixed pixel size (suggesting ``tiles.match_gsd``) or XYZ tiles at their zoom and the region's
+    latitude (suggesting a zoom). None when they match, or for other sources."""
+    target = model.get("input_gsd_m")
+    fmt = record.format if record else None
+    if fmt not in ("geotiff", "xyz") or (fmt == "geotiff" and record.window_m):
+        return None
+    if not target:
+        return (f"model {model['name']!r} does not record the GSD it was trained at: the tiles are not matched to "
+                "its scale")
+    size = int(model["input_size"])
+    if fmt == "xyz":
+        lat = float((index["south"].median() + index["north"].median()) / 2)
+        seen = xyz_gsd_m(int(record.zoom), lat) * 256 / size  # a 256-px tile resized to the input size
+        if 0.8 <= seen / target <= 1.25:
+            return None
+        better = record.zoom + round(math.log2(seen / target))
+        return (f"XYZ tiles at zoom {record.zoom} (latitude {lat:.2f}) reach the model at {seen:.3g} m/px, "
+                f"{seen / target:.2f} x the {target:.3g} m/px it was trained at; zoom {better} is closer")
+    from landslide.inventory.tiles import open_raster
+
+    first = index["uri"].iloc[0]
+    with open_raster(first) as ds:
+        gsd = raster_gsd_m(ds.crs, ds.transform, ds.width, ds.height)
+    chip = int(str(index["window"].iloc[0]).split(",")[2])
+    if gsd is None:
+        return f"{first}: GSD unknown (no pixel size); the windows are not matched to the model's scale"
+    seen = gsd * chip / size
+    if 0.8 <= seen / target <= 1.25:
+        return None
+    return (f"{first}: windows of {chip} px at {gsd:.3g} m/px reach the model at {seen:.3g} m/px, "
+            f"{seen / target:.2f} x the {target:.3g} m/px it was trained at; tiles.match_gsd: true sizes windows "
+            "to match")
+
+
+def _load_index(cfg: SweepConfig, region: Region, input_size: int,
+                window_m: float | None = None) -> tuple[pd.DataFrame, str]:
     """The sweep's tile index: ``tiles.index`` if given (checked against the config: :func:`_index_mismatches`
-    -> ConfigError), else the one cached in the output folder (rebuilt if the config changed), else built."""
+    -> ConfigError), else the one cached in the output folder (rebuilt if the config changed), else built.
+    ``window_m``: GeoTIFF windows in metres (:func:`window_metres`)."""
     if cfg.tiles.index:
         index = read_index(cfg.tiles.index)
         record = index_record(index)
@@ -173,7 +235,7 @@ def _load_index(cfg: SweepConfig, region: Region, input_size: int) -> tuple[pd.D
             log.warning("%s records no build settings (written by an older version); cannot check that it "
                         "matches tiles.source/chip_size/overlap. Rebuild it with `landslide tiles index` to "
                         "have it checked", cfg.tiles.index)
-        elif problems := _index_mismatches(record, cfg, input_size, False, region):
+        elif problems := _index_mismatches(record, cfg, input_size, False, region, window_m):
             raise ConfigError(f"tiles.index {cfg.tiles.index} was built otherwise than this sweep asks: "
                               f"{'; '.join(problems)}. Rebuild it with `landslide tiles index` and the settings "
                               "you want, set the config to match it, or drop tiles.index to let the sweep index "
@@ -184,14 +246,14 @@ def _load_index(cfg: SweepConfig, region: Region, input_size: int) -> tuple[pd.D
         index = read_index(cached)
         record = index_record(index)
         problems = (["no build record"] if record is None
-                    else _index_mismatches(record, cfg, input_size, True, region))
+                    else _index_mismatches(record, cfg, input_size, True, region, window_m))
         if not problems:
             return index, cached
         log.warning("%s was built otherwise than this sweep asks (%s); rebuilding it", cached, "; ".join(problems))
     started = time.perf_counter()
     index = build_index(cfg.tiles.source, cfg.tiles.format, cfg.tiles.zoom, cfg.tiles.chip_size or input_size,
                         cfg.tiles.overlap, bbox=region.boxes,
-                        scheme=cfg.tiles.scheme, bands=cfg.tiles.bands)
+                        scheme=cfg.tiles.scheme, bands=cfg.tiles.bands, window_m=window_m)
     write_index(index, cached)
     log.info("indexed %d tiles of %s in %.1f s (cached in %s)", len(index), cfg.tiles.source,
              time.perf_counter() - started, cached)
@@ -203,7 +265,8 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
     of the same sweep is what the output folder holds, and find its finished shards)."""
     storage.check_writable(cfg.output)
     region = load_region(cfg.region)
-    index, index_uri = _load_index(cfg, region, int(model["input_size"]))
+    window_m = window_metres(cfg, model)
+    index, index_uri = _load_index(cfg, region, int(model["input_size"]), window_m)
     tiles = region.select(index).reset_index(drop=True)
     tiles.attrs = {}  # the index's build record is in sweep.json; result tables must not carry it
     if tiles.empty:
@@ -215,14 +278,17 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
         raise DataError(f"no tiles of {cfg.tiles.source} intersect the region ({region.description}); "
                         f"the index covers {_extent(index)}{hint}")
     tiles["shard"] = np.arange(len(tiles)) // cfg.shard_size
-    plan = SweepPlan(cfg, region, tiles, model, index_uri)
+    note = gsd_note(cfg, tiles, index_record(index), model)
+    if note:  # said once per sweep: in the log, sweep.json and summary.json
+        log.warning("GSD: %s", note)
+    plan = SweepPlan(cfg, region, tiles, model, index_uri, gsd={"window_m": window_m, "note": note})
     record = {"format": SWEEP_FORMAT, "name": cfg.name, "model": model, "model_uri": cfg.model,
               "tiles": {"source": cfg.tiles.source, "index": index_uri, "count": len(tiles),
                         "index_record": json.loads(r.to_json()) if (r := index_record(index)) else None,
                         "fingerprint": _fingerprint(tiles["tile_id"])},
               "region": {"description": region.description, "geometry": region.to_geojson()},
               "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": plan.n_shards,
-              "adapt": cfg.adapt.model_dump()}
+              "adapt": cfg.adapt.model_dump(), "gsd": plan.gsd}
     record_uri = storage.join(cfg.output, "sweep.json")
     if storage.exists(record_uri):
         previous = _identity(storage.read_json(record_uri))
@@ -429,7 +495,7 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
         "area_km2_positive": round(geo.union_area_km2(pos), 6), "failure_reasons": dict(reasons.most_common()),
         "shards": plan.n_shards, "tiles_this_run": processed, "seconds_this_run": round(seconds, 3),
         "tiles_per_s_this_run": round(processed / seconds, 3) if seconds > 0 and processed else None,
-        "files": files, "threshold": threshold, "scenes": scenes,
+        "files": files, "threshold": threshold, "scenes": scenes, "gsd": plan.gsd,
     }
     if rule is not None or cfg.adapt.batchnorm:
         adabn = read_card(storage.join(out, ADAPTED_MODEL)) if cfg.adapt.batchnorm else None
@@ -489,6 +555,8 @@ def summary_lines(s: dict, output: str) -> str:
     lines.append(f"  inventory: {output}/inventory.parquet, positives: {output}/inventory.geojson"
                  + (f", areas: {output}/{s['files']['areas']}" if "areas" in s["files"] else "")
                  + (f", map: {output}/{s['files']['preview']}" if "preview" in s["files"] else ""))
+    if (s.get("gsd") or {}).get("note"):
+        lines.append(f"  GSD: {s['gsd']['note']}")
     a = s.get("adaptation") or {}
     if a.get("batchnorm"):
         lines.append(f"  AdaBN: {a['batchnorm']['layers']} BatchNorm layers re-estimated on {a['batchnorm']['images']} "

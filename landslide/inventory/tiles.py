@@ -30,6 +30,7 @@ import pandas as pd
 from landslide import lonlat, storage
 from landslide.config import TileFormat
 from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
+from landslide.data.gsd import raster_gsd_m
 from landslide.data.images import Decoded, decode
 from landslide.data.rasters import band_plan, to_rgb
 
@@ -326,10 +327,12 @@ def _window_starts(length: int, chip: int, stride: int) -> list[int]:
     return starts
 
 
-def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None) -> pd.DataFrame:
+def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None,
+                  window_m: float | None = None) -> pd.DataFrame:
     """Index the windows of one GeoTIFF or of every GeoTIFF in a folder. Each scene's bands are checked here
     (:func:`~landslide.data.rasters.band_plan`), so a raster whose colours cannot be told is refused before
-    any window is read."""
+    any window is read. With ``window_m`` each scene's windows are ``window_m`` metres on a side, in pixels
+    of that scene's own GSD (:func:`landslide.data.gsd.raster_gsd_m`; at least 16 px) instead of ``chip_size``."""
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window
     from rasterio.windows import bounds as window_bounds
@@ -337,7 +340,6 @@ def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None)
     scenes = [source] if source.lower().endswith(GEOTIFF_SUFFIXES) else storage.list_files(source, GEOTIFF_SUFFIXES)
     if not scenes:
         raise DataError(f"{source}: no GeoTIFF (.tif/.tiff) files")
-    stride = max(1, int(round(chip_size * (1 - overlap))))
     rows = []
     for scene in scenes:
         with open_raster(scene) as ds:
@@ -345,6 +347,13 @@ def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None)
                 raise DataError(f"{scene}: GeoTIFF has no CRS; cannot place its windows on the map")
             plan = band_plan(ds, bands, scene)
             log.info("%s: bands %s as %s (%s)", scene, list(plan.indexes), plan.kind, plan.source)
+            if window_m:
+                gsd = raster_gsd_m(ds.crs, ds.transform, ds.width, ds.height)
+                if gsd is None:
+                    raise DataError(f"{scene}: its transform gives no pixel size; cannot size windows in metres")
+                chip_size = max(16, int(round(window_m / gsd)))
+                log.info("%s: GSD %.3g m/px: windows of %d px for %g m", scene, gsd, chip_size, window_m)
+            stride = max(1, int(round(chip_size * (1 - overlap))))
             name = scene.rstrip("/").rsplit("/", 1)[-1]
             digits = max(6, len(str(max(ds.width, ds.height))))
             for row_off in _window_starts(ds.height, chip_size, stride):
@@ -387,6 +396,8 @@ class IndexRecord:
     chip_size: int | None = None
     overlap: float | None = None
     bands: tuple[int, ...] | None = None
+    window_m: float | None = None
+    """GeoTIFF: window side in metres (each scene's windows in its own pixels); ``chip_size`` is then None."""
     index_format: int = INDEX_FORMAT
 
     def to_json(self) -> str:
@@ -437,6 +448,7 @@ class IndexRequest:
     bbox: object = None
     scheme: str = "auto"
     bands: tuple[int, ...] | None = None
+    window_m: float | None = None
 
 
 def _xyz_source(req: IndexRequest) -> tuple[pd.DataFrame, IndexRecord]:
@@ -448,6 +460,10 @@ def _xyz_source(req: IndexRequest) -> tuple[pd.DataFrame, IndexRecord]:
 
 
 def _geotiff_source(req: IndexRequest) -> tuple[pd.DataFrame, IndexRecord]:
+    if req.window_m:
+        index = geotiff_index(req.source, 0, req.overlap, req.bands, window_m=float(req.window_m))
+        return index, IndexRecord(req.source, "geotiff", overlap=float(req.overlap), bands=req.bands,
+                                  window_m=float(req.window_m))
     if not req.chip_size:
         raise ConfigError("tiles.chip_size is needed to chip GeoTIFF scenes")
     index = geotiff_index(req.source, req.chip_size, req.overlap, req.bands)
@@ -466,7 +482,8 @@ archive type is one entry here (and its name in :data:`landslide.config.TileForm
 
 
 def build_index(source: str, fmt: str = "auto", zoom: int | None = None, chip_size: int | None = None,
-                overlap: float = 0.0, bbox=None, scheme: str = "auto", bands=None) -> pd.DataFrame:
+                overlap: float = 0.0, bbox=None, scheme: str = "auto", bands=None,
+                window_m: float | None = None) -> pd.DataFrame:
     """Index any supported tile source (:data:`TILE_SOURCES`; see the module docstring). ``bbox`` (a lon/lat
     box, ``west > east`` across 180°, or a list of boxes) limits what an XYZ/TMS tree lists; ``scheme`` is its
     row order.
@@ -476,7 +493,7 @@ def build_index(source: str, fmt: str = "auto", zoom: int | None = None, chip_si
     if fmt not in TILE_SOURCES:
         raise ConfigError(f"tiles.format {fmt!r}: choose one of {', '.join(get_args(TileFormat))}")
     request = IndexRequest(source, zoom, chip_size, overlap, bbox, scheme,
-                           tuple(int(b) for b in bands) if bands else None)
+                           tuple(int(b) for b in bands) if bands else None, window_m)
     index, record = TILE_SOURCES[fmt](request)
     index.attrs["index_record"] = asdict(record)
     return index

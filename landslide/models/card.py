@@ -97,6 +97,10 @@ class ModelCard(_Section):
     gsd_m: float | None = Field(None, gt=0)
     """Median ground sampling distance (m/px) of the training chips, when their manifest gave ``gsd_m``;
     None: unknown. Evaluation reports the data's GSD beside it."""
+    input_gsd: dict[str, Any] | None = None
+    """The GSD at which the model saw its training chips (m per *input* pixel: chip GSD x chip side / input
+    size; ``median_m``, ``p10_m``, ``p90_m``, ``chips``): what ``--match-gsd`` resamples inputs to
+    (:mod:`landslide.data.gsd`). None when the chips' GSD is unknown."""
     calibration: dict[str, Any] | None = None
     """Temperature scaling fitted on validation (``temperature``, ECE and Brier before/after): evaluation
     reports calibrated probabilities beside the raw ones (:func:`landslide.evaluation.metrics.fit_temperature`)."""

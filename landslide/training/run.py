@@ -25,6 +25,7 @@ from landslide import storage
 from landslide.config import RunConfig, dump_config
 from landslide.data import manifest as manifest_lib
 from landslide.data.dataset import ChipDataset, collate_skip_bad
+from landslide.data.gsd import input_gsd_summary
 from landslide.data.manifest import Manifest
 from landslide.data.splits import assign_splits, get_split, limit_training, restrict_regions, split_summary
 from landslide.data.tags import TagSchema
@@ -311,7 +312,8 @@ def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
                                "monitor": cfg.train.monitor, "stopped_early": result.stopped_early,
                                "seed": cfg.train.seed, "split_method": cfg.data.split.method,
                                "history": result.history, "confounds": _confound_summary(run.confounds)},
-                     gsd_m=run.train.median_gsd(), **card_extras(run))
+                     gsd_m=run.train.median_gsd(), input_gsd=input_gsd_summary(run.train.frame, run.image_size),
+                     **card_extras(run))
 
 
 def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -> dict:

@@ -1,0 +1,114 @@
+"""Ground sampling distance (GSD, metres per pixel) of model inputs, and images resampled to a model's GSD.
+
+A chip of ``side`` pixels at ``gsd_m`` shown to a model at ``input_size`` pixels is seen at
+``gsd_m * side / input_size`` m/px: the *input GSD*. A model trained on 128-px UAV chips at 0.5 m sees 0.5 m
+per input pixel; one trained on ~270-px satellite crops at 0.8 m sees ~1.7 m. Objects then appear at another
+scale on imagery of another GSD. :func:`resample_to_gsd` shows an image at the model's input GSD instead:
+resampled by ``gsd_m / target``, then its centre (an image covering more ground than the model's window) or
+the image mirrored at its borders (one covering less) fills the model's window.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def input_gsd(gsd_m: float, width: int, height: int, input_size: int) -> float:
+    """The GSD (m/px) at which a ``width`` x ``height`` chip at ``gsd_m`` reaches a model resized to
+    ``input_size`` pixels (geometric mean of the two axes)."""
+    return gsd_m * math.sqrt(width * height) / input_size
+
+
+def resample_to_gsd(image: np.ndarray, gsd_m: float, target_gsd_m: float, size: int) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` at ``gsd_m`` -> uint8 ``(size, size, 3)`` at ``target_gsd_m`` (both m/px, > 0):
+    resampled (PIL, Lanczos with antialiasing when shrinking, bicubic when enlarging), then centre-cropped to
+    ``size`` where larger and mirrored at the borders (numpy ``reflect``, repeated as needed; the image in the
+    centre) where smaller.
+    ValueError for a non-positive GSD."""
+    if not (gsd_m > 0 and target_gsd_m > 0):
+        raise ValueError(f"GSD must be positive, got {gsd_m} and {target_gsd_m} m/px")
+    h, w = image.shape[:2]
+    scale = gsd_m / target_gsd_m
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        method = Image.LANCZOS if scale < 1 else Image.BICUBIC
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), method, reducing_gap=None))
+    h, w = image.shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    image = image[top:top + size, left:left + size]
+    ph, pw = max(0, size - image.shape[0]), max(0, size - image.shape[1])
+    if ph or pw:  # numpy reflects as often as needed; the image stays in the centre
+        image = np.pad(image, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="reflect")
+    return np.ascontiguousarray(image[:size, :size])
+
+
+def _pixel_size(uri: str) -> tuple[int, int] | None:
+    """(width, height) from the image header (no decoding); None when unreadable."""
+    from landslide import storage
+
+    try:
+        with storage.open_uri(uri) as f, Image.open(f) as img:
+            return img.size
+    except Exception:  # unreadable chips are reported by the data loader, not here
+        return None
+
+
+def input_gsd_summary(frame, input_size: int) -> dict | None:
+    """The input GSD (:func:`input_gsd`, m/px) of the chips of a manifest ``frame`` that have ``gsd_m``: median
+    and 10th–90th percentiles, and how many chips it rests on. Sizes come from ``width``/``height`` columns
+    where given, else from each image's header. None when no chip has a GSD."""
+    if "gsd_m" not in frame.columns or frame["gsd_m"].isna().all():
+        return None
+    values = []
+    for i, (uri, g) in enumerate(zip(frame["uri"], frame["gsd_m"])):
+        if not g > 0:
+            continue
+        w = frame["width"].iloc[i] if "width" in frame.columns else float("nan")
+        h = frame["height"].iloc[i] if "height" in frame.columns else float("nan")
+        if not (w > 0 and h > 0):
+            found = _pixel_size(uri)
+            if found is None:
+                continue
+            w, h = found
+        values.append(input_gsd(float(g), int(w), int(h), input_size))
+    if not values:
+        return None
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return {"median_m": float(p50), "p10_m": float(p10), "p90_m": float(p90), "chips": len(values),
+            "input_size": input_size}
+
+
+def raster_gsd_m(crs, transform, width: int, height: int) -> float | None:
+    """A raster's GSD in metres per pixel (geometric mean of the two axes) from its ``rasterio`` CRS and affine
+    ``transform``: in a projected CRS the pixel size times the CRS's linear unit (metres, US survey feet, ...);
+    in a geographic CRS the geodesic size on the WGS84 ellipsoid (pyproj) of the centre pixel. None without a
+    CRS or for a degenerate transform."""
+    if crs is None:
+        return None
+    a, b, d, e = transform.a, transform.b, transform.d, transform.e
+    if crs.is_projected:
+        factor = crs.linear_units_factor[1]
+        area = abs(a * e - b * d)
+        return math.sqrt(area) * factor if area > 0 else None
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    x, y = transform * (width / 2, height / 2)
+    x1, y1 = transform * (width / 2 + 1, height / 2)
+    x2, y2 = transform * (width / 2, height / 2 + 1)
+    dx = geod.inv(x, y, x1, y1)[2]
+    dy = geod.inv(x, y, x2, y2)[2]
+    return math.sqrt(dx * dy) if dx > 0 and dy > 0 else None
+
+
+WEB_MERCATOR_GSD0_M = 2 * math.pi * 6378137.0 / 256
+"""GSD (m/px) of a 256-px Web Mercator tile at zoom 0 on the equator: 156543.03 m."""
+
+
+def xyz_gsd_m(zoom: int, lat: float, tile_px: int = 256) -> float:
+    """Ground size of a pixel of a Web Mercator (XYZ/TMS) tile of ``tile_px`` pixels at ``zoom`` and latitude
+    ``lat`` (degrees): ``156543.03 x cos(lat) / 2**zoom x 256 / tile_px``."""
+    return WEB_MERCATOR_GSD0_M * math.cos(math.radians(lat)) / 2 ** zoom * 256 / tile_px
