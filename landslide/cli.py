@@ -113,6 +113,13 @@ def cmd_evaluate(args) -> int:
         if "gsd_m" not in data.frame.columns or not (data.frame["gsd_m"] > 0).any():
             raise ConfigError(f"--match-gsd: {args.data} has no gsd_m column (or no value in it): nothing to "
                               "resample; add it (landslide data merge --gsd-m)")
+        from landslide.data.gsd import MAX_RESAMPLING
+
+        ratios = data.frame["gsd_m"].dropna() / match_gsd
+        if ((ratios > MAX_RESAMPLING) | (ratios < 1 / MAX_RESAMPLING)).any():
+            raise ConfigError(f"--match-gsd {match_gsd:g}: the chips' gsd_m ({ratios.min() * match_gsd:g} to "
+                              f"{ratios.max() * match_gsd:g} m/px) would be resampled by more than a factor "
+                              f"{MAX_RESAMPLING}; check the units (metres per pixel)")
     m = evaluate_model(model, card, data, args.out, cfg, history=card.history, device=device,
                        batch_size=args.batch_size, title=f"{card.name} on {args.data}",
                        extra_report=extra, adaptation=adaptation, match_gsd=match_gsd)
@@ -351,7 +358,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="landslide", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="landslide", description=" ".join(__doc__.split()))
     parser.add_argument("--version", action="version", version=f"landslide {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")

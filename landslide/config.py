@@ -4,6 +4,8 @@ run folder."""
 
 from __future__ import annotations
 
+import math
+
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
@@ -210,11 +212,16 @@ class SensorShiftConfig(_Strict):
     @classmethod
     def _range(cls, value: tuple[float, float], info) -> tuple[float, float]:
         low, high = value
-        if not 0 < low <= high:
-            raise ValueError(f"{info.field_name} must be a range [low, high] with 0 < low <= high, got {list(value)}")
-        if info.field_name == "jpeg_quality" and high > 100:
-            raise ValueError(f"jpeg_quality is at most 100, got {list(value)}")
+        if not (0 < low <= high < math.inf):
+            raise ValueError(f"{info.field_name} must be a finite range [low, high] with 0 < low <= high, got "
+                             f"{list(value)}")
+        if info.field_name == "jpeg_quality" and not 1 <= low <= high <= 100:
+            raise ValueError(f"jpeg_quality is a range within [1, 100], got {list(value)}")
         return value
+
+    def blur_kernel(self) -> int:
+        """The Gaussian blur's kernel side in pixels (3 sigma each side of the largest sigma)."""
+        return 2 * math.ceil(3 * self.blur_sigma[1]) + 1
 
 
 class AugmentConfig(_Strict):
@@ -499,7 +506,7 @@ class TilesConfig(_Strict):
     (gdal2tiles' default, MBTiles); ``auto``: TMS when the tree has a ``tilemapresource.xml``, else XYZ (logged)."""
     chip_size: int | None = Field(None, ge=16, le=8192)
     """GeoTIFF: window side in pixels (default: the model's input size)."""
-    window_m: float | None = Field(None, gt=0)
+    window_m: float | None = Field(None, gt=0, allow_inf_nan=False)
     """GeoTIFF: window side in metres instead of pixels; each scene's windows are sized from its own GSD (from
     its transform and CRS, any CRS), so every window covers the same ground."""
     match_gsd: bool = False

@@ -346,7 +346,11 @@ def test_gsd_is_recorded_in_the_card_and_checked_in_evaluation(synth_manifest, t
     assert main(["evaluate", "--model", summary["model_dir"], "--data", os.path.join(folder, "gsd_two.csv"),
                  "--out", str(tmp_path / "m2"), "--bootstrap", "0", "--cam-max-images", "0",
                  "--match-gsd", "2"]) == 0
-    assert json.load(open(tmp_path / "m2" / "metrics.json"))["gsd"]["matched"]["input_gsd_m"] == 2.0
+    explicit = json.load(open(tmp_path / "m2" / "metrics.json"))["gsd"]
+    assert explicit["matched"]["input_gsd_m"] == 2.0
+    assert "resampled to 2 m/px as asked (the model's input GSD: 1 m/px)" in explicit["note"]
+    assert main(["evaluate", "--model", summary["model_dir"], "--data", os.path.join(folder, "gsd_two.csv"),
+                 "--out", str(tmp_path / "m5"), "--match-gsd", "1e-300"]) == 2  # a factor far beyond 64
     assert main(["evaluate", "--model", summary["model_dir"], "--data", os.path.join(folder, "manifest.csv"),
                  "--out", str(tmp_path / "m3"), "--match-gsd"]) == 2
     plain_model = str(tmp_path / "plain_model")

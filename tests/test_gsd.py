@@ -95,6 +95,10 @@ def test_geotiff_sweep_windows_in_metres_and_matched_to_the_model(trained_run, t
         run_sweep(sweep_config(trained_run["model_dir"], scene, str(tmp_path / "x"), tiles={"match_gsd": True}))
     with pytest.raises(ConfigError, match="chip_size and window_m both size the windows"):
         sweep_config(trained_run["model_dir"], scene, str(tmp_path / "y"), tiles={"chip_size": 64, "window_m": 9})
+    with pytest.raises(ConfigError, match=r"tiles.window_m 4: 8 px of .*windows need at least 16 px"):
+        run_sweep(sweep_config(trained_run["model_dir"], scene, str(tmp_path / "z"), tiles={"window_m": 4.0}))
+    with pytest.raises(ConfigError, match="window_m"):
+        sweep_config(trained_run["model_dir"], scene, str(tmp_path / "w"), tiles={"window_m": float("inf")})
 
     # a model trained at 1 m per input pixel (32 px): windows of 32 m = 64 px of this 0.5 m scene
     model = tmp_path / "gsd_model"
@@ -109,12 +113,26 @@ def test_geotiff_sweep_windows_in_metres_and_matched_to_the_model(trained_run, t
     # fixed windows of the model's input size reach it at 0.5 m/px, half its GSD: said, with the remedy
     fixed = run_sweep(sweep_config(str(model), scene, str(tmp_path / "f")))
     assert "0.50 x the 1 m/px it was trained at; tiles.match_gsd: true" in fixed["gsd"]["note"]
+    metres = run_sweep(sweep_config(str(model), scene, str(tmp_path / "wm"), tiles={"window_m": 80.0}))
+    assert "windows of 80 m reach the model at" in metres["gsd"]["note"]
 
 
 def pd_read(path):
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pandas()
+
+
+def test_window_sizes_in_metres_are_for_geotiffs_only(trained_run, tmp_path):
+    from conftest import sweep_config
+
+    from landslide.data.synthetic import generate_region
+    from landslide.errors import ConfigError
+    from landslide.inventory.sweep import run_sweep
+
+    region = generate_region(str(tmp_path / "r"), cols=2, rows=1, tile_size=32, seed=1, geotiff=False)
+    with pytest.raises(ConfigError, match=r"tiles.window_m sizes GeoTIFF windows; .* is a xyz source.*zoom"):
+        run_sweep(sweep_config(trained_run["model_dir"], region["xyz"], str(tmp_path / "o"), tiles={"window_m": 40.0}))
 
 
 def test_xyz_sweeps_say_which_zoom_matches_the_model():

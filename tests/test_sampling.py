@@ -68,4 +68,17 @@ def test_region_class_sampling_trains_and_drops_the_loss_weight(synth_manifest, 
     assert len(drawn) == 4
     summary = run_training(cfg)
     assert summary["epochs_run"] == 2
+    card = json.load(open(tmp_path / "s" / "model" / "model_card.json"))
+    assert card["training"]["sampling"] == "region_class" and card["training"]["augment"]["sensor_shift"]["p"] == 0.5
+
+    # region sampling without regions, and a blur wider than the images, are refused before training
+    from landslide.errors import LandslideError
+
+    with pytest.raises(LandslideError, match="train.sampling=region balances regions, but the data has no 'region'"):
+        prepare_run(parse_config(tiny_config(synth_manifest, str(tmp_path / "n"), train={"sampling": "region"})),
+                    write_files=False)
+    with pytest.raises(LandslideError, match=r"blur_sigma \[0.3, 20.0\]: a blur kernel of 121 px cannot filter 32-px"):
+        prepare_run(parse_config(tiny_config(data, str(tmp_path / "b"), data={"train": data},
+                                             train={"augment": {"sensor_shift": {"blur_sigma": [0.3, 20]}}})),
+                    write_files=False)
     assert "f1" in json.load(open(tmp_path / "s" / "summary.json"))["test_metrics"]

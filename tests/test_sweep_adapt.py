@@ -90,3 +90,21 @@ def test_prior_shift_and_calibration_rewrite_the_inventory_without_rescoring(tra
     assert calibrated["threshold"] == pytest.approx(float(apply_temperature(first["threshold"], card.temperature)))
     assert calibrated["adaptation"]["temperature"] == pytest.approx(card.temperature)
     assert json.load(open(os.path.join(out, "summary.json")))["adaptation"]["prior"] is None
+
+
+def test_a_failed_start_does_not_claim_the_output_and_an_empty_sweep_skips_the_prior(trained_run, tmp_path):
+    from conftest import write_raster
+
+    from landslide.errors import DataError
+
+    scene = write_raster(tmp_path / "s.tif", np.zeros((3, 64, 64), np.uint8))
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(open(scene, "rb").read()[:600])  # header only: every window unreadable
+    out = str(tmp_path / "o")
+    model_dir = trained_run["model_dir"]
+    with pytest.raises(DataError, match="none of the .* sampled tiles is readable"):
+        run_sweep(sweep_config(model_dir, str(broken), out, adapt={"batchnorm": True, "batchnorm_tiles": 4}))
+    # nothing was scored: the same output takes the sweep without AdaBN (no "holds another sweep")
+    done = run_sweep(sweep_config(model_dir, str(broken), out, threshold=None, adapt={"prior": True}))
+    assert done["tiles_ok"] == 0 and done["adaptation"]["prior"]["skipped"].startswith("no tile was scored")
+    assert "prior shift not applied" in summary_lines(done, out)

@@ -89,5 +89,8 @@ def test_sensor_shift_config_names_bad_ranges():
     assert parse_config(base).train.augment.sensor_shift.p == 0.5
     with pytest.raises(ConfigError, match=r"train.augment.sensor_shift.scale.*0 < low <= high"):
         parse_config({**base, "train": {"augment": {"sensor_shift": {"scale": [1.2, 0.8]}}}})
-    with pytest.raises(ConfigError, match=r"jpeg_quality is at most 100"):
-        parse_config({**base, "train": {"augment": {"sensor_shift": {"jpeg_quality": [50, 120]}}}})
+    for bad in ([50, 120], [0.5, 1]):
+        with pytest.raises(ConfigError, match=r"jpeg_quality is a range within \[1, 100\]"):
+            parse_config({**base, "train": {"augment": {"sensor_shift": {"jpeg_quality": bad}}}})
+    with pytest.raises(ConfigError, match=r"scale must be a finite range"):
+        parse_config({**base, "train": {"augment": {"sensor_shift": {"scale": [1.0, float("inf")]}}}})

@@ -47,7 +47,10 @@ class ChipDataset(Dataset):
         try:
             image = read_image(uri, max_pixels=self.max_pixels)
             if self.gsd and self.chip_gsd[index] > 0:
-                image = resample_to_gsd(image, self.chip_gsd[index], *self.gsd)
+                try:
+                    image = resample_to_gsd(image, self.chip_gsd[index], *self.gsd)
+                except ValueError as exc:
+                    return {"error": {"uri": uri, "reason": f"gsd_m: {exc}"}, "index": index}
             image = self.transform(image)
         except ImageError as exc:
             return {"error": {"uri": uri, "reason": exc.reason}, "index": index}

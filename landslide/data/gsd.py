@@ -16,6 +16,11 @@ import numpy as np
 from PIL import Image
 
 
+MAX_RESAMPLING = 64
+"""The largest factor by which an image is enlarged or shrunk to match a GSD; beyond it the GSDs are almost
+certainly wrong (a unit mix-up) rather than a real change of sensor."""
+
+
 def input_gsd(gsd_m: float, width: int, height: int, input_size: int) -> float:
     """The GSD (m/px) at which a ``width`` x ``height`` chip at ``gsd_m`` reaches a model resized to
     ``input_size`` pixels (geometric mean of the two axes)."""
@@ -28,10 +33,18 @@ def resample_to_gsd(image: np.ndarray, gsd_m: float, target_gsd_m: float, size: 
     ``size`` where larger and mirrored at the borders (numpy ``reflect``, repeated as needed; the image in the
     centre) where smaller.
     ValueError for a non-positive GSD."""
-    if not (gsd_m > 0 and target_gsd_m > 0):
+    if not (0 < gsd_m < math.inf and 0 < target_gsd_m < math.inf):
         raise ValueError(f"GSD must be positive, got {gsd_m} and {target_gsd_m} m/px")
-    h, w = image.shape[:2]
     scale = gsd_m / target_gsd_m
+    if not 1 / MAX_RESAMPLING <= scale <= MAX_RESAMPLING:
+        raise ValueError(f"resampling from {gsd_m:g} to {target_gsd_m:g} m/px is a factor {scale:.3g}, beyond "
+                         f"1/{MAX_RESAMPLING}..{MAX_RESAMPLING}")
+    h, w = image.shape[:2]
+    if scale > 1:  # enlarging: only the centre that fills the window is resampled (bounded memory)
+        need = math.ceil(size / scale) + 2
+        top, left = max(0, (h - need) // 2), max(0, (w - need) // 2)
+        image = image[top:top + need, left:left + need]
+        h, w = image.shape[:2]
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     if (new_w, new_h) != (w, h):
         method = Image.LANCZOS if scale < 1 else Image.BICUBIC

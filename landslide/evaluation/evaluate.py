@@ -189,7 +189,11 @@ def gsd_report(manifest: Manifest, card: ModelCard, match_gsd: float | None = No
     if match_gsd:
         known = int((manifest.frame["gsd_m"] > 0).sum()) if "gsd_m" in manifest.frame else 0
         out["matched"] = {"input_gsd_m": match_gsd, "resampled": known, "as_is": len(manifest) - known}
-        out["note"] = (f"chips resampled to the model's input GSD {match_gsd:g} m/px ({known} of {len(manifest)}"
+        own = (card.input_gsd or {}).get("median_m")
+        target = (f"the model's input GSD {match_gsd:g} m/px" if own and math.isclose(own, match_gsd)
+                  else f"{match_gsd:g} m/px as asked (the model's input GSD: "
+                       + (f"{own:g} m/px)" if own else "not recorded)"))
+        out["note"] = (f"chips resampled to {target} ({known} of {len(manifest)}"
                        + (f"; {len(manifest) - known} without gsd_m scored as they are)" if known < len(manifest)
                           else ")"))
     return out

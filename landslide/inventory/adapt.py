@@ -52,7 +52,8 @@ def adapted_model(output: str, predictor, tiles: pd.DataFrame, adapt: SweepAdapt
     source = predictor.card
     if storage.exists(storage.join(uri, CARD_FILE)):
         made = read_card(uri).adaptation or {}
-        if made.get("source_version") == source.version and made.get("sample_tiles") == adapt.batchnorm_tiles:
+        if (made.get("source_version"), made.get("sample_tiles"), made.get("seed")) == \
+                (source.version, adapt.batchnorm_tiles, adapt.seed):
             log.info("AdaBN: reusing %s", uri)
             return uri
     sample = adabn_sample(tiles, adapt.batchnorm_tiles, adapt.seed)
@@ -93,7 +94,10 @@ def decision_rule(probabilities: np.ndarray, threshold: float, card: ModelCard, 
     reported probabilities are temperature-scaled (decisions unchanged)."""
     rule: dict = {"threshold": float(threshold), "temperature": None, "reported_threshold": float(threshold),
                   "prior": None}
-    if adapt.prior and len(probabilities):
+    if adapt.prior and not len(probabilities):
+        rule["prior"] = {"skipped": "no tile was scored, so there is nothing to estimate the landslide share from",
+                         "card_threshold": float(threshold)}
+    elif adapt.prior:
         pi0 = card.train_prior
         if pi0 is None:
             raise DataError(f"sweep.adapt.prior: model {card.name!r} does not record its training split's "
@@ -110,12 +114,13 @@ def decision_rule(probabilities: np.ndarray, threshold: float, card: ModelCard, 
 
 
 def apply_rule(frame: pd.DataFrame, rule: dict, classes: tuple[str, str]) -> pd.DataFrame:
-    """A shard's rows with ``label`` from the rule's threshold and ``probability`` as reported (copy)."""
+    """A shard's rows with ``probability`` as reported and ``label`` from it and the rule's reported threshold
+    (so a reported probability at or above the summary's threshold is always a landslide) (copy)."""
     frame = frame.copy()
     ok = frame["status"] == "ok"
-    raw = frame["probability"].to_numpy(dtype=float)
-    frame.loc[ok, "label"] = np.where(raw[ok.to_numpy()] >= rule["threshold"], classes[1], classes[0])
+    reported = frame["probability"].to_numpy(dtype=float)
     if rule["temperature"] is not None:
-        frame["probability"] = np.where(ok, apply_temperature(np.nan_to_num(raw, nan=0.5), rule["temperature"]),
-                                        np.nan)
+        reported = np.where(ok, apply_temperature(np.nan_to_num(reported, nan=0.5), rule["temperature"]), np.nan)
+        frame["probability"] = reported
+    frame.loc[ok, "label"] = np.where(reported[ok.to_numpy()] >= rule["reported_threshold"], classes[1], classes[0])
     return frame

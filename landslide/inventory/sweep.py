@@ -193,12 +193,18 @@ def gsd_note(cfg: SweepConfig, index: pd.DataFrame, record: IndexRecord | None, 
     latitude (suggesting a zoom). None when they match, or for other sources."""
     target = model.get("input_gsd_m")
     fmt = record.format if record else None
-    if fmt not in ("geotiff", "xyz") or (fmt == "geotiff" and record.window_m):
+    if fmt not in ("geotiff", "xyz"):
         return None
     if not target:
         return (f"model {model['name']!r} does not record the GSD it was trained at: the tiles are not matched to "
                 "its scale")
     size = int(model["input_size"])
+    if fmt == "geotiff" and record.window_m:
+        seen = record.window_m / size
+        if 0.8 <= seen / target <= 1.25:
+            return None
+        return (f"windows of {record.window_m:g} m reach the model at {seen:.3g} m/px, {seen / target:.2f} x the "
+                f"{target:.3g} m/px it was trained at; tiles.match_gsd: true sizes windows to match")
     if fmt == "xyz":
         lat = float((index["south"].median() + index["north"].median()) / 2)
         seen = xyz_gsd_m(int(record.zoom), lat) * 256 / size  # a 256-px tile resized to the input size
@@ -278,7 +284,12 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
         raise DataError(f"no tiles of {cfg.tiles.source} intersect the region ({region.description}); "
                         f"the index covers {_extent(index)}{hint}")
     tiles["shard"] = np.arange(len(tiles)) // cfg.shard_size
-    note = gsd_note(cfg, tiles, index_record(index), model)
+    record_of_index = index_record(index)
+    if window_m and record_of_index is not None and record_of_index.format != "geotiff":
+        raise ConfigError(f"tiles.{'window_m' if cfg.tiles.window_m else 'match_gsd'} sizes GeoTIFF windows; "
+                          f"{cfg.tiles.source} is a {record_of_index.format} source, whose tiles have their own size"
+                          + (" (choose the zoom instead)" if record_of_index.format == "xyz" else ""))
+    note = gsd_note(cfg, tiles, record_of_index, model)
     if note:  # said once per sweep: in the log, sweep.json and summary.json
         log.warning("GSD: %s", note)
     plan = SweepPlan(cfg, region, tiles, model, index_uri, gsd={"window_m": window_m, "note": note})
@@ -290,18 +301,18 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
               "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": plan.n_shards,
               "adapt": cfg.adapt.model_dump(), "gsd": plan.gsd}
     record_uri = storage.join(cfg.output, "sweep.json")
-    if storage.exists(record_uri):
+    shards_dir = storage.join(cfg.output, "shards")
+    names = storage.list_files(shards_dir, (".parquet",)) if storage.exists(shards_dir) else []
+    if storage.exists(record_uri) and names:  # finished shards of an earlier run: only the same sweep continues
         previous = _identity(storage.read_json(record_uri))
         for label, new in _identity(record).items():
             old = previous[label]
             if old != new:
                 raise ConfigError(f"{cfg.output} holds another sweep (its {label} differs: {old} vs {new}); "
                                   "choose a new output or delete the old one")
-        names = storage.list_files(storage.join(cfg.output, "shards"), (".parquet",)) \
-            if storage.exists(storage.join(cfg.output, "shards")) else []
         plan.done = {int(m.group(1)) for n in names if (m := re.search(r"shard-(\d+)\.parquet$", n))}
         plan.done &= set(range(plan.n_shards))
-    else:
+    else:  # new, or an earlier run that finished no shard: nothing to mix, (re)start it
         storage.write_json(record_uri, record)
         storage.write_text(storage.join(cfg.output, "sweep_config.yaml"), dump_config(cfg))
     return plan
@@ -314,7 +325,8 @@ def _identity(record: dict) -> dict:
             "tiles/region": record.get("tiles", {}).get("fingerprint"),
             "shard_size": record.get("shard_size"), "threshold": record.get("threshold"),
             # AdaBN changes every score; the prior and calibration only how the inventory is written
-            "adapt.batchnorm": [adapt.get("batchnorm_tiles"), adapt.get("seed")] if adapt.get("batchnorm") else "off"}
+            "adapt.batchnorm": (f"on ({adapt.get('batchnorm_tiles')} tiles, seed {adapt.get('seed')})"
+                                if adapt.get("batchnorm") else "off")}
 
 
 def _extent(index: pd.DataFrame) -> str:
@@ -503,7 +515,7 @@ def finalize(plan: SweepPlan, seconds: float, processed: int) -> dict:
             "batchnorm": adabn and {**(adabn.adaptation or {}), "model": ADAPTED_MODEL, "version": adabn.version},
             "prior": rule and rule["prior"], "temperature": rule and rule["temperature"],
             "card_threshold": plan.model["threshold"]}
-        if rule and rule["prior"] and cfg.explain.enabled:
+        if rule and rule["prior"] and "skipped" not in rule["prior"] and cfg.explain.enabled:
             summary["adaptation"]["note"] = ("Grad-CAM overlays were made for tiles at or above the card's "
                                              "threshold while scoring; the moved threshold decides the labels")
     if seen != summary["tiles_ok"] + summary["tiles_nodata"] + summary["tiles_failed"] or seen != len(plan.tiles):
@@ -561,7 +573,9 @@ def summary_lines(s: dict, output: str) -> str:
     if a.get("batchnorm"):
         lines.append(f"  AdaBN: {a['batchnorm']['layers']} BatchNorm layers re-estimated on {a['batchnorm']['images']} "
                      f"tiles; scored with {output}/{a['batchnorm']['model']} (version {a['batchnorm']['version']})")
-    if a.get("prior"):
+    if (a.get("prior") or {}).get("skipped"):
+        lines.append(f"  prior shift not applied: {a['prior']['skipped']}")
+    elif a.get("prior"):
         lines.append(f"  prior shift: landslide share estimated {a['prior']['estimated_prior']:.3f} (training "
                      f"{a['prior']['train_prior']:.3f}); threshold {a['card_threshold']:.3f} -> {s['threshold']:.3f}"
                      + (" (calibrated scale)" if a.get("temperature") else ""))

@@ -332,7 +332,8 @@ def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None,
     """Index the windows of one GeoTIFF or of every GeoTIFF in a folder. Each scene's bands are checked here
     (:func:`~landslide.data.rasters.band_plan`), so a raster whose colours cannot be told is refused before
     any window is read. With ``window_m`` each scene's windows are ``window_m`` metres on a side, in pixels
-    of that scene's own GSD (:func:`landslide.data.gsd.raster_gsd_m`; at least 16 px) instead of ``chip_size``."""
+    of that scene's own GSD (:func:`landslide.data.gsd.raster_gsd_m`; ConfigError below 16 px) instead of
+    ``chip_size``."""
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window
     from rasterio.windows import bounds as window_bounds
@@ -351,7 +352,10 @@ def geotiff_index(source: str, chip_size: int, overlap: float = 0.0, bands=None,
                 gsd = raster_gsd_m(ds.crs, ds.transform, ds.width, ds.height)
                 if gsd is None:
                     raise DataError(f"{scene}: its transform gives no pixel size; cannot size windows in metres")
-                chip_size = max(16, int(round(window_m / gsd)))
+                chip_size = int(round(window_m / gsd))
+                if chip_size < 16:
+                    raise ConfigError(f"tiles.window_m {window_m:g}: {chip_size} px of {scene} (GSD {gsd:.3g} m/px); "
+                                      "windows need at least 16 px")
                 log.info("%s: GSD %.3g m/px: windows of %d px for %g m", scene, gsd, chip_size, window_m)
             stride = max(1, int(round(chip_size * (1 - overlap))))
             name = scene.rstrip("/").rsplit("/", 1)[-1]

@@ -250,6 +250,14 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
              cfg.model.freeze.strategy)
     spec = model.spec
     aug = cfg.train.augment
+    if aug.sensor_shift is not None and aug.sensor_shift.blur_kernel() // 2 >= image_size:
+        raise ConfigError(f"train.augment.sensor_shift.blur_sigma {list(aug.sensor_shift.blur_sigma)}: a blur kernel "
+                          f"of {aug.sensor_shift.blur_kernel()} px cannot filter {image_size}-px images; lower it "
+                          f"below {image_size / 3:.1f} px")
+    if cfg.train.sampling in ("region", "region_class") and "region" not in train_m.frame.columns:
+        raise DataError(f"{cfg.data.train}: train.sampling={cfg.train.sampling} balances regions, but the data has no "
+                        "'region' column (add one, e.g. with `landslide data merge --region`, or use sampling: "
+                        "class)")
     augment = BatchAugment(spec.mean, spec.std, flips=aug.flips, rot90=aug.rot90, color_jitter=aug.color_jitter,
                            hue=aug.hue,
                            sensor_shift=aug.sensor_shift.model_dump() if aug.sensor_shift is not None else None)
@@ -311,6 +319,7 @@ def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
                                "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                                "monitor": cfg.train.monitor, "stopped_early": result.stopped_early,
                                "seed": cfg.train.seed, "split_method": cfg.data.split.method,
+                               "sampling": cfg.train.sampling, "augment": cfg.train.augment.model_dump(mode="json"),
                                "history": result.history, "confounds": _confound_summary(run.confounds)},
                      gsd_m=run.train.median_gsd(), input_gsd=input_gsd_summary(run.train.frame, run.image_size),
                      **card_extras(run))
