@@ -133,9 +133,11 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
              "--set", "threshold=null", "--set", f"output=gs://{bucket}/sweeps/adapted"]
     adapted = ray_submit(ray_cluster, "ray_jobs.sweep", *args, *adapt, env_vars=env_vars)
     assert adapted.returncode == 0, adapted.stdout[-4000:] + adapted.stderr[-2000:]
-    assert "BatchNorm layers re-estimated on 12 tiles" in adapted.stdout
-    assert "prior shift: landslide share estimated" in adapted.stdout
     card = json.loads(fs.cat(f"{bucket}/sweeps/adapted/adapted_model/model_card.json"))
+    # 12 tiles drawn, the corrupt ones among them unreadable
+    assert card["adaptation"]["sample_tiles"] == 12 and 10 <= card["adaptation"]["images"] <= 12
+    assert f"BatchNorm layers re-estimated on {card['adaptation']['images']} tiles" in adapted.stdout
+    assert "prior shift: landslide share estimated" in adapted.stdout
     ray_inv = _parquet(fs, f"{bucket}/sweeps/adapted/inventory.parquet")
     assert (ray_inv["model_version"] == card["weights_sha256"][:12]).all()
     local = parse_config({**raw, "output": str(tmp_path / "local_adapted"), "threshold": None,
@@ -143,7 +145,11 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
                          schema=SweepConfig)
     run_sweep(local)
     ref = pq.read_table(tmp_path / "local_adapted" / "inventory.parquet").to_pandas()
-    pd.testing.assert_frame_equal(ref.drop(columns="geometry"), ray_inv.drop(columns="geometry"), atol=1e-6)
+    # the same statistics up to float rounding (thread counts differ), hence each its own weights hash
+    local_card = json.load(open(tmp_path / "local_adapted" / "adapted_model" / "model_card.json"))
+    assert (ref["model_version"] == local_card["weights_sha256"][:12]).all()
+    pd.testing.assert_frame_equal(ref.drop(columns=["geometry", "model_version"]),
+                                  ray_inv.drop(columns=["geometry", "model_version"]), atol=1e-5)
 
 
 def test_sweep_job_fails_fast_on_impossible_resources(ray_cluster, trained_run, tmp_path):
