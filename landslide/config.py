@@ -219,10 +219,6 @@ class SensorShiftConfig(_Strict):
             raise ValueError(f"jpeg_quality is a range within [1, 100], got {list(value)}")
         return value
 
-    def blur_kernel(self) -> int:
-        """The Gaussian blur's kernel side in pixels (3 sigma each side of the largest sigma)."""
-        return 2 * math.ceil(3 * self.blur_sigma[1]) + 1
-
 
 class AugmentConfig(_Strict):
     flips: bool = True

@@ -144,7 +144,7 @@ def test_xyz_sweeps_say_which_zoom_matches_the_model():
     index = pd.DataFrame({"south": [59.99], "north": [60.01]})
     model = {"name": "m", "input_size": 128, "input_gsd_m": 0.5}
     # zoom 17 at 60 N: 0.597 m/px in a 256-px tile, 1.19 m/px once resized to 128 px
-    note = gsd_note(None, index, IndexRecord("t", "xyz", scheme="xyz", zoom=17), model)
+    note = gsd_note(index, IndexRecord("t", "xyz", scheme="xyz", zoom=17), model)
     assert "zoom 17 (latitude 60.00) reach the model at 1.19 m/px, 2.39 x" in note and "zoom 18 is closer" in note
-    assert gsd_note(None, index, IndexRecord("t", "xyz", scheme="xyz", zoom=18), {**model, "input_gsd_m": 0.6}) is None
-    assert gsd_note(None, index, IndexRecord("t", "manifest"), model) is None
+    assert gsd_note(index, IndexRecord("t", "xyz", scheme="xyz", zoom=18), {**model, "input_gsd_m": 0.6}) is None
+    assert gsd_note(index, IndexRecord("t", "manifest"), model) is None

@@ -8,11 +8,11 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from landslide.data.gsd import resample_to_gsd
 from landslide.data.images import DEFAULT_MAX_PIXELS, read_image
 from landslide.data.manifest import Manifest
 from landslide.data.tags import TagSchema, size_targets
 from landslide.errors import ImageError
-from landslide.data.gsd import resample_to_gsd
 
 
 class ChipDataset(Dataset):

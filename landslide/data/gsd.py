@@ -21,6 +21,16 @@ MAX_RESAMPLING = 64
 certainly wrong (a unit mix-up) rather than a real change of sensor."""
 
 
+SAME_SCALE = 1.25
+"""Two GSDs within this factor of each other count as the same scale (25 %); beyond it evaluations and sweeps
+say so once."""
+
+
+def same_scale(gsd_m: float, other_m: float) -> bool:
+    """Whether two GSDs (m/px) are within :data:`SAME_SCALE` of each other."""
+    return 1 / SAME_SCALE <= gsd_m / other_m <= SAME_SCALE
+
+
 def input_gsd(gsd_m: float, width: int, height: int, input_size: int) -> float:
     """The GSD (m/px) at which a ``width`` x ``height`` chip at ``gsd_m`` reaches a model resized to
     ``input_size`` pixels (geometric mean of the two axes)."""

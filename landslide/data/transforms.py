@@ -29,6 +29,11 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
+def blur_kernel_size(sigma: float) -> int:
+    """Side in pixels of the Gaussian blur kernel for ``sigma`` (3 sigma each side, odd)."""
+    return 2 * math.ceil(3 * sigma) + 1
+
+
 def sensor_shift_pipeline(p: float = 0.5, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
                           hue: float = 0.03, gamma: tuple[float, float] = (0.7, 1.5),
                           blur_sigma: tuple[float, float] = (0.3, 1.5), sharpness: float = 1.0,
@@ -44,7 +49,7 @@ def sensor_shift_pipeline(p: float = 0.5, brightness: float = 0.3, contrast: flo
     The ranges follow what separates UAV orthophotos (~0.1–0.2 m) from pan-sharpened satellite products
     (~0.5–2 m, JPEG-compressed); the defaults are this project's, measured on the region matrix
     (docs/results.md), not from a publication."""
-    kernel = 2 * math.ceil(3 * blur_sigma[1]) + 1
+    kernel = blur_kernel_size(blur_sigma[1])
     return K.AugmentationSequential(
         K.RandomAffine(degrees=0.0, scale=scale, padding_mode="reflection", p=p),
         K.ColorJiggle(brightness, contrast, saturation, hue, p=p),

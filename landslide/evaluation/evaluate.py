@@ -17,6 +17,7 @@ from landslide.config import EvalConfig
 from landslide.data.dataset import ChipDataset, collate_skip_bad
 from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
+from landslide.data.gsd import same_scale
 from landslide.data.transforms import denormalize
 from landslide.evaluation import plots
 from landslide.evaluation.metrics import (apply_temperature, calibration_metrics, evaluate_predictions,
@@ -182,7 +183,7 @@ def gsd_report(manifest: Manifest, card: ModelCard, match_gsd: float | None = No
         note = ("GSD unknown for " + " and ".join(w for w, v in (("the evaluated chips (no gsd_m column)", data),
                                                                ("the model's training chips", card.gsd_m))
                                                  if v is None) + "; inputs are not matched to the model's scale")
-    elif not 0.8 <= data / card.gsd_m <= 1.25:
+    elif not same_scale(data, card.gsd_m):
         note = (f"the evaluated chips' GSD ({data:g} m/px) differs from the training chips' ({card.gsd_m:g} m/px) "
                 f"by a factor {data / card.gsd_m:.2f}: objects appear at another scale")
     out = {"data_m": data, "model_m": card.gsd_m, "model_input": card.input_gsd, "note": note}

@@ -44,7 +44,7 @@ import shapely
 from landslide import CLASSES, lonlat, storage
 from landslide.config import SweepConfig, dump_config
 from landslide.errors import ConfigError, DataError, ImageError, NoDataError, StorageError
-from landslide.data.gsd import raster_gsd_m, xyz_gsd_m
+from landslide.data.gsd import raster_gsd_m, same_scale, xyz_gsd_m
 from landslide.data.images import encode_png
 from landslide.inventory import geo, maps
 from landslide.inventory.adapt import ADAPTED_MODEL, adapted_model, apply_rule, decision_rule
@@ -187,7 +187,7 @@ def window_metres(cfg: SweepConfig, model: dict) -> float | None:
     return float(model["input_size"]) * float(model["input_gsd_m"])
 
 
-def gsd_note(cfg: SweepConfig, index: pd.DataFrame, record: IndexRecord | None, model: dict) -> str | None:
+def gsd_note(index: pd.DataFrame, record: IndexRecord | None, model: dict) -> str | None:
     """One line when the model will see the tiles at a GSD unknown or more than 25 % off its own: GeoTIFF
     windows of a fixed pixel size (suggesting ``tiles.match_gsd``) or XYZ tiles at their zoom and the region's
     latitude (suggesting a zoom). None when they match, or for other sources."""
@@ -199,34 +199,28 @@ def gsd_note(cfg: SweepConfig, index: pd.DataFrame, record: IndexRecord | None, 
         return (f"model {model['name']!r} does not record the GSD it was trained at: the tiles are not matched to "
                 "its scale")
     size = int(model["input_size"])
-    if fmt == "geotiff" and record.window_m:
-        seen = record.window_m / size
-        if 0.8 <= seen / target <= 1.25:
-            return None
-        return (f"windows of {record.window_m:g} m reach the model at {seen:.3g} m/px, {seen / target:.2f} x the "
-                f"{target:.3g} m/px it was trained at; tiles.match_gsd: true sizes windows to match")
+    match = "tiles.match_gsd: true sizes windows to match"
     if fmt == "xyz":
         lat = float((index["south"].median() + index["north"].median()) / 2)
         seen = xyz_gsd_m(int(record.zoom), lat) * 256 / size  # a 256-px tile resized to the input size
-        if 0.8 <= seen / target <= 1.25:
-            return None
-        better = record.zoom + round(math.log2(seen / target))
-        return (f"XYZ tiles at zoom {record.zoom} (latitude {lat:.2f}) reach the model at {seen:.3g} m/px, "
-                f"{seen / target:.2f} x the {target:.3g} m/px it was trained at; zoom {better} is closer")
-    from landslide.inventory.tiles import open_raster
+        what = f"XYZ tiles at zoom {record.zoom} (latitude {lat:.2f})"
+        remedy = f"zoom {record.zoom + round(math.log2(seen / target))} is closer"
+    elif record.window_m:
+        seen, what, remedy = record.window_m / size, f"windows of {record.window_m:g} m", match
+    else:
+        from landslide.inventory.tiles import open_raster
 
-    first = index["uri"].iloc[0]
-    with open_raster(first) as ds:
-        gsd = raster_gsd_m(ds.crs, ds.transform, ds.width, ds.height)
-    chip = int(str(index["window"].iloc[0]).split(",")[2])
-    if gsd is None:
-        return f"{first}: GSD unknown (no pixel size); the windows are not matched to the model's scale"
-    seen = gsd * chip / size
-    if 0.8 <= seen / target <= 1.25:
+        first = index["uri"].iloc[0]
+        with open_raster(first) as ds:
+            gsd = raster_gsd_m(ds.crs, ds.transform, ds.width, ds.height)
+        if gsd is None:
+            return f"{first}: GSD unknown (no pixel size); the windows are not matched to the model's scale"
+        chip = int(str(index["window"].iloc[0]).split(",")[2])
+        seen, what, remedy = gsd * chip / size, f"{first}: windows of {chip} px at {gsd:.3g} m/px", match
+    if same_scale(seen, target):
         return None
-    return (f"{first}: windows of {chip} px at {gsd:.3g} m/px reach the model at {seen:.3g} m/px, "
-            f"{seen / target:.2f} x the {target:.3g} m/px it was trained at; tiles.match_gsd: true sizes windows "
-            "to match")
+    return (f"{what} reach the model at {seen:.3g} m/px, {seen / target:.2f} x the {target:.3g} m/px it was "
+            f"trained at; {remedy}")
 
 
 def _load_index(cfg: SweepConfig, region: Region, input_size: int,
@@ -289,13 +283,13 @@ def plan_sweep(cfg: SweepConfig, model: dict) -> SweepPlan:
         raise ConfigError(f"tiles.{'window_m' if cfg.tiles.window_m else 'match_gsd'} sizes GeoTIFF windows; "
                           f"{cfg.tiles.source} is a {record_of_index.format} source, whose tiles have their own size"
                           + (" (choose the zoom instead)" if record_of_index.format == "xyz" else ""))
-    note = gsd_note(cfg, tiles, record_of_index, model)
+    note = gsd_note(tiles, record_of_index, model)
     if note:  # said once per sweep: in the log, sweep.json and summary.json
         log.warning("GSD: %s", note)
     plan = SweepPlan(cfg, region, tiles, model, index_uri, gsd={"window_m": window_m, "note": note})
     record = {"format": SWEEP_FORMAT, "name": cfg.name, "model": model, "model_uri": cfg.model,
               "tiles": {"source": cfg.tiles.source, "index": index_uri, "count": len(tiles),
-                        "index_record": json.loads(r.to_json()) if (r := index_record(index)) else None,
+                        "index_record": json.loads(record_of_index.to_json()) if record_of_index else None,
                         "fingerprint": _fingerprint(tiles["tile_id"])},
               "region": {"description": region.description, "geometry": region.to_geojson()},
               "threshold": model["threshold"], "shard_size": cfg.shard_size, "shards": plan.n_shards,

@@ -29,7 +29,7 @@ from landslide.data.gsd import input_gsd_summary
 from landslide.data.manifest import Manifest
 from landslide.data.splits import assign_splits, get_split, limit_training, restrict_regions, split_summary
 from landslide.data.tags import TagSchema
-from landslide.data.transforms import BatchAugment, build_transform
+from landslide.data.transforms import BatchAugment, blur_kernel_size, build_transform
 from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
 from landslide.evaluation.confounds import confound_check
@@ -250,10 +250,10 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
              cfg.model.freeze.strategy)
     spec = model.spec
     aug = cfg.train.augment
-    if aug.sensor_shift is not None and aug.sensor_shift.blur_kernel() // 2 >= image_size:
+    kernel = blur_kernel_size(aug.sensor_shift.blur_sigma[1]) if aug.sensor_shift is not None else 0
+    if kernel // 2 >= image_size:
         raise ConfigError(f"train.augment.sensor_shift.blur_sigma {list(aug.sensor_shift.blur_sigma)}: a blur kernel "
-                          f"of {aug.sensor_shift.blur_kernel()} px cannot filter {image_size}-px images; lower it "
-                          f"below {image_size / 3:.1f} px")
+                          f"of {kernel} px cannot filter {image_size}-px images; lower it below {image_size / 3:.1f} px")
     if cfg.train.sampling in ("region", "region_class") and "region" not in train_m.frame.columns:
         raise DataError(f"{cfg.data.train}: train.sampling={cfg.train.sampling} balances regions, but the data has no "
                         "'region' column (add one, e.g. with `landslide data merge --region`, or use sampling: "
