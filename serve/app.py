@@ -34,7 +34,7 @@ from starlette.datastructures import UploadFile
 
 from landslide import __version__
 from landslide.config import ServeAppConfig, ServeDeploymentConfig, parse_config
-from landslide.data.gsd import resample_to_gsd
+from landslide.data.gsd import MAX_RESAMPLING, resample_to_gsd
 from landslide.data.images import UNRECOGNISED_FORMAT, decode_image
 from landslide.data.tags import TagSchema
 from landslide.errors import ConfigError, ImageError
@@ -218,6 +218,9 @@ class Api:
         if not self.input_gsd_m:
             return value, {"input_m": value, "model_m": None, "resampled": False,
                            "note": "the model does not record the GSD it was trained at; the image was not resampled"}
+        if not 1 / MAX_RESAMPLING <= value / self.input_gsd_m <= MAX_RESAMPLING:
+            raise HttpError(400, f"gsd_m={raw!r}: resampling to the model's {self.input_gsd_m:g} m/px would be a "
+                                 f"factor beyond {MAX_RESAMPLING}; check the units (metres per pixel)")
         return value, {"input_m": value, "model_m": self.input_gsd_m, "resampled": True}
 
     async def _call(self, handle: DeploymentHandle, *args) -> Any:

@@ -206,7 +206,7 @@ def test_gsd_m_resamples_to_the_models_input_gsd(base, endpoint, trained_run, sy
                       timeout=60)
     assert r.json()["gsd"]["resampled"] is False and "does not record" in r.json()["gsd"]["note"]
     assert r.json()["probability"] == pytest.approx(plain, abs=1e-5)
-    for bad in ("abc", "-1", "0", "inf"):
+    for bad in ("abc", "-1", "0", "inf", "1e-9"):  # the last: a factor far beyond 64 from the model's 1 m
         r = requests.post(f"{base}/busy/v1/classify", params={"gsd_m": bad}, data=raw,
                           headers={"Content-Type": "image/jpeg"}, timeout=60)
         assert r.status_code == 400 and "gsd_m=" in r.json()["error"]["message"], r.text
