@@ -75,35 +75,10 @@ def _one_split(data, split: str | None, source: str):
     return data.subset(data.frame["split"] == split)
 
 
-def cmd_evaluate(args) -> int:
-    from landslide.config import EvalConfig
-    from landslide.data import manifest as manifest_lib
-    from landslide.evaluation.evaluate import evaluate_model
-    from landslide.models.checkpoint import load_checkpoint
-    from landslide.inference.device import resolve_device
+def _evaluation_view(args, card, data):
+    """The ChipView of ``landslide evaluate`` (--match-gsd, --size-neutral), its inputs checked first."""
+    from landslide.data.dataset import ChipView
 
-    model, card = load_checkpoint(args.model)
-    data = _one_split(manifest_lib.load(args.data), args.split, args.data)
-    if len(data) == 0:
-        raise ConfigError(f"{args.data}: no labelled images to evaluate")
-    cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images)
-    device = resolve_device(args.device)
-    extra = {"data": args.data}
-    adaptation = None
-    if args.adapt_bn:  # AdaBN on the evaluated images themselves; no label is read
-        import torch
-        from torch.utils.data import DataLoader
-
-        from landslide.data.dataset import ChipDataset, collate_skip_bad
-        from landslide.inference.adapt import adapt_batchnorm
-
-        loader = DataLoader(ChipDataset(data, card.transform(), schema=model.tag_schema),
-                            batch_size=args.batch_size, shuffle=True, collate_fn=collate_skip_bad,
-                            generator=torch.Generator().manual_seed(0))
-        adaptation = adapt_batchnorm(model, loader, device)
-        extra["adaptation"] = (f"AdaBN: BatchNorm statistics of {adaptation['layers']} layers re-estimated on "
-                               f"the {adaptation['images']} evaluated images (no labels)")
-        print(extra["adaptation"])
     match_gsd = None
     if args.match_gsd is not None:
         match_gsd = args.match_gsd or (card.input_gsd or {}).get("median_m")
@@ -120,9 +95,42 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"--match-gsd {match_gsd:g}: the chips' gsd_m ({ratios.min() * match_gsd:g} to "
                               f"{ratios.max() * match_gsd:g} m/px) would be resampled by more than a factor "
                               f"{MAX_RESAMPLING}; check the units (metres per pixel)")
+    return ChipView(card.input_size, gsd_m=match_gsd, square_px=args.size_neutral)
+
+
+def cmd_evaluate(args) -> int:
+    from landslide.config import EvalConfig
+    from landslide.data import manifest as manifest_lib
+    from landslide.evaluation.evaluate import evaluate_model
+    from landslide.models.checkpoint import load_checkpoint
+    from landslide.inference.device import resolve_device
+
+    model, card = load_checkpoint(args.model)
+    data = _one_split(manifest_lib.load(args.data), args.split, args.data)
+    if len(data) == 0:
+        raise ConfigError(f"{args.data}: no labelled images to evaluate")
+    cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images)
+    device = resolve_device(args.device)
+    extra = {"data": args.data}
+    view = _evaluation_view(args, card, data)
+    adaptation = None
+    if args.adapt_bn:  # AdaBN on the evaluated images themselves, as the evaluation shows them; no label is read
+        import torch
+        from torch.utils.data import DataLoader
+
+        from landslide.data.dataset import ChipDataset, collate_skip_bad
+        from landslide.inference.adapt import adapt_batchnorm
+
+        loader = DataLoader(ChipDataset(data, card.transform(), schema=model.tag_schema, view=view),
+                            batch_size=args.batch_size, shuffle=True, collate_fn=collate_skip_bad,
+                            generator=torch.Generator().manual_seed(0))
+        adaptation = adapt_batchnorm(model, loader, device)
+        extra["adaptation"] = (f"AdaBN: BatchNorm statistics of {adaptation['layers']} layers re-estimated on "
+                               f"the {adaptation['images']} evaluated images (no labels)")
+        print(extra["adaptation"])
     m = evaluate_model(model, card, data, args.out, cfg, history=card.history, device=device,
                        batch_size=args.batch_size, title=f"{card.name} on {args.data}",
-                       extra_report=extra, adaptation=adaptation, match_gsd=match_gsd)
+                       extra_report=extra, adaptation=adaptation, view=view)
     print(f"{m['n']} images, threshold {m['threshold']:.3f}: " + ", ".join(
         f"{k}={m[k]:.3f}" for k in ("accuracy", "precision", "recall", "specificity", "f1", "mcc") if m[k] == m[k]))
     for region, r in m.get("by_region", {}).items():
@@ -357,6 +365,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _square_px(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of pixels: {text!r}") from None
+    if not 8 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be 8 to 4096 pixels, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landslide", description=" ".join(__doc__.split()))
     parser.add_argument("--version", action="version", version=f"landslide {__version__}")
@@ -401,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match-gsd", nargs="?", type=_positive_float, const=0.0, metavar="M",
                    help="resample each chip with a gsd_m to the model's input GSD first (the one in its card, or "
                         "M metres per pixel)")
+    p.add_argument("--size-neutral", type=_square_px, metavar="PX",
+                   help="show every chip as its centre square resampled to PX x PX pixels before the model's "
+                        "resize, so chip size and aspect ratio cannot carry the label; compare with the plain "
+                        "evaluation to see whether a model leans on chip size")
     p.add_argument("--data", required=True, help="manifest (CSV/Parquet) or class-folder tree")
     p.add_argument("--out", required=True)
     p.add_argument("--split", choices=["train", "val", "test"], help="only rows of this split")

@@ -357,3 +357,72 @@ def test_gsd_is_recorded_in_the_card_and_checked_in_evaluation(synth_manifest, t
     run_training(parse_config(tiny_config(os.path.join(folder, "manifest.csv"), plain_model, train={"epochs": 1})))
     assert main(["evaluate", "--model", os.path.join(plain_model, "model"), "--data",
                  os.path.join(folder, "gsd_two.csv"), "--out", str(tmp_path / "m4"), "--match-gsd"]) == 2
+
+
+def test_size_neutral_view_shows_every_chip_at_one_size():
+    from landslide.data.dataset import ChipView
+    from landslide.data.images import center_square_crop, resize
+
+    rng = np.random.default_rng(0)
+    wide, tall = (rng.integers(0, 256, (60, 100, 3), dtype=np.uint8),
+                  rng.integers(0, 256, (130, 40, 3), dtype=np.uint8))
+    view = ChipView(32, square_px=48)
+    assert view.apply(wide, float("nan")).shape == view.apply(tall, float("nan")).shape == (48, 48, 3)
+    assert np.array_equal(view.apply(wide, float("nan")), resize(np.ascontiguousarray(center_square_crop(wide)), 48))
+    # after GSD matching: a 2 m chip at 1 m fills the 32-px window, then becomes a 48-px square
+    assert ChipView(32, gsd_m=1.0, square_px=48).apply(wide, 2.0).shape == (48, 48, 3)
+    assert ChipView(32).plain and not view.plain
+    with pytest.raises(ValueError, match="square_px"):
+        ChipView(32, square_px=0)
+    with pytest.raises(ValueError, match="gsd_m"):
+        ChipView(32, gsd_m=-1.0)
+
+
+def test_evaluate_size_neutral_removes_chip_size_from_every_score(synth_manifest, trained_run, tmp_path, capsys):
+    """--size-neutral: chips of several sizes and shapes reach the model as one square size; chips already of
+    that size score exactly as before; the same view is used for AdaBN and every comparison."""
+    import pandas as pd
+    from PIL import Image
+
+    from landslide.cli import main
+
+    from landslide.data import manifest as manifest_lib
+
+    frame = manifest_lib.load(synth_manifest).frame
+    folder = tmp_path / "sized"
+    folder.mkdir()
+    uris = []
+    for i, uri in enumerate(frame["uri"]):  # every other landslide chip becomes a 96 x 64 rectangle
+        image = Image.open(uri).convert("RGB")
+        if frame["target"][i] == 1 and i % 2 == 0:
+            image = image.resize((96, 64))
+        path = folder / f"chip{i}.png"
+        image.save(path)
+        uris.append(str(path))
+    sized = str(folder / "sized.csv")
+    pd.DataFrame({"path": uris, "label": frame["target"].map({1: "landslide", 0: "non_landslide"}),
+                  "group": frame["group"]}).to_csv(sized, index=False)
+    model = trained_run["model_dir"]
+    plain_out, neutral_out = str(tmp_path / "plain"), str(tmp_path / "neutral")
+    assert main(["evaluate", "--model", model, "--data", sized, "--out", plain_out, "--bootstrap", "20",
+                 "--cam-max-images", "2"]) == 0
+    assert main(["evaluate", "--model", model, "--data", sized, "--out", neutral_out, "--bootstrap", "20",
+                 "--cam-max-images", "2", "--size-neutral", "64"]) == 0
+    metrics = json.load(open(os.path.join(neutral_out, "metrics.json")))
+    assert metrics["size_neutral"]["square_px"] == 64 and metrics["size_neutral"]["images"] == len(frame)
+    assert "size-neutral: every chip centre-cropped" in open(os.path.join(neutral_out, "report.md")).read()
+    plain = pd.read_csv(os.path.join(plain_out, "predictions.csv")).set_index("uri")["probability"]
+    neutral = pd.read_csv(os.path.join(neutral_out, "predictions.csv")).set_index("uri")["probability"]
+    changed = [u for u, t, i in zip(uris, frame["target"], range(len(uris))) if t == 1 and i % 2 == 0]
+    unchanged = [u for u in uris if u not in changed]
+    assert np.allclose(plain[unchanged], neutral[unchanged], atol=1e-6)  # 64-px squares: shown as before
+    assert not np.allclose(plain[changed], neutral[changed], atol=1e-4)  # rectangles: centre square now
+    capsys.readouterr()
+    assert main(["evaluate", "--model", model, "--data", sized, "--out", str(tmp_path / "adapted"),
+                 "--bootstrap", "0", "--cam-max-images", "0", "--size-neutral", "64", "--adapt-bn"]) == 0
+    assert "AdaBN" in capsys.readouterr().out
+    for bad in ("3", "abc", "10000"):
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "--model", model, "--data", sized, "--out", str(tmp_path / "bad"),
+                  "--size-neutral", bad])
+        assert exc.value.code == 2

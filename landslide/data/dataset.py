@@ -3,32 +3,73 @@ reported through the batch's ``errors`` list, which the training engine records.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
 from landslide.data.gsd import resample_to_gsd
-from landslide.data.images import DEFAULT_MAX_PIXELS, read_image
+from landslide.data.images import DEFAULT_MAX_PIXELS, center_square_crop, read_image, resize
 from landslide.data.manifest import Manifest
 from landslide.data.tags import TagSchema, size_targets
 from landslide.errors import ImageError
+
+
+@dataclass(frozen=True)
+class ChipView:
+    """How each chip is shown to a model before its own resize to ``input_size`` pixels: as stored (the
+    default), or changed by an evaluation intervention, the same way for every comparison of one evaluation
+    (with/without TTA, tags or adaptation).
+
+    ``gsd_m``: a chip with a known ``gsd_m`` is resampled to this input GSD (m/px) and fills the model's
+    ``input_size`` window (:func:`landslide.data.gsd.resample_to_gsd`); chips without one are read as they are.
+    ``square_px``: every chip is centre-cropped to its largest square and resampled to ``square_px`` x
+    ``square_px`` pixels, so that its width, height and aspect ratio, and how much the model's resize blurs or
+    sharpens it, are the same for every chip: chip size can no longer carry the label (the size confound of
+    Bijie's crops, ``../shared/data/bijie_satellite/SOURCE.md``). Applied after ``gsd_m`` when both are set.
+    """
+
+    input_size: int
+    gsd_m: float | None = None
+    square_px: int | None = None
+
+    def __post_init__(self):
+        if self.gsd_m is not None and not self.gsd_m > 0:
+            raise ValueError(f"ChipView.gsd_m must be positive, got {self.gsd_m}")
+        if self.square_px is not None and self.square_px < 1:
+            raise ValueError(f"ChipView.square_px must be at least 1, got {self.square_px}")
+
+    @property
+    def plain(self) -> bool:
+        """True when chips are shown as stored."""
+        return self.gsd_m is None and self.square_px is None
+
+    def apply(self, image: np.ndarray, chip_gsd_m: float) -> np.ndarray:
+        """uint8 ``(H, W, 3)`` -> the chip as this view shows it; ValueError from a GSD resampling beyond
+        :data:`landslide.data.gsd.MAX_RESAMPLING`."""
+        if self.gsd_m is not None and chip_gsd_m > 0:
+            image = resample_to_gsd(image, chip_gsd_m, self.gsd_m, self.input_size)
+        if self.square_px is not None:
+            image = resize(np.ascontiguousarray(center_square_crop(image)), self.square_px)
+        return image
 
 
 class ChipDataset(Dataset):
     """Image chips with binary targets; item = {image, target, index} or {error, index} for a bad image.
 
     With a tag ``schema`` items also carry ``tags`` (the encoded tags; all unknown with ``without_tags``), and
-    with ``size`` = (column, classes) a ``size`` class index (-1 when not a landslide or unknown). With
-    ``gsd`` = (target m/px, input size) a chip whose ``gsd_m`` is known is first resampled to that GSD
-    (:func:`landslide.data.gsd.resample_to_gsd`); chips without one are read as they are."""
+    with ``size`` = (column, classes) a ``size`` class index (-1 when not a landslide or unknown). A ``view``
+    (:class:`ChipView`) changes each chip before ``transform``; a chip it cannot resample is a bad image."""
 
     def __init__(self, manifest: Manifest, transform: Callable, max_pixels: int = DEFAULT_MAX_PIXELS,
                  schema: TagSchema | None = None, without_tags: bool = False,
-                 size: tuple[str, list[str]] | None = None, gsd: tuple[float, int] | None = None):
+                 size: tuple[str, list[str]] | None = None, view: ChipView | None = None):
         self.uris = manifest.frame["uri"].tolist()
-        self.gsd = gsd
-        self.chip_gsd = (manifest.frame["gsd_m"].astype(float).tolist() if gsd and "gsd_m" in manifest.frame
+        self.view = None if view is None or view.plain else view
+        self.chip_gsd = (manifest.frame["gsd_m"].astype(float).tolist()
+                         if self.view and self.view.gsd_m and "gsd_m" in manifest.frame
                          else [float("nan")] * len(self.uris))
         self.targets = manifest.frame["target"].astype(int).tolist()
         self.transform = transform
@@ -46,9 +87,9 @@ class ChipDataset(Dataset):
         uri = self.uris[index]
         try:
             image = read_image(uri, max_pixels=self.max_pixels)
-            if self.gsd and self.chip_gsd[index] > 0:
+            if self.view:
                 try:
-                    image = resample_to_gsd(image, self.chip_gsd[index], *self.gsd)
+                    image = self.view.apply(image, self.chip_gsd[index])
                 except ValueError as exc:
                     return {"error": {"uri": uri, "reason": f"gsd_m: {exc}"}, "index": index}
             image = self.transform(image)

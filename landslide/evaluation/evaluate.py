@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Subset
 
 from landslide import storage
 from landslide.config import EvalConfig
-from landslide.data.dataset import ChipDataset, collate_skip_bad
+from landslide.data.dataset import ChipDataset, ChipView, collate_skip_bad
 from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
 from landslide.data.gsd import same_scale
@@ -40,13 +40,13 @@ _RULE_KEYS = ("f1", "mcc", "precision", "recall", "accuracy", "intervals")
 def predict_manifest(model: LandslideClassifier, card: ModelCard, manifest: Manifest, batch_size: int = 32,
                      device: torch.device | str = "cpu", num_workers: int = 0, max_pixels: int = 64_000_000,
                      progress: bool = False, without_tags: bool = False,
-                     tta: str = "none", gsd_m: float | None = None) -> tuple[pd.DataFrame, list[dict]]:
+                     tta: str = "none", view: ChipView | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Probability of landslide for every readable image; unreadable ones are returned separately. A
     multi-modal model reads the manifest's tag columns (``without_tags``: every tag unknown); ``tta``
-    averages over flipped/rotated views (landslide.models.tta); ``gsd_m`` resamples chips with a known
-    ``gsd_m`` to that input GSD first (:func:`landslide.data.gsd.resample_to_gsd`)."""
+    averages over flipped/rotated views (landslide.models.tta); a ``view`` changes each chip first (GSD
+    matching, size-neutral squares: :class:`landslide.data.dataset.ChipView`)."""
     dataset = ChipDataset(manifest, eval_transform(card), max_pixels=max_pixels, schema=model.tag_schema,
-                          without_tags=without_tags, gsd=(gsd_m, card.input_size) if gsd_m else None)
+                          without_tags=without_tags, view=view)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_skip_bad)
     device = torch.device(device)
@@ -58,7 +58,7 @@ def predict_manifest(model: LandslideClassifier, card: ModelCard, manifest: Mani
 
 def explain_predictions(model: LandslideClassifier, card: ModelCard, manifest: Manifest, preds: pd.DataFrame,
                         threshold: float, method: str, max_images: int, batch_size: int = 16,
-                        device: torch.device | str = "cpu", seed: int = 0, gsd_m: float | None = None) -> list[dict]:
+                        device: torch.device | str = "cpu", seed: int = 0, view: ChipView | None = None) -> list[dict]:
     """Grad-CAM for up to ``max_images`` predictions (all errors first, then a seeded sample of the rest)."""
     if max_images <= 0 or preds.empty:
         return []
@@ -66,8 +66,7 @@ def explain_predictions(model: LandslideClassifier, card: ModelCard, manifest: M
     wrong = preds[preds["pred"] != preds["target"]]
     right = preds[preds["pred"] == preds["target"]].sample(frac=1.0, random_state=seed)
     chosen = pd.concat([wrong, right]).head(max_images)
-    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema,
-                          gsd=(gsd_m, card.input_size) if gsd_m else None)
+    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema, view=view)
     loader = DataLoader(Subset(dataset, chosen["index"].tolist()), batch_size=batch_size,
                         collate_fn=collate_skip_bad)
     lookup = chosen.set_index("index")
@@ -95,12 +94,14 @@ def explain_predictions(model: LandslideClassifier, card: ModelCard, manifest: M
 
 def evaluate_without_tags(model: LandslideClassifier, card: ModelCard, manifest: Manifest, preds: pd.DataFrame,
                           threshold: float, cfg: EvalConfig, out_dir: str, device: torch.device | str = "cpu",
-                          batch_size: int = 32, num_workers: int = 0, seed: int = 0) -> dict:
+                          batch_size: int = 32, num_workers: int = 0, seed: int = 0,
+                          view: ChipView | None = None) -> dict:
     """A multi-modal model on the same images with every tag unknown (as sweeps and most requests see it):
     metrics with intervals, the paired difference with tags minus without, tag coverage of the set, and
     ``predictions_without_tags.csv``."""
     started = time.perf_counter()
-    bare, _ = predict_manifest(model, card, manifest, batch_size, device, num_workers, without_tags=True)
+    bare, _ = predict_manifest(model, card, manifest, batch_size, device, num_workers, without_tags=True,
+                               view=view)
     seconds = time.perf_counter() - started
     both = preds[["index", "target", "probability"]].merge(
         bare[["index", "probability"]].rename(columns={"probability": "probability_without_tags"}), on="index")
@@ -126,14 +127,14 @@ def evaluate_without_tags(model: LandslideClassifier, card: ModelCard, manifest:
 @torch.no_grad()
 def evaluate_size_head(model: LandslideClassifier, card: ModelCard, manifest: Manifest, cfg: EvalConfig,
                        device: torch.device | str = "cpu", batch_size: int = 32, num_workers: int = 0,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, view: ChipView | None = None) -> dict:
     """The size head on the landslide images whose size class is known: accuracy, macro F1 (intervals),
     per-class scores, confusion matrix and the majority-class baseline."""
     head = card.size_head
     classes = head.classes
     sizes = size_targets(manifest.frame, head.column, classes)
     rows = np.flatnonzero(sizes >= 0)
-    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema)
+    dataset = ChipDataset(manifest, eval_transform(card), schema=model.tag_schema, view=view)
     loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_skip_bad)
     device = torch.device(device)
@@ -156,12 +157,13 @@ def evaluate_size_head(model: LandslideClassifier, card: ModelCard, manifest: Ma
 
 
 def _without_tta(model: LandslideClassifier, card: ModelCard, manifest: Manifest, preds: pd.DataFrame, cfg: EvalConfig,
-                 metrics: dict, device, batch_size: int, num_workers: int, seed: int) -> pd.DataFrame:
+                 metrics: dict, device, batch_size: int, num_workers: int, seed: int,
+                 view: ChipView | None = None) -> pd.DataFrame:
     """The measured effect of test-time augmentation: the same model without it (at the threshold chosen on
     validation without it), and the paired difference with it minus without, into ``metrics['tta']``."""
     mode, threshold = card.tta, card.threshold
     plain_threshold = card.threshold_for("none")
-    plain, _ = predict_manifest(model, card, manifest, batch_size, device, num_workers)
+    plain, _ = predict_manifest(model, card, manifest, batch_size, device, num_workers, view=view)
     both = preds.merge(plain[["index", "probability"]].rename(columns={"probability": "probability_without_tta"}),
                        on="index")
     y, p, q = both["target"].to_numpy(), both["probability"].to_numpy(), both["probability_without_tta"].to_numpy()
@@ -198,6 +200,14 @@ def gsd_report(manifest: Manifest, card: ModelCard, match_gsd: float | None = No
                        + (f"; {len(manifest) - known} without gsd_m scored as they are)" if known < len(manifest)
                           else ")"))
     return out
+
+
+def size_neutral_report(manifest: Manifest, square_px: int) -> dict:
+    """What a size-neutral evaluation did (``ChipView.square_px``), for metrics.json and the report."""
+    return {"square_px": square_px, "images": len(manifest),
+            "note": (f"size-neutral: every chip centre-cropped to its largest square and resampled to "
+                     f"{square_px} x {square_px} px before the model's resize, so chip width, height and aspect "
+                     "ratio carry no information; compare with the same evaluation without --size-neutral")}
 
 
 def calibration_report(y: np.ndarray, p: np.ndarray, card: ModelCard) -> dict:
@@ -243,15 +253,18 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
                    history: list[dict] | None = None, device: torch.device | str = "cpu", batch_size: int = 32,
                    num_workers: int = 0, seed: int = 0, title: str = "Evaluation",
                    extra_report: dict[str, Any] | None = None, adaptation: dict | None = None,
-                   match_gsd: float | None = None) -> dict:
+                   view: ChipView | None = None) -> dict:
     """Write predictions.csv, metrics.json, plots, galleries and report.md into ``out_dir``; return metrics.
-    ``match_gsd`` (m/px): chips with a known ``gsd_m`` are resampled to that input GSD (usually the card's
-    ``input_gsd``) before scoring; the report says how many were and were not."""
+    A ``view`` (:class:`landslide.data.dataset.ChipView`) changes every chip the same way for every score
+    here: ``gsd_m`` resamples chips with a known ``gsd_m`` to that input GSD (usually the card's
+    ``input_gsd``; the report says how many were and were not), ``square_px`` shows every chip as a square of
+    that many pixels (``metrics['size_neutral']``)."""
+    match_gsd = view.gsd_m if view else None
     storage.makedirs(out_dir)
     threshold, tta = card.threshold, card.tta
     started = time.perf_counter()
     preds, errors = predict_manifest(model, card, manifest, batch_size, device, num_workers, tta=tta,
-                                     gsd_m=match_gsd)
+                                     view=view)
     predict_seconds = time.perf_counter() - started
     if preds.empty:
         from landslide.errors import DataError
@@ -265,6 +278,8 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, card, cfg, seed)
     metrics["gsd"] = gsd_report(manifest, card, match_gsd)
+    if view and view.square_px:
+        metrics["size_neutral"] = size_neutral_report(manifest, view.square_px)
     if metrics["gsd"]["note"]:  # unknown: said once, in the log and the report; a mismatch is a warning
         (log.info if metrics["gsd"]["data_m"] is None or card.gsd_m is None or match_gsd else log.warning)(
             "%s", metrics["gsd"]["note"])
@@ -277,12 +292,14 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
             m = evaluate_predictions(y, p, t, cfg.bootstrap, cfg.confidence, seed)
             metrics["threshold_rules"][rule] = {"threshold": t, **{k: m[k] for k in _RULE_KEYS}}
     if tta != "none":
-        preds = _without_tta(model, card, manifest, preds, cfg, metrics, device, batch_size, num_workers, seed)
+        preds = _without_tta(model, card, manifest, preds, cfg, metrics, device, batch_size, num_workers, seed,
+                             view)
     if model.tag_encoder is not None:
         metrics["tags"] = evaluate_without_tags(model, card, manifest, preds, threshold, cfg, out_dir, device,
-                                                batch_size, num_workers, seed)
+                                                batch_size, num_workers, seed, view)
     if model.size_head is not None and card.size_head and card.size_head.column in manifest.frame.columns:
-        metrics["size"] = evaluate_size_head(model, card, manifest, cfg, device, batch_size, num_workers, seed)
+        metrics["size"] = evaluate_size_head(model, card, manifest, cfg, device, batch_size, num_workers, seed,
+                                             view)
     # end-to-end: decoding, transforms and the model, as a sweep would see it
     metrics["images_per_s"] = len(preds) / predict_seconds if predict_seconds > 0 else None
     metrics["model"] = {"name": card.name, "backbone": card.backbone, "input_size": card.input_size,
@@ -299,7 +316,7 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
         plots.training_curves(history, storage.join(out_dir, figures["training"]))
 
     items = explain_predictions(model, card, manifest, preds, threshold, cfg.cam_method, cfg.cam_max_images,
-                                device=device, seed=seed, gsd_m=match_gsd)
+                                device=device, seed=seed, view=view)
     attention, galleries = {}, {}
     if items:
         attention = attention_stats.aggregate([it["shares"] for it in items], [it["outcome"] for it in items])

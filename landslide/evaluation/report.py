@@ -206,6 +206,7 @@ def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: 
               *([f"- **GSD**: {metrics['gsd']['note']}"] if (metrics.get("gsd") or {}).get("note") else
                 [f"- **GSD**: {metrics['gsd']['data_m']:g} m/px (model trained at {metrics['gsd']['model_m']:g})"]
                 if metrics.get("gsd") else []),
+              *([f"- **chip size**: {metrics['size_neutral']['note']}"] if metrics.get("size_neutral") else []),
               *([f"- **acquisition confounds (training split)**: {confounds['verdict']}"]
                 if (confounds := (card.training or {}).get("confounds")) else []),
               "", "## Metrics", "", *metrics_table(metrics), "",
