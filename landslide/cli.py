@@ -420,9 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resample each chip with a gsd_m to the model's input GSD first (the one in its card, or "
                         "M metres per pixel)")
     p.add_argument("--size-neutral", type=_square_px, metavar="PX",
-                   help="show every chip as its centre square resampled to PX x PX pixels before the model's "
-                        "resize, so chip size and aspect ratio cannot carry the label; compare with the plain "
-                        "evaluation to see whether a model leans on chip size")
+                   help="show every chip as the same PX x PX-pixel window at its own resolution (its centre, "
+                        "mirrored where smaller) before the model's resize, so chip size and aspect ratio cannot "
+                        "carry the label; compare with the plain evaluation to see whether a model leans on "
+                        "chip size")
     p.add_argument("--data", required=True, help="manifest (CSV/Parquet) or class-folder tree")
     p.add_argument("--out", required=True)
     p.add_argument("--split", choices=["train", "val", "test"], help="only rows of this split")

@@ -361,14 +361,16 @@ def test_gsd_is_recorded_in_the_card_and_checked_in_evaluation(synth_manifest, t
 
 def test_size_neutral_view_shows_every_chip_at_one_size():
     from landslide.data.dataset import ChipView
-    from landslide.data.images import center_square_crop, resize
+    from landslide.data.gsd import centre_window
 
     rng = np.random.default_rng(0)
     wide, tall = (rng.integers(0, 256, (60, 100, 3), dtype=np.uint8),
                   rng.integers(0, 256, (130, 40, 3), dtype=np.uint8))
     view = ChipView(32, square_px=48)
     assert view.apply(wide, float("nan")).shape == view.apply(tall, float("nan")).shape == (48, 48, 3)
-    assert np.array_equal(view.apply(wide, float("nan")), resize(np.ascontiguousarray(center_square_crop(wide)), 48))
+    assert np.array_equal(view.apply(wide, float("nan")), wide[6:54, 26:74])  # the centre, same resolution
+    assert np.array_equal(view.apply(tall, float("nan")), centre_window(tall, 48))  # mirrored where narrower
+    assert np.array_equal(view.apply(tall, float("nan"))[:, 4:44], tall[41:89, :])
     # after GSD matching: a 2 m chip at 1 m fills the 32-px window, then becomes a 48-px square
     assert ChipView(32, gsd_m=1.0, square_px=48).apply(wide, 2.0).shape == (48, 48, 3)
     assert ChipView(32).plain and not view.plain
@@ -410,7 +412,11 @@ def test_evaluate_size_neutral_removes_chip_size_from_every_score(synth_manifest
                  "--cam-max-images", "2", "--size-neutral", "64"]) == 0
     metrics = json.load(open(os.path.join(neutral_out, "metrics.json")))
     assert metrics["size_neutral"]["square_px"] == 64 and metrics["size_neutral"]["images"] == len(frame)
-    assert "size-neutral: every chip centre-cropped" in open(os.path.join(neutral_out, "report.md")).read()
+    assert "size-neutral: every chip shown as" in open(os.path.join(neutral_out, "report.md")).read()
+    assert "size_matched" not in metrics  # one size: nothing to match
+    matched = json.load(open(os.path.join(plain_out, "metrics.json")))["size_matched"]["all"]
+    assert matched["images"] == len(frame) and matched["bins"] >= 1 and matched["pairs"] > 0
+    assert "size-matched ROC AUC" in open(os.path.join(plain_out, "report.md")).read()
     plain = pd.read_csv(os.path.join(plain_out, "predictions.csv")).set_index("uri")["probability"]
     neutral = pd.read_csv(os.path.join(neutral_out, "predictions.csv")).set_index("uri")["probability"]
     changed = [u for u, t, i in zip(uris, frame["target"], range(len(uris))) if t == 1 and i % 2 == 0]
@@ -426,3 +432,23 @@ def test_evaluate_size_neutral_removes_chip_size_from_every_score(synth_manifest
             main(["evaluate", "--model", model, "--data", sized, "--out", str(tmp_path / "bad"),
                   "--size-neutral", bad])
         assert exc.value.code == 2
+
+
+def test_size_matched_auc_exposes_a_model_that_ranks_by_chip_size():
+    from landslide.evaluation.confounds import size_matched_auc
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 2, n)
+    side = np.where(y == 1, rng.normal(220, 40, n), rng.normal(300, 40, n))  # Bijie-like: landslides smaller
+    shortcut = 1 / side  # ranks by size alone
+    seeing = y + rng.normal(0, 0.5, n)  # sees the landslide, blind to size
+    short, real = size_matched_auc(y, shortcut, side, n_boot=200), size_matched_auc(y, seeing, side, n_boot=200)
+    assert short["model_unmatched"] > 0.85 and short["size_alone_unmatched"] > 0.85
+    assert short["model"] < short["model_unmatched"] - 0.2  # the shortcut collapses inside size bins
+    assert abs(short["model"] - short["size_alone"]) < 0.02
+    assert abs(real["model"] - real["model_unmatched"]) < 0.05 and real["interval"][0] < real["model"] < \
+        real["interval"][1]
+    assert real["pairs"] < real["all_pairs"] and real["bins"] == 5
+    assert size_matched_auc(y, seeing, np.full(n, 128.0)) is None  # one size: nothing to match
+    assert size_matched_auc(np.ones(n), seeing, side) is None

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from landslide.data.gsd import resample_to_gsd
-from landslide.data.images import DEFAULT_MAX_PIXELS, center_square_crop, read_image, resize
+from landslide.data.gsd import centre_window, resample_to_gsd
+from landslide.data.images import DEFAULT_MAX_PIXELS, read_image
 from landslide.data.manifest import Manifest
 from landslide.data.tags import TagSchema, size_targets
 from landslide.errors import ImageError
@@ -25,10 +25,15 @@ class ChipView:
 
     ``gsd_m``: a chip with a known ``gsd_m`` is resampled to this input GSD (m/px) and fills the model's
     ``input_size`` window (:func:`landslide.data.gsd.resample_to_gsd`); chips without one are read as they are.
-    ``square_px``: every chip is centre-cropped to its largest square and resampled to ``square_px`` x
-    ``square_px`` pixels, so that its width, height and aspect ratio, and how much the model's resize blurs or
-    sharpens it, are the same for every chip: chip size can no longer carry the label (the size confound of
-    Bijie's crops, ``../shared/data/bijie_satellite/SOURCE.md``). Applied after ``gsd_m`` when both are set.
+    ``square_px``: every chip is shown as the same window of ``square_px`` x ``square_px`` pixels at its own
+    resolution (its centre, mirrored at the borders where the chip is smaller:
+    :func:`landslide.data.gsd.centre_window`), so that its width, height and aspect ratio, and how much the
+    model's resize blurs or sharpens it, are the same for every chip: chip size can no longer carry the label
+    (the size confound of Bijie's crops, ``../shared/data/bijie_satellite/SOURCE.md``). Applied after
+    ``gsd_m`` when both are set. The window also changes what the model sees (less context, another scale
+    than in training), so a score that falls under it is not by itself proof of a size shortcut; the
+    size-matched ROC AUC of every evaluation (:func:`landslide.evaluation.confounds.size_matched_auc`) tests
+    the same question without changing any image.
     """
 
     input_size: int
@@ -52,7 +57,7 @@ class ChipView:
         if self.gsd_m is not None and chip_gsd_m > 0:
             image = resample_to_gsd(image, chip_gsd_m, self.gsd_m, self.input_size)
         if self.square_px is not None:
-            image = resize(np.ascontiguousarray(center_square_crop(image)), self.square_px)
+            image = centre_window(image, self.square_px)
         return image
 
 

@@ -59,6 +59,13 @@ def resample_to_gsd(image: np.ndarray, gsd_m: float, target_gsd_m: float, size: 
     if (new_w, new_h) != (w, h):
         method = Image.LANCZOS if scale < 1 else Image.BICUBIC
         image = np.asarray(Image.fromarray(image).resize((new_w, new_h), method, reducing_gap=None))
+    return centre_window(image, size)
+
+
+def centre_window(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(H, W, C)`` -> ``(size, size, C)`` at the same resolution: the centre ``size`` x ``size`` pixels
+    where the image is larger, the image mirrored at its borders (numpy ``reflect``, repeated as needed; the
+    image in the centre) where it is smaller."""
     h, w = image.shape[:2]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
     image = image[top:top + size, left:left + size]
@@ -68,7 +75,7 @@ def resample_to_gsd(image: np.ndarray, gsd_m: float, target_gsd_m: float, size: 
     return np.ascontiguousarray(image[:size, :size])
 
 
-def _pixel_size(uri: str) -> tuple[int, int] | None:
+def pixel_size(uri: str) -> tuple[int, int] | None:
     """(width, height) from the image header (no decoding); None when unreadable."""
     from landslide import storage
 
@@ -92,7 +99,7 @@ def input_gsd_summary(frame, input_size: int) -> dict | None:
         w = frame["width"].iloc[i] if "width" in frame.columns else float("nan")
         h = frame["height"].iloc[i] if "height" in frame.columns else float("nan")
         if not (w > 0 and h > 0):
-            found = _pixel_size(uri)
+            found = pixel_size(uri)
             if found is None:
                 continue
             w, h = found

@@ -17,9 +17,10 @@ from landslide.config import EvalConfig
 from landslide.data.dataset import ChipDataset, ChipView, collate_skip_bad
 from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
-from landslide.data.gsd import same_scale
+from landslide.data.gsd import pixel_size, same_scale
 from landslide.data.transforms import denormalize
 from landslide.evaluation import plots
+from landslide.evaluation.confounds import size_matched_auc
 from landslide.evaluation.metrics import (apply_temperature, calibration_metrics, evaluate_predictions,
                                           multiclass_metrics, outcome, paired_difference, prior_shift_threshold)
 from landslide.evaluation.report import write_report
@@ -202,12 +203,47 @@ def gsd_report(manifest: Manifest, card: ModelCard, match_gsd: float | None = No
     return out
 
 
+def chip_sides(manifest: Manifest, rows: np.ndarray) -> np.ndarray:
+    """Side in pixels (geometric mean of width and height) of the chips at ``rows`` of ``manifest``: from its
+    ``width``/``height`` columns where given, else from each image's header; NaN where unknown."""
+    frame = manifest.frame
+    out = np.full(len(rows), np.nan)
+    for k, i in enumerate(rows):
+        w = frame["width"].iloc[i] if "width" in frame.columns else np.nan
+        h = frame["height"].iloc[i] if "height" in frame.columns else np.nan
+        if not (w > 0 and h > 0):
+            found = pixel_size(frame["uri"].iloc[i])
+            if found is None:
+                continue
+            w, h = found
+        out[k] = math.sqrt(float(w) * float(h))
+    return out
+
+
+def size_matched_report(manifest: Manifest, preds: pd.DataFrame, cfg: EvalConfig, seed: int = 0) -> dict | None:
+    """The size-matched ROC AUC (:func:`landslide.evaluation.confounds.size_matched_auc`) of these predictions,
+    for all chips and per region (chip sizes differ between regions, so pooled bins would mix them); None
+    when every chip has the same size."""
+    side = chip_sides(manifest, preds["index"].to_numpy())
+    y, p = preds["target"].to_numpy(), preds["probability"].to_numpy()
+    out = {"all": size_matched_auc(y, p, side, n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=seed)}
+    if "region" in preds.columns:
+        regions = preds["region"].to_numpy()
+        out["regions"] = {str(r): size_matched_auc(y[regions == r], p[regions == r], side[regions == r],
+                                                   n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=seed)
+                          for r in sorted(set(regions))}
+    if out["all"] is None and not any((out.get("regions") or {}).values()):
+        return None
+    return out
+
+
 def size_neutral_report(manifest: Manifest, square_px: int) -> dict:
     """What a size-neutral evaluation did (``ChipView.square_px``), for metrics.json and the report."""
     return {"square_px": square_px, "images": len(manifest),
-            "note": (f"size-neutral: every chip centre-cropped to its largest square and resampled to "
-                     f"{square_px} x {square_px} px before the model's resize, so chip width, height and aspect "
-                     "ratio carry no information; compare with the same evaluation without --size-neutral")}
+            "note": (f"size-neutral: every chip shown as the same {square_px} x {square_px}-px window at its own "
+                     "resolution (its centre, mirrored where the chip is smaller) before the model's resize, so "
+                     "chip width, height and aspect ratio carry no information; compare with the same evaluation "
+                     "without --size-neutral")}
 
 
 def calibration_report(y: np.ndarray, p: np.ndarray, card: ModelCard) -> dict:
@@ -277,6 +313,8 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
     if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, card, cfg, seed)
+    if not (view and view.square_px):  # a size-neutral view has one size: nothing to match
+        metrics["size_matched"] = size_matched_report(manifest, preds, cfg, seed)
     metrics["gsd"] = gsd_report(manifest, card, match_gsd)
     if view and view.square_px:
         metrics["size_neutral"] = size_neutral_report(manifest, view.square_px)

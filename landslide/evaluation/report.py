@@ -191,6 +191,24 @@ def size_section(size: dict | None) -> list[str]:
     return lines
 
 
+def size_matched_lines(report: dict | None) -> list[str]:
+    """Report lines for ``metrics['size_matched']`` (landslide.evaluation.evaluate.size_matched_report)."""
+    if not report:
+        return []
+    parts = []
+    for name, r in [("all chips", report.get("all")), *((f"region {k}", v)
+                                                       for k, v in (report.get("regions") or {}).items())]:
+        if r:
+            ci = f" [{r['interval'][0]:.3f}, {r['interval'][1]:.3f}]" if r.get("interval") else ""
+            parts.append(f"{name} {r['model']:.3f}{ci} (unmatched {r['model_unmatched']:.3f}; size alone "
+                         f"{r['size_alone']:.3f} matched, {r['size_alone_unmatched']:.3f} unmatched; "
+                         f"{r['bins']} size bins)")
+    if not parts:
+        return []
+    return ["- **size-matched ROC AUC** (landslide against landslide-free chips of about the same size, so "
+            "chip size cannot help): " + "; ".join(parts)]
+
+
 def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: dict[str, str],
                  galleries: dict[str, dict], history: list[dict] | None, extra: dict[str, Any]) -> None:
     """Write report.md."""
@@ -207,6 +225,7 @@ def write_report(uri: str, title: str, metrics: dict, card: ModelCard, figures: 
                 [f"- **GSD**: {metrics['gsd']['data_m']:g} m/px (model trained at {metrics['gsd']['model_m']:g})"]
                 if metrics.get("gsd") else []),
               *([f"- **chip size**: {metrics['size_neutral']['note']}"] if metrics.get("size_neutral") else []),
+              *size_matched_lines(metrics.get("size_matched")),
               *([f"- **acquisition confounds (training split)**: {confounds['verdict']}"]
                 if (confounds := (card.training or {}).get("confounds")) else []),
               "", "## Metrics", "", *metrics_table(metrics), "",
