@@ -14,7 +14,7 @@ from landslide.data.gsd import centre_window, resample_to_gsd
 from landslide.data.images import DEFAULT_MAX_PIXELS, read_image
 from landslide.data.manifest import Manifest
 from landslide.data.tags import TagSchema, size_targets
-from landslide.errors import ImageError
+from landslide.errors import DataError, ImageError
 
 
 @dataclass(frozen=True)
@@ -115,3 +115,59 @@ def collate_skip_bad(items: list[dict]) -> dict:
     batch = default_collate(good) if good else {"image": None, "target": None, "index": None}
     batch["errors"] = errors
     return batch
+
+
+class SegmentationDataset(Dataset):
+    """Chips with their landslide masks, for footprint models: item = {image ``(3, S, S)`` normalised,
+    mask ``(1, S, S)`` float 0/1, target, index} or {error, index} for a bad chip or mask.
+
+    Masks come from the manifest's ``mask_path`` column (``mask_uri`` once loaded; non-zero = landslide,
+    :func:`landslide.data.masks.read_mask`). A landslide-free chip without a mask gets an all-zero mask (that
+    is what "no landslide" means); a landslide chip without one, an unreadable mask or a mask of another size
+    than its chip is a bad item naming the file, never a guess. The image is resized to ``size`` x ``size``
+    as for classification (antialiased), the mask by nearest neighbour so it stays 0/1.
+    Raises DataError when the manifest has no ``mask_path`` column."""
+
+    def __init__(self, manifest: Manifest, size: int, mean, std, max_pixels: int = DEFAULT_MAX_PIXELS):
+        from landslide.data.transforms import build_transform
+
+        if "mask_uri" not in manifest.frame.columns:
+            raise DataError(f"{manifest.source}: no mask_path column; footprint models need a landslide mask "
+                            "per chip (blank for landslide-free chips)")
+        self.uris = manifest.frame["uri"].tolist()
+        self.masks = manifest.frame["mask_uri"].tolist()
+        self.targets = manifest.frame["target"].astype(int).tolist()
+        self.size = size
+        self.transform = build_transform(size, mean, std)
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def __getitem__(self, index: int) -> dict:
+        from PIL import Image
+
+        from landslide.data.masks import read_mask
+
+        uri, mask_uri = self.uris[index], self.masks[index]
+        try:
+            image = read_image(uri, max_pixels=self.max_pixels)
+        except ImageError as exc:
+            return {"error": {"uri": uri, "reason": exc.reason}, "index": index}
+        if not isinstance(mask_uri, str):
+            if self.targets[index] == 1:
+                return {"error": {"uri": uri, "reason": "landslide chip without a mask (mask_path is blank)"},
+                        "index": index}
+            mask = np.zeros(image.shape[:2], dtype=bool)
+        else:
+            try:
+                mask = read_mask(mask_uri, self.max_pixels)
+            except ImageError as exc:
+                return {"error": {"uri": mask_uri, "reason": f"mask: {exc.reason}"}, "index": index}
+            if mask.shape != image.shape[:2]:
+                return {"error": {"uri": mask_uri, "reason": f"mask is {mask.shape[1]}x{mask.shape[0]} px, its chip "
+                                                             f"{image.shape[1]}x{image.shape[0]}"}, "index": index}
+        resized = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((self.size, self.size),
+                                                                               Image.NEAREST)) > 127
+        return {"image": self.transform(image), "mask": torch.from_numpy(resized[None].astype(np.float32)),
+                "target": torch.tensor(float(self.targets[index])), "index": index}

@@ -119,6 +119,9 @@ def from_table(uri: str, check_files: bool = True) -> Manifest:
     base = storage.parent(uri)
     frame = frame.copy()
     frame["uri"] = [storage.resolve(str(p), base) for p in frame["path"]]
+    if "mask_path" in frame.columns:  # landslide masks (footprints), resolved like the images; blank = none
+        frame["mask_uri"] = [storage.resolve(str(p), base) if isinstance(p, str) and p.strip() else None
+                             for p in frame["mask_path"]]
     return _finish(frame, uri, check_files)
 
 

@@ -29,10 +29,15 @@ LANDSLIDE_MIN = 0.05
 CLEAN_MAX = 0.0
 
 
+def read_mask(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The mask at ``uri`` as a ``(H, W)`` bool array, True = landslide (any channel above 127); an
+    :class:`ImageError` names an unreadable mask."""
+    return read_image(uri, max_pixels=max_pixels).max(axis=2) > 127
+
+
 def mask_fraction(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:
     """Share of landslide pixels in the mask at ``uri`` (an :class:`ImageError` names an unreadable mask)."""
-    mask = read_image(uri, max_pixels=max_pixels)
-    return float((mask.max(axis=2) > 127).mean())
+    return float(read_mask(uri, max_pixels).mean())
 
 
 def label_for(fraction: float, landslide_min: float = LANDSLIDE_MIN, clean_max: float = CLEAN_MAX) -> str:

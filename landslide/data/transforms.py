@@ -83,21 +83,30 @@ class BatchAugment(torch.nn.Module):
         return (1 + (torch.rand(n) * 2 - 1) * strength).to(device).view(n, 1, 1, 1)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """``x`` ``(B, 3, H, W)`` -> augmented ``x``; with a ``mask`` ``(B, 1, H, W)`` (0/1) -> ``(x, mask)``,
+        the mask moved by exactly the same flips, rotations and scale jitter (nearest-neighbour, so it stays
+        0/1) and untouched by every photometric change."""
         n = x.shape[0]
         if self.flips:
             h = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
             x = torch.where(h, x.flip(-1), x)
             v = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
             x = torch.where(v, x.flip(-2), x)
+            if mask is not None:
+                mask = torch.where(h, mask.flip(-1), mask)
+                mask = torch.where(v, mask.flip(-2), mask)
         if self.rot90 and x.shape[-1] == x.shape[-2]:
             k = torch.randint(0, 4, (n,))
             out = x.clone()
+            out_mask = mask.clone() if mask is not None else None
             for turns in (1, 2, 3):
                 idx = (k == turns).nonzero().flatten().to(x.device)
                 if len(idx):
                     out[idx] = torch.rot90(x[idx], turns, dims=(-2, -1))
-            x = out
+                    if mask is not None:
+                        out_mask[idx] = torch.rot90(mask[idx], turns, dims=(-2, -1))
+            x, mask = out, out_mask
         if self.color_jitter > 0 or self.hue > 0 or self.sensor is not None:
             mean, std = self.mean.to(x.dtype), self.std.to(x.dtype)
             img = (x * std + mean).clamp(0, 1)
@@ -113,9 +122,14 @@ class BatchAugment(torch.nn.Module):
                 shifts = ((torch.rand(n) * 2 - 1) * self.hue).tolist()
                 img = torch.stack([F.adjust_hue(im, h) for im, h in zip(img, shifts)])
             if self.sensor is not None:
-                img = self.sensor(img.float()).clamp(0, 1).to(x.dtype)
+                if mask is None:
+                    img = self.sensor(img.float())
+                else:
+                    img, mask = self.sensor(img.float(), mask.float(), data_keys=["input", "mask"])
+                    mask = (mask > 0.5).to(x.dtype)
+                img = img.clamp(0, 1).to(x.dtype)
             x = (img - mean) / std
-        return x
+        return x if mask is None else (x, mask)
 
 
 def denormalize(x: torch.Tensor, mean, std) -> np.ndarray:

@@ -1,0 +1,171 @@
+"""Footprint models (issue 21), first slice: smp models on registry encoders with offline weights, masks in the
+data, joint augmentation, losses and footprint metrics."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import f1_score, jaccard_score
+
+from landslide.errors import ConfigError
+
+
+def test_segmenter_on_a_registry_encoder_with_the_classifier_s_offline_weights():
+    from landslide.models.classifier import build_model
+    from landslide.models.segmentation import build_segmenter, check_input_size
+
+    seg = build_segmenter("mobilenetv2_100", "unet", pretrained="offline")
+    clf = build_model("mobilenetv2_100", pretrained="offline")
+    assert seg.weights_info["source"].startswith("offline:") and seg.weights_info["into"] == "encoder"
+    assert seg.weights_info["tensors_loaded"] == seg.weights_info["tensors_total"] == len(seg.encoder.state_dict())
+    for key in ("conv_stem.weight", "blocks.6.0.conv_pwl.weight", "bn1.running_mean"):
+        assert torch.equal(seg.encoder.state_dict()[key], clf.backbone.state_dict()[key])
+    seg.eval()
+    with torch.no_grad():
+        assert seg(torch.zeros(2, 3, 96, 96)).shape == (2, 1, 96, 96)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        seg(torch.zeros(1, 3, 100, 100))
+    assert check_input_size(128) == 128
+    with pytest.raises(ConfigError, match="use 96 or 128"):
+        check_input_size(100)
+    with pytest.raises(ConfigError, match="no timm model"):
+        build_segmenter("baseline_cnn")
+    with pytest.raises(ConfigError, match="unknown segmentation architecture"):
+        build_segmenter("mobilenetv2_100", "segformer")
+    fpn = build_segmenter("tf_efficientnet_lite0", "fpn")
+    assert fpn.weights_info == {"source": "none"} and fpn(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def _blobs(shape, boxes):
+    mask = np.zeros(shape, bool)
+    for r0, r1, c0, c1 in boxes:
+        mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def test_footprint_metrics_by_pixel_and_object():
+    from landslide.evaluation.segmentation import image_counts, metrics_from_counts, segmentation_metrics
+
+    true = _blobs((40, 40), [(0, 10, 0, 10), (20, 30, 20, 30)])  # two landslides of 100 px
+    # one prediction covering 60 % of the first (IoU 0.6), one a shifted copy of the second (IoU 1/3), one
+    # false object, and a 2-px speck
+    pred = _blobs((40, 40), [(0, 10, 0, 6), (20, 30, 25, 35), (35, 39, 0, 4), (0, 1, 38, 40)])
+    c = image_counts(pred, true)
+    assert (c["tp"], c["fp"], c["fn"]) == (60 + 50, 50 + 16 + 2, 40 + 50)
+    assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == 1600
+    assert (c["true_objects"], c["pred_objects"], c["matched@0.5"], c["matched@0.25"]) == (2, 4, 1, 2)
+    m = metrics_from_counts(c)
+    assert m["iou"] == pytest.approx(jaccard_score(true.ravel(), pred.ravel()))
+    assert m["f1"] == pytest.approx(f1_score(true.ravel(), pred.ravel()))
+    assert m["object@0.5"] == pytest.approx({"precision": 0.25, "recall": 0.5, "f1": 1 / 3})
+    assert m["area_ratio"] == pytest.approx(178 / 200) and m["area_error"] == pytest.approx(-22 / 200)
+    assert image_counts(pred, true, min_object_px=3)["pred_objects"] == 3  # the speck is not an object
+    # one true object split in two predictions: one match at most
+    split = image_counts(_blobs((20, 20), [(0, 10, 0, 4), (0, 10, 5, 10)]), _blobs((20, 20), [(0, 10, 0, 10)]))
+    assert split["matched@0.25"] == 1 and split["pred_objects"] == 2
+    # nothing true and nothing predicted: undefined, not perfect
+    empty = metrics_from_counts(image_counts(np.zeros((8, 8)), np.zeros((8, 8))))
+    assert np.isnan(empty["iou"]) and np.isnan(empty["object@0.5"]["recall"])
+    with pytest.raises(ValueError, match="differ in shape"):
+        image_counts(np.zeros((8, 8)), np.zeros((8, 9)))
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(30):
+        t = _blobs((32, 32), [(r := rng.integers(0, 20), r + 10, (q := rng.integers(0, 20)), q + 10)])
+        p = np.roll(t, rng.integers(-3, 4), axis=1)
+        rows.append(image_counts(p, t))
+    counts = pd.DataFrame(rows)
+    groups = np.repeat(np.arange(10), 3)
+    out = segmentation_metrics(counts, groups, n_boot=200)
+    lo, hi = out["intervals"]["iou"]
+    assert lo <= out["iou"] <= hi and out["interval_unit"] == "group"
+    assert out["intervals"]["object@0.5.f1"][0] <= out["object@0.5"]["f1"] <= out["intervals"]["object@0.5.f1"][1]
+    assert out["images"] == 30 and out["true_objects"] == 30
+    assert "intervals" not in segmentation_metrics(counts, n_boot=0)
+
+
+def _write_chips(folder, n=6, size=48):
+    rows = []
+    for i in range(n):
+        image = np.full((size, size, 3), 60, np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        landslide = i % 2 == 0
+        if landslide:
+            image[8:24, 8:24] = 200
+            mask[8:24, 8:24] = 255
+        Image.fromarray(image).save(folder / f"c{i}.png")
+        mask_path = ""
+        if landslide or i == 1:
+            Image.fromarray(mask).save(folder / f"m{i}.png")
+            mask_path = f"m{i}.png"
+        rows.append({"path": f"c{i}.png", "label": "landslide" if landslide else "non_landslide",
+                     "mask_path": mask_path})
+    return rows
+
+
+def test_segmentation_dataset_reads_masks_and_names_bad_ones(tmp_path):
+    from landslide.data import manifest as manifest_lib
+    from landslide.data.dataset import SegmentationDataset
+    from landslide.errors import DataError
+
+    rows = _write_chips(tmp_path)
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(tmp_path / "small.png")
+    rows += [{"path": "c0.png", "label": "landslide", "mask_path": ""},          # landslide without mask
+             {"path": "c2.png", "label": "landslide", "mask_path": "small.png"},  # wrong size
+             {"path": "c4.png", "label": "landslide", "mask_path": "gone.png"}]   # missing
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    data = manifest_lib.load(str(tmp_path / "m.csv"))
+    ds = SegmentationDataset(data, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    item = ds[0]
+    assert item["image"].shape == (3, 32, 32) and item["mask"].shape == (1, 32, 32)
+    assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
+    assert item["mask"].sum() == pytest.approx(16 * 16 * (32 / 48) ** 2, rel=0.1)
+    assert ds[1]["mask"].sum() == 0 and ds[3]["mask"].sum() == 0  # clean chips, with and without a mask file
+    assert "without a mask" in ds[6]["error"]["reason"]
+    assert "mask is 48x40 px, its chip 48x48" in ds[7]["error"]["reason"]
+    assert ds[8]["error"]["reason"].startswith("mask:")
+    pd.DataFrame(rows).drop(columns="mask_path").to_csv(tmp_path / "nomask.csv", index=False)
+    with pytest.raises(DataError, match="no mask_path column"):
+        SegmentationDataset(manifest_lib.load(str(tmp_path / "nomask.csv")), 32, (0.5,) * 3, (0.5,) * 3)
+
+
+def test_batch_augment_moves_the_mask_with_the_image():
+    from landslide.data.transforms import BatchAugment
+
+    torch.manual_seed(0)
+    mask = (torch.rand(16, 1, 32, 32) > 0.7).float()
+    x = mask.repeat(1, 3, 1, 1)  # mean 0, std 1: the image is the mask
+    aug = BatchAugment((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    torch.manual_seed(1)
+    out, moved = aug(x, mask)
+    assert torch.equal(out[:, :1], moved) and not torch.equal(moved, mask)
+    assert torch.equal(moved.sum(dim=(1, 2, 3)), mask.sum(dim=(1, 2, 3)))  # flips and turns keep every pixel
+    torch.manual_seed(1)
+    plain = aug(x)  # without a mask: the same draws, the same images as before
+    assert torch.equal(plain, out)
+    shifted = BatchAugment((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), flips=False, rot90=False,
+                           sensor_shift={"p": 1.0, "noise_std": 0.0, "jpeg_quality": (95.0, 95.0)})
+    square = torch.zeros(4, 1, 32, 32)
+    square[:, :, 8:24, 8:24] = 1
+    img, m = shifted(square.repeat(1, 3, 1, 1) * 0.8 + 0.1, square)
+    assert set(m.unique().tolist()) <= {0.0, 1.0} and img.shape == (4, 3, 32, 32)
+    ratio = m.sum(dim=(1, 2, 3)) / square.sum(dim=(1, 2, 3))  # zoomed by 0.8-1.25: area x 0.64-1.56
+    assert ((ratio > 0.5) & (ratio < 1.7)).all()
+
+
+def test_segmentation_loss_prefers_the_right_mask():
+    from landslide.training.losses import SegmentationLoss
+
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[0, :, 4:12, 4:12] = 1
+    good, bad = (mask * 2 - 1) * 6, -(mask * 2 - 1) * 6
+    for name in ("dice_bce", "focal_dice", "bce"):
+        loss = SegmentationLoss(name)
+        assert loss(good, mask) < loss(torch.zeros_like(mask), mask) < loss(bad, mask)
+        logits = torch.zeros(2, 1, 16, 16, requires_grad=True)
+        loss(logits, torch.zeros_like(mask)).backward()  # a batch without landslide: finite, with gradient
+        assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown segmentation loss"):
+        SegmentationLoss("lovasz")
