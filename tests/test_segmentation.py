@@ -1,6 +1,8 @@
 """Footprint models (issue 21), first slice: smp models on registry encoders with offline weights, masks in the
 data, joint augmentation, losses and footprint metrics."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,3 +171,63 @@ def test_segmentation_loss_prefers_the_right_mask():
         assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown segmentation loss"):
         SegmentationLoss("lovasz")
+
+
+def test_vectorize_gives_footprints_with_areas_holes_and_probabilities():
+    from affine import Affine
+
+    from landslide.inventory.footprints import vectorize
+
+    prob = np.zeros((60, 80), np.float32)
+    prob[5:15, 5:25] = 0.9                 # 10 x 20 px
+    prob[30:50, 30:50] = 0.7               # 20 x 20 px with a 4 x 4 hole
+    prob[38:42, 38:42] = 0.1
+    prob[30, 30] = 1.0
+    prob[55:57, 70:72] = np.nan            # no-data: never landslide
+    utm = Affine(2.0, 0, 500_000, 0, -2.0, 3_300_000)  # 2-m pixels, UTM 47N
+    found = vectorize(prob, utm, "EPSG:32647")
+    assert len(found) == 2
+    big, small = found
+    assert big["pixels"] == 400 - 16 and len(big["geometry"].interiors) == 1
+    assert big["area_m2"] == pytest.approx(384 * 4, rel=0.01)  # geodesic vs UTM plane: < 1 % apart
+    assert big["max_probability"] == pytest.approx(1.0)
+    assert big["mean_probability"] == pytest.approx((383 * 0.7 + 1.0) / 384, rel=1e-5)
+    assert small["area_m2"] == pytest.approx(800, rel=0.01) and small["mean_probability"] == pytest.approx(0.9)
+    assert big["geometry_wgs84"].bounds[0] == pytest.approx(99.0 + 0.00031, abs=0.01)  # lon near 99° E
+    assert [f["pixels"] for f in vectorize(prob, utm, 32647, min_area_m2=1000)] == [384]
+    assert vectorize(prob, utm, "EPSG:32647", threshold=0.95)[0]["pixels"] == 1
+    assert vectorize(np.zeros((4, 4)), utm, "EPSG:32647") == []
+    # a staircase simplified with a 5-m tolerance: fewer vertices, about the same area
+    stairs = np.tril(np.ones((40, 40), np.float32))
+    raw, simple = (vectorize(stairs, utm, "EPSG:32647", simplify_m=s)[0] for s in (0, 5))
+    assert len(simple["geometry"].exterior.coords) < len(raw["geometry"].exterior.coords) / 4
+    assert simple["area_m2"] == pytest.approx(raw["area_m2"], rel=0.1)
+    with pytest.raises(ValueError, match="threshold"):
+        vectorize(prob, utm, "EPSG:32647", threshold=0)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        vectorize(np.zeros((2, 4, 4)), utm, "EPSG:32647")
+
+
+def test_vectorize_in_lon_lat_and_across_the_antimeridian():
+    from affine import Affine
+
+    from landslide.inventory.footprints import vectorize
+    from landslide.lonlat import footprint, geometry_area_km2
+
+    prob = np.zeros((20, 20), np.float32)
+    prob[5:15, 5:15] = 0.8
+    step = 1e-4  # ~11 m
+    geo = Affine(step, 0, 30.0, 0, -step, 10.0)
+    (f,) = vectorize(prob, geo, "EPSG:4326")
+    box = footprint(30.0 + 5 * step, 10.0 - 15 * step, 30.0 + 15 * step, 10.0 - 5 * step)
+    assert f["area_m2"] == pytest.approx(geometry_area_km2(box) * 1e6, rel=1e-4)
+    simple = vectorize(np.tril(np.ones((40, 40), np.float32)), geo, "EPSG:4326", simplify_m=20)[0]
+    assert len(simple["geometry"].exterior.coords) < 10  # simplified in metres in a local projection
+    # a raster whose columns run past 180°: the footprint is cut into two parts at 180° in lon/lat
+    east = Affine(step, 0, 180.0 - 10 * step, 0, -step, -16.0)
+    (g,) = vectorize(prob, east, "EPSG:4326")
+    assert g["geometry_wgs84"].geom_type == "MultiPolygon"
+    lons = [x for part in g["geometry_wgs84"].geoms for x, _ in part.exterior.coords]
+    assert min(lons) >= -180 and max(lons) <= 180 and min(lons) < -179.99 and max(lons) > 179.99
+    assert g["area_m2"] == pytest.approx(f["area_m2"] * math.cos(math.radians(16)) / math.cos(math.radians(10)),
+                                         rel=0.01)

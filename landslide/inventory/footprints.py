@@ -1,0 +1,119 @@
+"""Landslide footprints from a probability raster: polygons with areas, as inventories hold them.
+
+:func:`vectorize` turns a georeferenced ``(H, W)`` landslide probability raster (a model's output over a
+window, a scene or a stitched region) into one footprint per 8-connected group of pixels at or above a
+threshold:
+
+- polygons traced along pixel edges by GDAL's polygonizer (``rasterio.features.shapes``), holes kept;
+- optionally simplified (Douglas-Peucker, topology preserved) with a tolerance in metres, whatever the CRS:
+  in the CRS's own linear unit when it is projected, in a local azimuthal equidistant projection around each
+  footprint when it is geographic;
+- each with its area in m² on the WGS84 ellipsoid (geodesic, pyproj: the same convention as every other
+  area of the project, :mod:`landslide.lonlat`), its pixel count and the mean and max probability of its
+  pixels; footprints below ``min_area_m2`` are dropped;
+- each also in lon/lat (WGS84), cut at the antimeridian into a MultiPolygon where it crosses 180° (RFC 7946).
+
+No-data pixels (NaN, or ``nodata``) are never landslide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import shapely
+from scipy import ndimage
+
+from landslide.lonlat import fix_geometry, geometry_area_km2, normalize_lon
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def _crs(crs):
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs)
+
+
+def _to_wgs84(crs):
+    from pyproj import Transformer
+
+    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+
+
+def _lonlat(geom: shapely.Geometry, transformer) -> shapely.Geometry:
+    """``geom`` in lon/lat, longitudes in [-180, 180], cut at 180° where it crosses."""
+    out = shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    out = shapely.transform(out, lambda xy: np.column_stack([normalize_lon(xy[:, 0]), xy[:, 1]]))
+    return fix_geometry(out)
+
+
+def _simplify(geom: shapely.Geometry, tolerance_m: float, crs, transformer) -> shapely.Geometry:
+    if tolerance_m <= 0:
+        return geom
+    if crs.is_projected:
+        unit = crs.axis_info[0].unit_conversion_factor or 1.0  # metres per CRS unit
+        return geom.simplify(tolerance_m / unit, preserve_topology=True)
+    from pyproj import Transformer
+
+    lon, lat = transformer.transform(geom.centroid.x, geom.centroid.y)
+    local = f"+proj=aeqd +lat_0={lat} +lon_0={float(normalize_lon(lon))} +datum=WGS84 +units=m"
+    there = Transformer.from_crs(crs, local, always_xy=True)
+    back = Transformer.from_crs(local, crs, always_xy=True)
+    flat = shapely.transform(geom, lambda xy: np.column_stack(there.transform(xy[:, 0], xy[:, 1])))
+    flat = flat.simplify(tolerance_m, preserve_topology=True)
+    return shapely.transform(flat, lambda xy: np.column_stack(back.transform(xy[:, 0], xy[:, 1])))
+
+
+def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, min_area_m2: float = 0.0,
+              simplify_m: float = 0.0, nodata: float | None = None) -> list[dict]:
+    """Footprints of a ``(H, W)`` probability raster (values 0..1) georeferenced by an affine ``transform``
+    (rasterio/affine, pixel -> CRS coordinates) in ``crs`` (anything pyproj reads: EPSG code, WKT, rasterio
+    CRS). Returns one dict per footprint, largest first: ``geometry`` (shapely, in ``crs``),
+    ``geometry_wgs84`` (lon/lat), ``area_m2`` (geodesic, WGS84), ``pixels``, ``mean_probability``,
+    ``max_probability``. ValueError for a raster that is not 2-D or a threshold outside (0, 1]."""
+    from rasterio import features
+
+    prob = np.asarray(probability, dtype=np.float32)
+    if prob.ndim != 2:
+        raise ValueError(f"probability raster must be (H, W), got shape {prob.shape}")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    valid = np.isfinite(prob)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        valid &= prob != nodata
+    mask = valid & (prob >= threshold)
+    labels, n = ndimage.label(mask, structure=_EIGHT)
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    pixels = ndimage.sum_labels(mask, labels, index).astype(int)
+    means = ndimage.mean(prob, labels, index)
+    maxima = ndimage.maximum(prob, labels, index)
+    parts: dict[int, list] = {}
+    for geom, value in features.shapes(labels.astype(np.int32), mask=mask, connectivity=8, transform=transform):
+        parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    crs = _crs(crs)
+    transformer = _to_wgs84(crs)
+    out = []
+    for label, geoms in parts.items():
+        geom = shapely.union_all(geoms) if len(geoms) > 1 else geoms[0]
+        geom = _simplify(geom, simplify_m, crs, transformer)
+        if geom.is_empty:
+            continue
+        lonlat = _lonlat(shapely.segmentize(geom, _segment(geom)), transformer)
+        area = geometry_area_km2(lonlat) * 1e6
+        if area < min_area_m2:
+            continue
+        i = label - 1
+        out.append({"geometry": geom, "geometry_wgs84": lonlat, "area_m2": area, "pixels": int(pixels[i]),
+                    "mean_probability": float(means[i]), "max_probability": float(maxima[i])})
+    out.sort(key=lambda f: -f["area_m2"])
+    return out
+
+
+def _segment(geom: shapely.Geometry) -> float:
+    """Densifying step (CRS units) before reprojection: 1/8 of the footprint's shorter side, so that edges
+    curved by the projection change stay close to their true shape."""
+    minx, miny, maxx, maxy = geom.bounds
+    return max(min(maxx - minx, maxy - miny) / 8, 1e-9)
