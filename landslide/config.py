@@ -23,6 +23,12 @@ class _Strict(BaseModel):
 TtaMode = Literal["none", "flips", "d4"]
 """Test-time augmentation modes (landslide.models.tta)."""
 CamMethod = Literal["gradcam", "gradcam++", "eigencam"]
+Task = Literal["classification", "segmentation"]
+"""What a model predicts: a landslide probability per chip, or per pixel (footprints)."""
+SegmentationArchitecture = Literal["unet", "unetplusplus", "fpn", "deeplabv3plus"]
+"""Decoders of footprint models (landslide.models.segmentation)."""
+SegmentationLossName = Literal["dice_bce", "focal_dice", "bce"]
+"""Losses of footprint models (landslide.training.losses)."""
 """Class-activation-map methods (landslide.explain.gradcam.CAM_METHODS)."""
 TileFormat = Literal["auto", "xyz", "manifest", "geojson", "geotiff"]
 """Tile sources a sweep can index (landslide.inventory.tiles)."""
@@ -159,6 +165,11 @@ class SizeHeadConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    task: Task = "classification"
+    """``segmentation``: a footprint model (an smp decoder on the backbone as encoder) trained on the data's
+    ``mask_path`` masks; it predicts a landslide probability per pixel."""
+    architecture: SegmentationArchitecture = "unet"
+    """Footprint models: the decoder (U-Net, U-Net++, FPN, DeepLabV3+)."""
     backbone: str = "tf_efficientnet_lite0"
     pretrained: str = "auto"
     """none | offline | hub | auto | a weights path/URI (see landslide.models.weights)."""
@@ -169,6 +180,21 @@ class ModelConfig(_Strict):
     tags: TagConfig | None = None
     """Multi-modal: tags fused with the image features before the head (default: image only)."""
     size_head: SizeHeadConfig | None = None
+
+    @model_validator(mode="after")
+    def _segmentation(self) -> "ModelConfig":
+        if self.task != "segmentation":
+            return self
+        extras = [name for name, on in (("tags", self.tags), ("size_head", self.size_head)) if on]
+        if extras:
+            raise ValueError(f"model.task segmentation takes images only: remove model.{' and model.'.join(extras)}")
+        if self.image_size is not None and self.image_size % 32:
+            lower = max(32, self.image_size // 32 * 32)
+            raise ValueError(f"model.image_size {self.image_size}: a segmentation model needs a multiple of 32 "
+                             f"(the encoder's output stride), e.g. {lower} or {lower + 32}")
+        if self.freeze.strategy != "all":
+            raise ValueError("model.freeze: segmentation models are fine-tuned whole for now (strategy: all)")
+        return self
 
     @model_validator(mode="after")
     def _size_not_an_input(self) -> "ModelConfig":
@@ -240,7 +266,10 @@ class TrainConfig(_Strict):
     plateau_factor: float = Field(0.1, gt=0, lt=1)
     plateau_patience: int = Field(2, ge=0)
     early_stopping_patience: int | None = Field(5, ge=1)
-    monitor: Literal["val_loss", "val_f1", "val_accuracy", "val_auc"] = "val_loss"
+    monitor: Literal["val_loss", "val_f1", "val_accuracy", "val_auc", "val_iou"] = "val_loss"
+    """Classification: ``val_auc`` etc. of the chips; segmentation: ``val_iou`` and ``val_f1`` of the pixels."""
+    segmentation_loss: SegmentationLossName = "dice_bce"
+    """Footprint models: soft Dice + BCE, focal + Dice, or BCE alone (landslide.training.losses)."""
     class_weighting: Literal["none", "balanced"] = "balanced"
     """``balanced``: the loss weighs landslides by the class ratio of the training split (not applied when
     ``sampling`` already balances classes)."""

@@ -231,3 +231,71 @@ def test_vectorize_in_lon_lat_and_across_the_antimeridian():
     assert min(lons) >= -180 and max(lons) <= 180 and min(lons) < -179.99 and max(lons) > 179.99
     assert g["area_m2"] == pytest.approx(f["area_m2"] * math.cos(math.radians(16)) / math.cos(math.radians(10)),
                                          rel=0.01)
+
+
+def _footprint_data(folder, n=32, size=64, seed=0):
+    """Chips with bright blobs of random size and place as landslides, their masks, groups and regions."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        image = rng.integers(40, 90, (size, size, 3)).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        landslide = i % 2 == 0
+        if landslide:
+            h, w = rng.integers(12, 30, 2)
+            r, c = rng.integers(0, size - h), rng.integers(0, size - w)
+            image[r:r + h, c:c + w] = rng.integers(170, 230, (h, w, 3))
+            mask[r:r + h, c:c + w] = 255
+        Image.fromarray(image).save(folder / f"c{i}.png")
+        Image.fromarray(mask).save(folder / f"m{i}.png")
+        rows.append({"path": f"c{i}.png", "mask_path": f"m{i}.png" if landslide or i % 4 == 1 else "",
+                     "label": "landslide" if landslide else "non_landslide", "group": f"g{i // 2}",
+                     "region": "north" if i < n // 2 else "south"})
+    pd.DataFrame(rows).to_csv(folder / "footprints.csv", index=False)
+    return str(folder / "footprints.csv")
+
+
+def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_path):
+    import json
+    import os
+
+    from conftest import tiny_config
+
+    from landslide.config import parse_config
+    from landslide.errors import CheckpointError
+    from landslide.models.checkpoint import load_checkpoint
+    from landslide.training.run import run_training
+
+    manifest = _footprint_data(tmp_path)
+    out = str(tmp_path / "seg")
+    cfg = tiny_config(manifest, out, model={"task": "segmentation", "backbone": "mobilenetv2_100",
+                                            "architecture": "unet", "image_size": 64},
+                      train={"epochs": 3, "lr": 0.003, "monitor": "val_iou"})
+    summary = run_training(parse_config(cfg))
+    history = json.load(open(os.path.join(out, "history.json")))
+    assert {"val_iou", "val_f1", "train_loss"} <= set(history[-1])
+    card = json.load(open(os.path.join(out, "model", "model_card.json")))
+    assert card["task"] == "segmentation" and card["architecture"] == "unet" and card["input_size"] == 64
+    assert card["threshold_selection"]["chosen_on"] == "validation" and 0 < card["threshold"] < 1
+    assert card["threshold_selection"]["unit"] == "pixel probability"
+    metrics = json.load(open(os.path.join(out, "eval", "metrics.json")))
+    assert metrics["images"] == summary["test_images"] > 0 and set(metrics["by_region"]) <= {"north", "south"}
+    assert 0 <= metrics["iou"] <= metrics["f1"] <= 1 and "object@0.5" in metrics and "iou" in metrics["intervals"]
+    assert summary["test_metrics"]["pixel_iou"] == pytest.approx(metrics["iou"])
+    report = open(os.path.join(out, "eval", "report.md")).read()
+    assert "pixel IoU" in report and "object F1 @ IoU 0.5" in report
+    model, loaded = load_checkpoint(summary["model_dir"], task="segmentation")
+    assert loaded.task == "segmentation" and model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    with pytest.raises(CheckpointError, match="holds a segmentation model"):
+        load_checkpoint(summary["model_dir"])  # where a chip classifier is expected (sweeps, endpoint)
+    # a mask-less manifest, a size the encoder cannot take, extras a footprint model cannot use
+    pd.read_csv(manifest).drop(columns="mask_path").to_csv(tmp_path / "nomask.csv", index=False)
+    from landslide.errors import DataError
+    with pytest.raises(DataError, match="mask_path"):
+        run_training(parse_config({**cfg, "data": {**cfg["data"], "train": str(tmp_path / "nomask.csv")},
+                                   "output_dir": str(tmp_path / "x")}))
+    for model_extra, message in (({"image_size": 100}, "multiple of 32"),
+                                 ({"size_head": {"column": "s", "classes": ["a", "b"]}}, "images only"),
+                                 ({"freeze": {"strategy": "head"}}, "fine-tuned whole")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({**cfg, "model": {**cfg["model"], **model_extra}})

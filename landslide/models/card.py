@@ -24,7 +24,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from landslide import CLASSES
-from landslide.config import TtaMode
+from landslide.config import SegmentationArchitecture, Task, TtaMode
 from landslide.errors import CheckpointError
 
 CARD_FORMAT = 2
@@ -75,6 +75,11 @@ class ModelCard(_Section):
     write it with :func:`~landslide.models.checkpoint.save_checkpoint` / ``write_card``."""
 
     format: int = CARD_FORMAT
+    task: Task = "classification"
+    """``classification``: one probability per chip; ``segmentation``: a footprint model, one probability per
+    pixel (:mod:`landslide.models.segmentation`), ``threshold`` then applies to pixels."""
+    architecture: SegmentationArchitecture | None = None
+    """Footprint models: the decoder (``unet``, ``unetplusplus``, ``fpn``, ``deeplabv3plus``)."""
     name: str
     """Run name (defaults to the backbone); reported with every prediction."""
     backbone: str

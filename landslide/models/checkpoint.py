@@ -17,6 +17,7 @@ from landslide.data.tags import TagSchema
 from landslide.errors import CheckpointError, LandslideError, StorageError
 from landslide.models.card import CARD_FORMAT, ModelCard, SizeHead, TagsSection
 from landslide.models.classifier import LandslideClassifier
+from landslide.models.segmentation import LandslideSegmenter
 from landslide.models.registry import get_spec
 
 WEIGHTS_FILE = "model.safetensors"
@@ -33,10 +34,14 @@ def library_versions() -> dict[str, str]:
             "timm": timm.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def make_card(model: LandslideClassifier, image_size: int, threshold: float = 0.5, **extra: Any) -> ModelCard:
-    """A model card for ``model``; ``extra`` sets further :class:`ModelCard` fields (``name``, ``training``,
-    ``freezing``, the size head's ``column`` as ``size_head={"column": ...}``)."""
+def make_card(model: LandslideClassifier | LandslideSegmenter, image_size: int, threshold: float = 0.5,
+              **extra: Any) -> ModelCard:
+    """A model card for ``model`` (a classifier or a footprint model); ``extra`` sets further
+    :class:`ModelCard` fields (``name``, ``training``, ``freezing``, the size head's ``column`` as
+    ``size_head={"column": ...}``)."""
     spec = model.spec
+    if isinstance(model, LandslideSegmenter):
+        return _segmentation_card(model, image_size, threshold, **extra)
     fields: dict[str, Any] = {
         "name": extra.pop("name", None) or spec.name, "backbone": spec.name, "timm_name": spec.timm_name,
         "input_size": int(image_size), "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
@@ -55,6 +60,27 @@ def make_card(model: LandslideClassifier, image_size: int, threshold: float = 0.
     try:
         return ModelCard(**fields, **extra)
     except ValueError as exc:  # pydantic's ValidationError: a programming error, named
+        raise CheckpointError(f"cannot make a model card for {spec.name!r}: {exc}") from exc
+
+
+def _segmentation_card(model: LandslideSegmenter, image_size: int, threshold: float, **extra: Any) -> ModelCard:
+    spec = model.spec
+    extra.pop("size_head", None)
+    fields: dict[str, Any] = {
+        "task": "segmentation", "architecture": model.architecture,
+        "name": extra.pop("name", None) or f"{spec.name}-{model.architecture}", "backbone": spec.name,
+        "timm_name": spec.timm_name, "input_size": int(image_size),
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)}, "classes": list(CLASSES),
+        "positive_class": CLASSES[1],
+        "output": "one logit per pixel; sigmoid(logit) = probability that the pixel is landslide",
+        "threshold": float(threshold), "thresholds_by_tta": {"none": float(threshold)}, "cam_layer": None,
+        "dropout": 0.0, "pretrained": model.weights_info, "parameters": sum(p.numel() for p in model.parameters()),
+        "inputs": "image", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }
+    try:
+        return ModelCard(**fields, **extra)
+    except ValueError as exc:
         raise CheckpointError(f"cannot make a model card for {spec.name!r}: {exc}") from exc
 
 
@@ -85,15 +111,23 @@ def read_card(model_dir: str) -> ModelCard:
     return ModelCard.from_json(raw, uri)
 
 
-def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple[LandslideClassifier, ModelCard]:
+def load_checkpoint(model_dir: str, device: str | torch.device = "cpu", task: str = "classification"
+                    ) -> tuple[LandslideClassifier, ModelCard]:
     """Rebuild the model described by the card in ``model_dir`` and load its weights (strictly). The card
     returned carries the weights' SHA-256 (cards of format 1 did not record it); CheckpointError when the card
-    records another digest than the weights have."""
+    records another digest than the weights have, or when the model does another ``task`` than the caller
+    needs (a footprint model given where a chip classifier is expected, or the reverse)."""
     card = read_card(model_dir)
+    if card.task != task:
+        raise CheckpointError(f"{model_dir} holds a {card.task} model ({_TASK_WORDS[card.task]}); this needs a "
+                              f"{task} model ({_TASK_WORDS[task]})")
     try:
         spec = get_spec(card.backbone)
     except LandslideError as exc:
         raise CheckpointError(f"{model_dir}: {exc}") from exc
+    if task == "segmentation":
+        model = LandslideSegmenter(spec, card.architecture or "unet", pretrained="none")
+        return _load_weights(model, card, model_dir, device)
     try:
         tags = card.tags
         schema = TagSchema.from_json(tags.tag_schema) if tags else None
@@ -102,6 +136,15 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu") -> tuple
                                     size_classes=card.size_head.classes if card.size_head else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{model_dir}: model card has a malformed tags or size_head section ({exc})") from exc
+    return _load_weights(model, card, model_dir, device)
+
+
+_TASK_WORDS = {"classification": "one landslide probability per chip",
+               "segmentation": "footprints: a landslide probability per pixel"}
+
+
+def _load_weights(model, card: ModelCard, model_dir: str, device):
+    spec = model.spec
     model.weights_info = card.pretrained
     uri = storage.join(model_dir, WEIGHTS_FILE)
     try:

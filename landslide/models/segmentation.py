@@ -13,16 +13,15 @@ Shapes: input ``(B, 3, H, W)`` normalised as the backbone's card says, ``H`` and
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
+from landslide.config import SegmentationArchitecture
 from landslide.errors import ConfigError, WeightsUnavailableError
 from landslide.models.registry import BackboneSpec, get_spec
 from landslide.models.weights import apply_pretrained
 
-Architecture = Literal["unet", "unetplusplus", "fpn", "deeplabv3plus"]
+Architecture = SegmentationArchitecture
 ARCHITECTURES: dict[str, str] = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN",
                                  "deeplabv3plus": "DeepLabV3Plus"}
 """``model.architecture`` -> the smp class."""
@@ -68,6 +67,8 @@ class LandslideSegmenter(nn.Module):
     (for freezing and Grad-CAM-free inspection); ``weights_info`` records where its weights came from."""
 
     task = "segmentation"
+    # image only: no tag inputs and no size head (the attributes training and evaluation look for)
+    tag_encoder = tag_schema = size_head = size_classes = None
 
     def __init__(self, spec: BackboneSpec, architecture: Architecture = "unet", pretrained: str = "none"):
         super().__init__()
@@ -88,6 +89,11 @@ class LandslideSegmenter(nn.Module):
     def encoder(self) -> nn.Module:
         """The timm ``features_only`` encoder (tensor names as in the classifier backbone)."""
         return self.net.encoder.model
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The encoder, under the name freezing and reports use for a classifier's backbone."""
+        return self.encoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % INPUT_MULTIPLE or x.shape[-2] % INPUT_MULTIPLE:

@@ -58,8 +58,12 @@ def describe_epoch(metrics: dict, epochs: int) -> str:
     parts = [f"epoch {metrics['epoch'] + 1}/{epochs}:",
              f"train loss {metrics.get('train_loss', math.nan):.4f} acc {metrics.get('train_accuracy', math.nan):.3f}"]
     if "val_loss" in metrics:
-        parts.append(f"| val loss {metrics['val_loss']:.4f} acc {metrics.get('val_accuracy', math.nan):.3f} "
-                     f"f1 {metrics.get('val_f1', math.nan):.3f}")
+        if "val_iou" in metrics:  # footprint models: pixel scores
+            parts.append(f"| val loss {metrics['val_loss']:.4f} pixel IoU {metrics['val_iou']:.3f} "
+                         f"F1 {metrics.get('val_f1', math.nan):.3f}")
+        else:
+            parts.append(f"| val loss {metrics['val_loss']:.4f} acc {metrics.get('val_accuracy', math.nan):.3f} "
+                         f"f1 {metrics.get('val_f1', math.nan):.3f}")
     parts.append(f"| lr {metrics.get('lr', math.nan):.2g}, {metrics.get('train_seconds', 0):.1f} s, "
                  f"{metrics.get('train_images_per_s', 0):.1f} img/s")
     if metrics.get("stopped_early"):
@@ -101,7 +105,13 @@ class Trainer:
         self.state_dir = state_dir
         self.callbacks = callbacks or []
         weight = torch.tensor([pos_weight], device=self.device) if pos_weight else None
-        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
+        self.segmentation = getattr(self.raw_model(), "task", "classification") == "segmentation"
+        if self.segmentation:  # footprints: one logit per pixel against the batch's masks
+            from landslide.training.losses import SegmentationLoss
+
+            self.loss_fn = SegmentationLoss(cfg.segmentation_loss).to(self.device)
+        else:
+            self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("no trainable parameters: check model.freeze")
@@ -152,25 +162,32 @@ class Trainer:
                     raise ImageError(batch["errors"][0]["uri"] if batch["errors"] else "<batch>",
                                      "the first batch of this worker had no readable image; cannot stand in "
                                      "for it in distributed training")
-                x, y = self._spare_input, torch.zeros(len(self._spare_input), device=self.device)
+                x = self._spare_input
+                y = (torch.zeros_like(x[:, :1]) if self.segmentation
+                     else torch.zeros(len(self._spare_input), device=self.device))
                 tags, size = None, torch.full((len(x),), -1, dtype=torch.long, device=self.device)
             else:
                 x = batch["image"].to(self.device, non_blocking=True)
-                y = batch["target"].to(self.device, non_blocking=True).float()
+                y = batch["mask" if self.segmentation else "target"].to(self.device, non_blocking=True).float()
                 tags = batch.get("tags")
                 tags = None if tags is None else tags.to(self.device, non_blocking=True)
                 size = batch.get("size")
                 size = None if size is None else size.to(self.device, non_blocking=True)
-                if self.augment is not None:
+                if self.augment is not None and self.segmentation:
+                    x, y = self.augment(x, y)
+                elif self.augment is not None:
                     x = self.augment(x)
                 self._spare_input = x[:1].detach()
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                if self.size_weight:
+                if self.segmentation:
+                    logits, size_logits = self.model(x), None
+                elif self.size_weight:
                     logits, size_logits = self.model(x, tags=tags, with_size=True)
                 else:
                     logits, size_logits = self.model(x, tags=tags), None
-                logits = logits.squeeze(1)
+                if not self.segmentation:
+                    logits = logits.squeeze(1)
                 loss = self.loss_fn(logits.float(), y)
                 landslide_loss = loss.detach()
                 if size_logits is not None and size is not None:
@@ -224,7 +241,9 @@ class Trainer:
         return idx, ys, ps
 
     def validate(self, loader: DataLoader) -> dict:
-        """Validation loss and metrics at threshold 0.5."""
+        """Validation loss and metrics at threshold 0.5 (footprint models: of the pixels)."""
+        if self.segmentation:
+            return self._validate_pixels(loader)
         _, y, p = self.predict(loader, desc="validate")
         if len(y) == 0:
             return {"val_loss": math.nan}
@@ -234,6 +253,34 @@ class Trainer:
         m = binary_metrics(y, p, 0.5)
         return {"val_loss": loss, "val_accuracy": m["accuracy"], "val_f1": m["f1"], "val_auc": m["roc_auc"],
                 "val_images": int(len(y))}
+
+    @torch.no_grad()
+    def _validate_pixels(self, loader: DataLoader) -> dict:
+        """Footprint models: the loss, pixel IoU and F1 (Dice) at probability 0.5 over the whole split,
+        summed over ranks."""
+        model = self.raw_model()
+        model.eval()
+        sums = torch.zeros(5, dtype=torch.float64)  # loss x images, images, tp, fp, fn
+        for batch in tqdm(loader, desc="validate", leave=False, disable=not self.cfg.progress):
+            self._record(batch["errors"])
+            if batch["image"] is None:
+                continue
+            x = batch["image"].to(self.device, non_blocking=True)
+            y = batch["mask"].to(self.device, non_blocking=True).float()
+            with self._autocast():
+                logits = model(x).float()
+            pred, truth = logits > 0, y > 0.5
+            sums += torch.tensor([float(self.loss_fn(logits, y)) * len(x), len(x), float((pred & truth).sum()),
+                                  float((pred & ~truth).sum()), float((~pred & truth).sum())], dtype=torch.float64)
+        if _distributed():
+            sums = sums.to(self.device)
+            torch.distributed.all_reduce(sums)
+            sums = sums.cpu()
+        loss_sum, n, tp, fp, fn = sums.tolist()
+        if not n:
+            return {"val_loss": math.nan}
+        return {"val_loss": loss_sum / n, "val_iou": tp / (tp + fp + fn) if tp + fp + fn else math.nan,
+                "val_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan, "val_images": int(n)}
 
     def score(self, metrics: dict) -> float:
         """The monitored metric of an epoch; the worst possible value when it is missing."""

@@ -8,12 +8,11 @@ loss (Lin et al. 2017, gamma 2) in place of BCE, for heavier imbalance. ``bce``:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-SegmentationLossName = Literal["dice_bce", "focal_dice", "bce"]
+from landslide.config import SegmentationLossName
+
 
 
 class SegmentationLoss(nn.Module):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from landslide import storage
 from landslide.config import RunConfig, dump_config
 from landslide.data import manifest as manifest_lib
-from landslide.data.dataset import ChipDataset, collate_skip_bad
+from landslide.data.dataset import ChipDataset, SegmentationDataset, collate_skip_bad
 from landslide.data.gsd import input_gsd_summary
 from landslide.data.manifest import Manifest
 from landslide.data.splits import assign_splits, get_split, limit_training, restrict_regions, split_summary
@@ -32,6 +32,7 @@ from landslide.data.tags import TagSchema
 from landslide.data.transforms import BatchAugment, blur_kernel_size, build_transform
 from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
+from landslide.evaluation.footprints import choose_pixel_threshold, evaluate_footprints
 from landslide.evaluation.confounds import confound_check
 from landslide.evaluation.leakage import tag_leakage
 from landslide.evaluation.metrics import (apply_temperature, binary_metrics, calibration_metrics, choose_threshold,
@@ -40,6 +41,7 @@ from landslide.models.card import ModelCard
 from landslide.models.checkpoint import WEIGHTS_FILE, load_checkpoint, make_card, save_checkpoint, write_card
 from landslide.models.classifier import LandslideClassifier, build_model
 from landslide.models.freezing import apply_freezing, parameter_layers
+from landslide.models.segmentation import LandslideSegmenter, build_segmenter, check_input_size
 from landslide.models.multimodal import OPTIONS as TAG_OPTIONS
 from landslide.inference.device import resolve_device
 from landslide.training.engine import FitResult, Trainer, describe_epoch
@@ -121,6 +123,8 @@ def check_confounds(cfg: RunConfig, train: Manifest) -> dict | None:
 def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[LandslideClassifier, ModelCard | None]:
     """Build the model (multi-modal with a tag ``schema``), or load it from ``train.init_from`` (weight
     transfer: the stage-1 model's tag schema is kept); freezing is applied by the caller."""
+    if cfg.model.task == "segmentation":
+        return make_segmenter(cfg)
     size_classes = cfg.model.size_head.classes if cfg.model.size_head else None
     if cfg.train.init_from:
         model, card = load_checkpoint(cfg.train.init_from)
@@ -145,13 +149,28 @@ def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[Landsli
                        tag_options=options, size_classes=size_classes), None
 
 
+def make_segmenter(cfg: RunConfig) -> tuple[LandslideSegmenter, ModelCard | None]:
+    """A footprint model (``model.task: segmentation``), or the one in ``train.init_from``."""
+    if cfg.train.init_from:
+        model, card = load_checkpoint(cfg.train.init_from, task="segmentation")
+        if model.spec.name != cfg.model.backbone or model.architecture != cfg.model.architecture:
+            raise ConfigError(f"train.init_from={cfg.train.init_from} holds a {model.architecture} on "
+                              f"{model.spec.name!r}, the config asks for a {cfg.model.architecture} on "
+                              f"{cfg.model.backbone!r}")
+        return model, card
+    return build_segmenter(cfg.model.backbone, cfg.model.architecture, cfg.model.pretrained), None
+
+
 def make_loader(manifest: Manifest, transform, cfg: RunConfig, shuffle: bool, seed: int,
                 sampler=None, schema: TagSchema | None = None) -> DataLoader:
     """A loader of ``collate_skip_bad`` batches; with a (distributed) ``sampler`` it does no shuffling itself.
     With a tag ``schema`` batches carry encoded tags; with ``model.size_head`` they carry size classes."""
     generator = torch.Generator().manual_seed(seed)
     size = (cfg.model.size_head.column, cfg.model.size_head.classes) if cfg.model.size_head else None
-    dataset = ChipDataset(manifest, transform, cfg.data.max_image_pixels, schema=schema, size=size)
+    if cfg.model.task == "segmentation":  # chips with their masks; ``transform`` is (size, mean, std)
+        dataset = SegmentationDataset(manifest, *transform, max_pixels=cfg.data.max_image_pixels)
+    else:
+        dataset = ChipDataset(manifest, transform, cfg.data.max_image_pixels, schema=schema, size=size)
     return DataLoader(dataset, batch_size=cfg.train.batch_size,
                       shuffle=shuffle and sampler is None, sampler=sampler, num_workers=cfg.data.num_workers,
                       collate_fn=collate_skip_bad, generator=generator, persistent_workers=False)
@@ -245,6 +264,11 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
                         f"column of the data; columns: {list(train_m.frame.columns)}")
     model, init_card = make_model(cfg, fit_tags(cfg, train_m))
     image_size = cfg.model.image_size or (init_card.input_size if init_card else model.spec.input_size)
+    if cfg.model.task == "segmentation":
+        check_input_size(image_size)
+        if "mask_path" not in train_m.frame.columns:
+            raise DataError(f"{cfg.data.train}: model.task segmentation needs a mask_path column (a landslide "
+                            "mask per chip; blank for landslide-free chips)")
     freezing = apply_freezing(model, cfg.model.freeze.strategy, cfg.model.freeze.n)
     log.info("trainable parameters: %d of %d (%s)", freezing["trainable_params"], freezing["total_params"],
              cfg.model.freeze.strategy)
@@ -261,7 +285,8 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     augment = BatchAugment(spec.mean, spec.std, flips=aug.flips, rot90=aug.rot90, color_jitter=aug.color_jitter,
                            hue=aug.hue,
                            sensor_shift=aug.sensor_shift.model_dump() if aug.sensor_shift is not None else None)
-    transform = build_transform(image_size, spec.mean, spec.std)
+    transform = (build_transform(image_size, spec.mean, spec.std) if cfg.model.task != "segmentation"
+                 else (image_size, spec.mean, spec.std))
     if cfg.train.sampling != "shuffle":
         log.info("sampling %s: training cells %s", cfg.train.sampling,
                  cell_counts(sampling_cells(train_m, cfg.train.sampling)))
@@ -325,11 +350,28 @@ def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
                      **card_extras(run))
 
 
+def choose_pixel_threshold_for(run: PreparedRun, card: ModelCard, device: torch.device) -> dict:
+    """Footprint models: the pixel threshold on the validation masks (``eval.threshold``: ``f1`` maximises
+    pixel F1; ``youden`` is not defined for pixels and is treated as ``f1``; ``fixed`` keeps
+    ``eval.fixed_threshold``), set on ``card``."""
+    cfg = run.cfg
+    rule = "fixed" if cfg.eval.threshold == "fixed" or not len(run.val) else "f1"
+    selection = choose_pixel_threshold(run.model, card, run.val, rule, cfg.eval.fixed_threshold,
+                                       cfg.train.batch_size, device, cfg.data.num_workers) if len(run.val) else \
+        {"method": "fixed", "value": cfg.eval.fixed_threshold}
+    card.threshold = float(selection["value"])
+    card.thresholds_by_tta = {"none": card.threshold}
+    card.threshold_selection = selection
+    return selection
+
+
 def choose_thresholds(run: PreparedRun, card: ModelCard, device: torch.device) -> dict:
     """Choose the decision threshold on the validation split, for the configured test-time augmentation and
     (to compare, and for users who switch TTA off) without it; set them, the mode and the tag-leakage check
     on ``card``. Returns the selection record (method, value, where chosen, validation metrics there)."""
     cfg = run.cfg
+    if cfg.model.task == "segmentation":
+        return choose_pixel_threshold_for(run, card, device)
     selection: dict = {"method": "fixed", "value": cfg.eval.fixed_threshold}
     thresholds = {}
     for mode in dict.fromkeys([cfg.eval.tta, "none"]):  # the configured mode first; plain too, to compare
@@ -403,6 +445,8 @@ def evaluate_test(run: PreparedRun, result: FitResult, card: ModelCard, summary:
     """Evaluate on the test split (``output_dir/eval``: metrics, report, plots, galleries) and record the
     metrics, with and without TTA, tags and the size head where they apply, in ``summary`` and ``card``."""
     cfg = run.cfg
+    if cfg.model.task == "segmentation":
+        return evaluate_test_footprints(run, card, summary, device)
     metrics = evaluate_model(run.model, card, run.test, storage.join(cfg.output_dir, "eval"), cfg.eval,
                              result.history, device, cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
                              title=f"{cfg.name}: test split",
@@ -435,6 +479,40 @@ def evaluate_test(run: PreparedRun, result: FitResult, card: ModelCard, summary:
         summary.test_size_metrics = {k: metrics["size"][k] for k in
                                      ("n", "accuracy", "macro_f1", "intervals", "majority_baseline_accuracy")}
         card.metrics["test_size"] = summary.test_size_metrics
+
+
+FOOTPRINT_METRICS = {"pixel_iou": "iou", "pixel_f1": "f1", "pixel_precision": "precision",
+                     "pixel_recall": "recall", "object_f1@0.5": "object@0.5.f1", "object_f1@0.25": "object@0.25.f1",
+                     "area_ratio": "area_ratio"}
+"""Footprint models: summary test metric -> key in the footprint metrics (and their intervals)."""
+
+
+def _footprint_summary(metrics: dict) -> tuple[dict, dict]:
+    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    for t in ("0.5", "0.25"):
+        flat.update({f"object@{t}.{k}": v for k, v in metrics.get(f"object@{t}", {}).items()})
+    intervals = metrics.get("intervals", {})
+    return ({name: flat.get(key) for name, key in FOOTPRINT_METRICS.items()},
+            {name: intervals[key] for name, key in FOOTPRINT_METRICS.items() if key in intervals})
+
+
+def evaluate_test_footprints(run: PreparedRun, card: ModelCard, summary: RunSummary, device: torch.device) -> None:
+    """Footprint models: the test evaluation (:func:`landslide.evaluation.footprints.evaluate_footprints`) into
+    ``output_dir/eval``, its pixel and object metrics into ``summary`` and ``card``."""
+    cfg = run.cfg
+    metrics = evaluate_footprints(run.model, card, run.test, storage.join(cfg.output_dir, "eval"), cfg.eval, device,
+                                  cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
+                                  title=f"{cfg.name}: footprints on the test split",
+                                  extra_report={"data": cfg.data.train, "split method": cfg.data.split.method})
+    summary.test_metrics, summary.test_intervals = _footprint_summary(metrics)
+    summary.test_images = metrics["images"]
+    card.metrics = {"test": summary.test_metrics, "test_intervals": summary.test_intervals}
+    if "by_region" in metrics:
+        summary.test_by_region = {}
+        for region, m in metrics["by_region"].items():
+            values, intervals = _footprint_summary(m)
+            summary.test_by_region[region] = {**values, "n": m["images"], "intervals": intervals}
+        card.metrics["test_by_region"] = summary.test_by_region
 
 
 def run_training(cfg: RunConfig, evaluate: bool = True) -> dict:
