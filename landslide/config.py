@@ -509,6 +509,20 @@ class RunConfig(_Strict):
     experiment: ExperimentConfig = SingleExperiment()
 
     @model_validator(mode="after")
+    def _task_fits(self) -> "RunConfig":
+        pixels, monitor = self.model.task == "segmentation", self.train.monitor
+        if pixels and monitor in ("val_accuracy", "val_auc"):
+            raise ValueError(f"train.monitor {monitor} is a chip metric; a segmentation model reports val_loss, "
+                             "val_iou and val_f1 of its pixels")
+        if not pixels and monitor == "val_iou":
+            raise ValueError("train.monitor val_iou is a pixel metric of segmentation models; a classifier reports "
+                             "val_loss, val_f1, val_accuracy and val_auc")
+        if pixels and (self.experiment.kind != "single" or self.experiment.repeats is not None):
+            raise ValueError("experiments (comparisons, folds, studies) do not take segmentation models yet: train "
+                             "one with a single run (landslide train)")
+        return self
+
+    @model_validator(mode="after")
     def _modality_needs_tags(self) -> "RunConfig":
         if self.experiment.kind == "modality" and self.model.tags is None:
             raise ValueError("experiment kind 'modality' compares image-only with multi-modal: set model.tags")

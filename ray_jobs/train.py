@@ -118,7 +118,9 @@ def train_loop_per_worker(config: dict) -> None:
 def preflight(cfg: RunConfig) -> None:
     """Everything that can fail before a worker starts: data, weights, storage, cluster resources."""
     from landslide.data.splits import get_split, restrict_regions
-    from landslide.training.run import check_confounds, check_leakage, fit_tags, make_model, prepare_data
+    from landslide.models.segmentation import check_input_size
+    from landslide.training.run import (check_confounds, check_leakage, check_segmentation_data, fit_tags, make_model,
+                                        prepare_data)
 
     storage.check_writable(cfg.output_dir)
     seen_data: dict = {}
@@ -141,9 +143,14 @@ def preflight(cfg: RunConfig) -> None:
             train = get_split(seen_data[key], "train")
             fit_tags(v, train)
             check_leakage(v, train)
-        if v.train.init_from is None and (v.model.backbone, v.model.pretrained) not in seen_models:
-            seen_models.add((v.model.backbone, v.model.pretrained))
-            make_model(v)
+        if v.model.task == "segmentation":  # masks and an input size the encoder takes, before workers start
+            check_segmentation_data(v, get_split(data, "train"))
+        model_key = (v.model.task, v.model.architecture, v.model.backbone, v.model.pretrained)
+        if v.train.init_from is None and model_key not in seen_models:
+            seen_models.add(model_key)
+            model, _ = make_model(v)
+            if v.model.task == "segmentation":
+                check_input_size(v.model.image_size or model.spec.input_size)
         check_resources(v.ray.num_workers, _per_worker(v), v.ray.wait_for_resources)
 
 

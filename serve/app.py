@@ -354,6 +354,9 @@ def build_app(args: dict) -> serve.Application:
     The model card is checked here, so a missing or broken model fails ``serve run``/``deploy`` at once."""
     cfg = parse_config(dict(args), "serve application args", schema=ServeAppConfig)
     card = read_card(cfg.model)
+    if card.task != "classification":
+        raise ConfigError(f"{cfg.model} holds a {card.task} (footprint) model; the endpoint classifies chips and "
+                          "needs a classification model")
     raw = cfg.model_dump(mode="json")
     classifier = Classifier.options(**_options(cfg.classifier)).bind(raw)
     explainer = Explainer.options(**_options(cfg.explainer)).bind(raw)

@@ -66,6 +66,9 @@ def test_footprint_metrics_by_pixel_and_object():
     # one true object split in two predictions: one match at most
     split = image_counts(_blobs((20, 20), [(0, 10, 0, 4), (0, 10, 5, 10)]), _blobs((20, 20), [(0, 10, 0, 10)]))
     assert split["matched@0.25"] == 1 and split["pred_objects"] == 2
+    # objects predicted and true, none matching: object F1 is 0, not undefined
+    apart = metrics_from_counts(image_counts(_blobs((20, 20), [(0, 4, 0, 4)]), _blobs((20, 20), [(10, 14, 10, 14)])))
+    assert apart["object@0.5"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
     # nothing true and nothing predicted: undefined, not perfect
     empty = metrics_from_counts(image_counts(np.zeros((8, 8)), np.zeros((8, 8))))
     assert np.isnan(empty["iou"]) and np.isnan(empty["object@0.5"]["recall"])
@@ -105,6 +108,18 @@ def _write_chips(folder, n=6, size=48):
         rows.append({"path": f"c{i}.png", "label": "landslide" if landslide else "non_landslide",
                      "mask_path": mask_path})
     return rows
+
+
+def test_masks_of_zeros_and_ones_read_as_landslide(tmp_path):
+    from landslide.data.masks import read_mask
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    Image.fromarray(mask).save(tmp_path / "ones.png")
+    Image.fromarray(mask * 255).save(tmp_path / "full.png")
+    Image.fromarray(np.where(mask, 255, 60).astype(np.uint8)).save(tmp_path / "grey.png")  # 60: below 127
+    for name in ("ones.png", "full.png", "grey.png"):
+        assert read_mask(str(tmp_path / name)).sum() == 9
 
 
 def test_segmentation_dataset_reads_masks_and_names_bad_ones(tmp_path):
@@ -197,6 +212,10 @@ def test_vectorize_gives_footprints_with_areas_holes_and_probabilities():
     assert [f["pixels"] for f in vectorize(prob, utm, 32647, min_area_m2=1000)] == [384]
     assert vectorize(prob, utm, "EPSG:32647", threshold=0.95)[0]["pixels"] == 1
     assert vectorize(np.zeros((4, 4)), utm, "EPSG:32647") == []
+    corner = np.zeros((6, 6), np.float32)
+    corner[1, 1] = corner[2, 2] = 0.9  # joined only at a corner: one footprint, a valid geometry
+    (touching,) = vectorize(corner, utm, "EPSG:32647")
+    assert touching["geometry"].is_valid and touching["pixels"] == 2
     # a staircase simplified with a 5-m tolerance: fewer vertices, about the same area
     stairs = np.tril(np.ones((40, 40), np.float32))
     raw, simple = (vectorize(stairs, utm, "EPSG:32647", simplify_m=s)[0] for s in (0, 5))
@@ -262,7 +281,7 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_p
     from conftest import tiny_config
 
     from landslide.config import parse_config
-    from landslide.errors import CheckpointError
+    from landslide.errors import CheckpointError, DataError
     from landslide.models.checkpoint import load_checkpoint
     from landslide.training.run import run_training
 
@@ -287,10 +306,30 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_p
     model, loaded = load_checkpoint(summary["model_dir"], task="segmentation")
     assert loaded.task == "segmentation" and model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     with pytest.raises(CheckpointError, match="holds a segmentation model"):
-        load_checkpoint(summary["model_dir"])  # where a chip classifier is expected (sweeps, endpoint)
+        load_checkpoint(summary["model_dir"])  # where a chip classifier is expected (sweeps, evaluate)
+    pytest.importorskip("ray")
+    from serve.app import build_app
+
+    with pytest.raises(ConfigError, match="needs a classification model"):
+        build_app({"model": summary["model_dir"]})
+    assert history[0]["train_images"] == summary["train_images"] <= 32  # chips, not pixels
+    # no landslide pixel to choose a threshold on: the fixed one, said so
+    from landslide.data import manifest as manifest_lib
+    from landslide.evaluation.footprints import choose_pixel_threshold
+
+    clean = manifest_lib.load(manifest).frame.query("target == 0")
+    clean_manifest = manifest_lib.load(manifest).subset(clean.index)
+    chosen = choose_pixel_threshold(model, loaded, clean_manifest, "f1", 0.5)
+    assert chosen["method"] == "fixed" and chosen["value"] == 0.5
+    # a landslide chip without a mask in any split
+    frame = pd.read_csv(manifest)
+    frame.loc[0, "mask_path"] = ""
+    frame.to_csv(tmp_path / "holes.csv", index=False)
+    with pytest.raises(DataError, match="landslide chip\\(s\\) have no mask_path"):
+        run_training(parse_config({**cfg, "data": {**cfg["data"], "train": str(tmp_path / "holes.csv")},
+                                   "output_dir": str(tmp_path / "y")}))
     # a mask-less manifest, a size the encoder cannot take, extras a footprint model cannot use
     pd.read_csv(manifest).drop(columns="mask_path").to_csv(tmp_path / "nomask.csv", index=False)
-    from landslide.errors import DataError
     with pytest.raises(DataError, match="mask_path"):
         run_training(parse_config({**cfg, "data": {**cfg["data"], "train": str(tmp_path / "nomask.csv")},
                                    "output_dir": str(tmp_path / "x")}))
@@ -299,3 +338,9 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_p
                                  ({"freeze": {"strategy": "head"}}, "fine-tuned whole")):
         with pytest.raises(ConfigError, match=message):
             parse_config({**cfg, "model": {**cfg["model"], **model_extra}})
+    with pytest.raises(ConfigError, match="chip metric"):
+        parse_config({**cfg, "train": {**cfg["train"], "monitor": "val_auc"}})
+    with pytest.raises(ConfigError, match="pixel metric"):
+        parse_config({**cfg, "model": {"backbone": "baseline_cnn"}})  # a classifier monitoring val_iou
+    with pytest.raises(ConfigError, match="do not take segmentation models yet"):
+        parse_config({**cfg, "experiment": {"kind": "single", "repeats": {"folds": 3}}})

@@ -280,7 +280,7 @@ def merge(sources: list[str], out: str, regions: list[str] | None = None, sensor
     for column in [c for c in merged.columns if c.endswith("_path")]:
         merged[column] = [relative(v) for v in merged[column]]
     merged["label"] = merged["target"].map({1: "landslide", 0: "non_landslide"})
-    table = merged.drop(columns=["uri", "target"])
+    table = merged.drop(columns=[c for c in ("uri", "target", "mask_uri") if c in merged.columns])
     first = ["path", "label", *[c for c in ("split", "group", *REGION_COLUMNS) if c in table]]
     table = table[first + [c for c in table.columns if c not in first]]
     if not out.lower().endswith((".parquet", ".pq", ".csv")):

@@ -1,7 +1,8 @@
 """Chip labels from landslide masks, by one documented rule.
 
 A mask is an image the size of its chip whose non-zero pixels (any channel above 127 after decoding, so
-255-valued PNG masks and anti-aliased edges both read correctly) mark landslide. Its *fraction* is the share
+255-valued PNG masks and anti-aliased edges both read correctly; in a mask holding only 0 and 1, the 1s)
+mark landslide. Its *fraction* is the share
 of marked pixels, and the label follows from it:
 
 - ``landslide`` when ``fraction >= landslide_min`` (default 0.05: at least 5% of the chip, ~820 px of a
@@ -30,9 +31,11 @@ CLEAN_MAX = 0.0
 
 
 def read_mask(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The mask at ``uri`` as a ``(H, W)`` bool array, True = landslide (any channel above 127); an
-    :class:`ImageError` names an unreadable mask."""
-    return read_image(uri, max_pixels=max_pixels).max(axis=2) > 127
+    """The mask at ``uri`` as a ``(H, W)`` bool array, True = landslide: any channel above 127 (0/255 masks,
+    anti-aliased edges), or any non-zero value in a mask whose values are only 0 and 1 (the other common
+    convention, which the 127 rule would read as empty). An :class:`ImageError` names an unreadable mask."""
+    values = read_image(uri, max_pixels=max_pixels).max(axis=2)
+    return values > 0 if values.max() == 1 else values > 127
 
 
 def mask_fraction(uri: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> float:

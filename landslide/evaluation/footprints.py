@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from landslide import storage
 from landslide.config import EvalConfig
 from landslide.data.dataset import SegmentationDataset, collate_skip_bad
+from landslide.data.images import DEFAULT_MAX_PIXELS
 from landslide.data.manifest import Manifest
 from landslide.evaluation.segmentation import IOU_THRESHOLDS, image_counts, segmentation_metrics
 from landslide.models.card import ModelCard
@@ -30,7 +31,7 @@ _BINS = 200
 
 
 def mask_loader(manifest: Manifest, card: ModelCard, batch_size: int = 16, num_workers: int = 0,
-                max_pixels: int = 64_000_000) -> DataLoader:
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> DataLoader:
     """Batches of chips and masks at the model's input size (``collate_skip_bad``: bad ones in ``errors``)."""
     norm = card.normalization
     dataset = SegmentationDataset(manifest, card.input_size, tuple(norm.mean), tuple(norm.std), max_pixels)
@@ -55,14 +56,16 @@ def predict_masks(model: torch.nn.Module, loader: DataLoader, device: torch.devi
 
 def choose_pixel_threshold(model: torch.nn.Module, card: ModelCard, manifest: Manifest, rule: str = "f1",
                            fixed: float = 0.5, batch_size: int = 16, device: torch.device | str = "cpu",
-                           num_workers: int = 0) -> dict:
+                           num_workers: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """The pixel threshold on validation masks: ``f1`` maximises pixel F1 (Dice) over thresholds 0.005 apart
     (from probability histograms of landslide and other pixels, so memory does not grow with the split);
-    ``fixed`` keeps ``fixed``. Returns ``{method, value, chosen_on, validation_metrics}`` (pixel IoU, F1,
+    ``fixed`` keeps ``fixed``, as does ``f1`` when the masks hold no landslide pixel or F1 is 0 everywhere
+    (logged). Returns ``{method, value, chosen_on, validation_metrics}`` (pixel IoU, F1,
     precision, recall at the chosen value)."""
     pos = np.zeros(_BINS, np.int64)
     neg = np.zeros(_BINS, np.int64)
-    for _, probs, truth, _ in predict_masks(model, mask_loader(manifest, card, batch_size, num_workers), device):
+    for _, probs, truth, _ in predict_masks(model, mask_loader(manifest, card, batch_size, num_workers, max_pixels),
+                                            device):
         bins = np.minimum((probs * _BINS).astype(int), _BINS - 1)
         pos += np.bincount(bins[truth], minlength=_BINS)
         neg += np.bincount(bins[~truth], minlength=_BINS)
@@ -72,10 +75,15 @@ def choose_pixel_threshold(model: torch.nn.Module, card: ModelCard, manifest: Ma
     fn = pos.sum() - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    if rule == "f1" and np.isfinite(f1[1:]).any():
+    usable = pos.sum() > 0 and np.isfinite(f1[1:]).any() and np.nanmax(f1[1:]) > 0
+    if rule == "f1" and usable:
         k = 1 + int(np.nanargmax(f1[1:]))  # never 0: "everything is landslide" is not a threshold
         value, method = float(edges[k]), "f1"
     else:
+        if rule == "f1":  # nothing to maximise: no landslide pixel, or none ever found
+            log.warning("pixel threshold: the validation masks hold %d landslide pixels and F1 is %s at every "
+                        "threshold; keeping the fixed threshold %.2f", int(pos.sum()),
+                        "undefined" if not pos.sum() else "0", fixed)
         value, method = float(fixed), "fixed"
         k = min(max(int(round(value * _BINS)), 1), _BINS - 1)
     t, p, n = tp[k], fp[k], fn[k]
@@ -87,13 +95,14 @@ def choose_pixel_threshold(model: torch.nn.Module, card: ModelCard, manifest: Ma
 
 
 def footprint_counts(model: torch.nn.Module, card: ModelCard, manifest: Manifest, batch_size: int = 16,
-                     device: torch.device | str = "cpu", num_workers: int = 0, min_object_px: int = 1
-                     ) -> tuple[pd.DataFrame, list[dict]]:
+                     device: torch.device | str = "cpu", num_workers: int = 0, min_object_px: int = 1,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[pd.DataFrame, list[dict]]:
     """One row of :func:`landslide.evaluation.segmentation.image_counts` per readable chip (with ``index``,
     ``uri``, ``target``, ``landslide_share`` predicted), at the card's pixel threshold; and the bad chips."""
     rows, errors = [], []
     frame = manifest.frame
-    for idx, probs, truth, errs in predict_masks(model, mask_loader(manifest, card, batch_size, num_workers), device):
+    loader = mask_loader(manifest, card, batch_size, num_workers, max_pixels)
+    for idx, probs, truth, errs in predict_masks(model, loader, device):
         errors += errs
         for i, p, t in zip(idx, probs, truth):
             pred = p >= card.threshold
@@ -105,13 +114,14 @@ def footprint_counts(model: torch.nn.Module, card: ModelCard, manifest: Manifest
 
 def evaluate_footprints(model: torch.nn.Module, card: ModelCard, manifest: Manifest, out_dir: str, cfg: EvalConfig,
                         device: torch.device | str = "cpu", batch_size: int = 16, num_workers: int = 0,
-                        seed: int = 0, title: str = "Footprints", extra_report: dict[str, Any] | None = None) -> dict:
+                        seed: int = 0, title: str = "Footprints", extra_report: dict[str, Any] | None = None,
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Score a footprint model on labelled chips with masks: ``metrics.json`` (pixel IoU/F1/precision/recall,
     object precision/recall/F1 at IoU 0.5 and 0.25, area ratio and error; 95 % intervals from a bootstrap over
     the manifest's ``group`` column, else over chips; ``by_region``), ``footprints.csv`` (per-chip counts) and
     ``report.md`` in ``out_dir``. Returns the metrics. DataError when no chip could be read."""
     storage.makedirs(out_dir)
-    counts, errors = footprint_counts(model, card, manifest, batch_size, device, num_workers)
+    counts, errors = footprint_counts(model, card, manifest, batch_size, device, num_workers, max_pixels=max_pixels)
     if counts.empty:
         from landslide.errors import DataError
         raise DataError(f"{manifest.source}: no readable chip with a mask to evaluate ({len(errors)} unreadable)")

@@ -105,8 +105,8 @@ def metrics_from_counts(counts: pd.DataFrame | dict, thresholds: tuple[float, ..
     for t in thresholds:
         m = float(c[f"matched@{t:g}"])
         p, r = _ratio(m, float(c["pred_objects"])), _ratio(m, float(c["true_objects"]))
-        out[f"object@{t:g}"] = {"precision": p, "recall": r,
-                                "f1": _ratio(2 * p * r, p + r) if p == p and r == r else float("nan")}
+        f1 = float("nan") if p != p or r != r else (0.0 if p + r == 0 else 2 * p * r / (p + r))
+        out[f"object@{t:g}"] = {"precision": p, "recall": r, "f1": f1}
     return out
 
 

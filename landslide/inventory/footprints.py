@@ -98,6 +98,8 @@ def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, m
     out = []
     for label, geoms in parts.items():
         geom = shapely.union_all(geoms) if len(geoms) > 1 else geoms[0]
+        if not geom.is_valid:  # pixels joined only at a corner: GDAL traces one self-touching ring
+            geom = shapely.make_valid(geom)
         geom = _simplify(geom, simplify_m, crs, transformer)
         if geom.is_empty:
             continue

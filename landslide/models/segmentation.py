@@ -52,6 +52,9 @@ def load_encoder_weights(spec: BackboneSpec, encoder: nn.Module, pretrained: str
     full = timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
     info = apply_pretrained(spec, full, pretrained)
     source, own = full.state_dict(), encoder.state_dict()
+    # timm's features_only wrapper flattens some module paths (densenet: features.conv0 -> features_conv0)
+    source.update({k: source[k.replace("_", ".", 1)] for k in own
+                   if k not in source and k.replace("_", ".", 1) in source})
     missing = [k for k in own if k not in source or tuple(source[k].shape) != tuple(own[k].shape)]
     if missing:
         raise WeightsUnavailableError(f"{info.get('source')}: {len(missing)} of the {spec.name} encoder's "

@@ -145,6 +145,7 @@ class Trainer:
         self.model.train()
         set_frozen_batchnorm_eval(self.model)
         total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+        judged = 0  # what accuracy counts: images, or pixels for footprint models
         size_loss_sum, size_seen = 0.0, 0
         limit = self.cfg.max_steps_per_epoch
         bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not self.cfg.progress)
@@ -211,19 +212,20 @@ class Trainer:
                 self.optimizer.step()
             if empty:
                 continue
-            n = y.numel()
+            n = len(x)
             total_loss += landslide_loss.item() * n
             correct += int(((logits.detach() > 0).float() == y).sum().item())
+            judged += y.numel()
             seen += n
             bar.set_postfix(loss=f"{total_loss / max(seen, 1):.4f}")
         elapsed = time.perf_counter() - start
         if _distributed():
-            sums = torch.tensor([total_loss, correct, seen, size_loss_sum, size_seen], dtype=torch.float64,
+            sums = torch.tensor([total_loss, correct, seen, size_loss_sum, size_seen, judged], dtype=torch.float64,
                                 device=self.device)
             torch.distributed.all_reduce(sums)  # on the training device: NCCL reduces CUDA tensors only
             total_loss, correct, seen = float(sums[0]), int(sums[1]), int(sums[2])
-            size_loss_sum, size_seen = float(sums[3]), int(sums[4])
-        out = {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            size_loss_sum, size_seen, judged = float(sums[3]), int(sums[4]), int(sums[5])
+        out = {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(judged, 1),
                "train_images": seen, "train_images_per_s": seen / elapsed if elapsed > 0 else 0.0,
                "train_seconds": elapsed}
         if self.size_weight:
@@ -256,11 +258,13 @@ class Trainer:
 
     @torch.no_grad()
     def _validate_pixels(self, loader: DataLoader) -> dict:
-        """Footprint models: the loss, pixel IoU and F1 (Dice) at probability 0.5 over the whole split,
-        summed over ranks."""
+        """Footprint models: the loss, pixel IoU and F1 (Dice) at probability 0.5 over the whole split. With
+        several ranks, per-chip pixel counts are gathered and each chip counted once (a DistributedSampler
+        pads ranks with repeated chips); the loss is the mean over ranks' batches."""
         model = self.raw_model()
         model.eval()
-        sums = torch.zeros(5, dtype=torch.float64)  # loss x images, images, tp, fp, fn
+        loss_sum, n = 0.0, 0
+        chips: dict[int, tuple[int, int, int]] = {}  # index -> (tp, fp, fn)
         for batch in tqdm(loader, desc="validate", leave=False, disable=not self.cfg.progress):
             self._record(batch["errors"])
             if batch["image"] is None:
@@ -269,18 +273,24 @@ class Trainer:
             y = batch["mask"].to(self.device, non_blocking=True).float()
             with self._autocast():
                 logits = model(x).float()
+            loss_sum += float(self.loss_fn(logits, y)) * len(x)
+            n += len(x)
             pred, truth = logits > 0, y > 0.5
-            sums += torch.tensor([float(self.loss_fn(logits, y)) * len(x), len(x), float((pred & truth).sum()),
-                                  float((pred & ~truth).sum()), float((~pred & truth).sum())], dtype=torch.float64)
+            counts = torch.stack([(pred & truth).sum((1, 2, 3)), (pred & ~truth).sum((1, 2, 3)),
+                                  (~pred & truth).sum((1, 2, 3))], 1).cpu().tolist()
+            chips.update({int(i): tuple(c) for i, c in zip(batch["index"].tolist(), counts)})
         if _distributed():
-            sums = sums.to(self.device)
+            sums = torch.tensor([loss_sum, n], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(sums)
-            sums = sums.cpu()
-        loss_sum, n, tp, fp, fn = sums.tolist()
+            loss_sum, n = float(sums[0]), int(sums[1])
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, chips)
+            chips = {k: v for part in gathered for k, v in part.items()}
         if not n:
             return {"val_loss": math.nan}
+        tp, fp, fn = (sum(c[j] for c in chips.values()) for j in range(3))
         return {"val_loss": loss_sum / n, "val_iou": tp / (tp + fp + fn) if tp + fp + fn else math.nan,
-                "val_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan, "val_images": int(n)}
+                "val_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan, "val_images": len(chips)}
 
     def score(self, metrics: dict) -> float:
         """The monitored metric of an epoch; the worst possible value when it is missing."""

@@ -149,6 +149,21 @@ def make_model(cfg: RunConfig, schema: TagSchema | None = None) -> tuple[Landsli
                        tag_options=options, size_classes=size_classes), None
 
 
+def check_segmentation_data(cfg: RunConfig, part: Manifest) -> None:
+    """A footprint model's split needs a mask for every landslide chip: DataError naming the source when the
+    ``mask_path`` column is missing or blank for landslide chips (clean chips may leave it blank)."""
+    if not len(part):
+        return
+    frame = part.frame
+    if "mask_uri" not in frame.columns:
+        raise DataError(f"{part.source}: model.task segmentation needs a mask_path column (a landslide mask per "
+                        "chip; blank for landslide-free chips)")
+    missing = int(((frame["target"] == 1) & frame["mask_uri"].isna()).sum())
+    if missing:
+        raise DataError(f"{part.source}: {missing} landslide chip(s) have no mask_path; a footprint model needs "
+                        "the landslide's mask for each")
+
+
 def make_segmenter(cfg: RunConfig) -> tuple[LandslideSegmenter, ModelCard | None]:
     """A footprint model (``model.task: segmentation``), or the one in ``train.init_from``."""
     if cfg.train.init_from:
@@ -266,9 +281,8 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     image_size = cfg.model.image_size or (init_card.input_size if init_card else model.spec.input_size)
     if cfg.model.task == "segmentation":
         check_input_size(image_size)
-        if "mask_path" not in train_m.frame.columns:
-            raise DataError(f"{cfg.data.train}: model.task segmentation needs a mask_path column (a landslide "
-                            "mask per chip; blank for landslide-free chips)")
+        for part in (train_m, val_m, test_m):
+            check_segmentation_data(cfg, part)
     freezing = apply_freezing(model, cfg.model.freeze.strategy, cfg.model.freeze.n)
     log.info("trainable parameters: %d of %d (%s)", freezing["trainable_params"], freezing["total_params"],
              cfg.model.freeze.strategy)
@@ -357,7 +371,8 @@ def choose_pixel_threshold_for(run: PreparedRun, card: ModelCard, device: torch.
     cfg = run.cfg
     rule = "fixed" if cfg.eval.threshold == "fixed" or not len(run.val) else "f1"
     selection = choose_pixel_threshold(run.model, card, run.val, rule, cfg.eval.fixed_threshold,
-                                       cfg.train.batch_size, device, cfg.data.num_workers) if len(run.val) else \
+                                       cfg.train.batch_size, device, cfg.data.num_workers,
+                                       cfg.data.max_image_pixels) if len(run.val) else \
         {"method": "fixed", "value": cfg.eval.fixed_threshold}
     card.threshold = float(selection["value"])
     card.thresholds_by_tta = {"none": card.threshold}
@@ -503,7 +518,8 @@ def evaluate_test_footprints(run: PreparedRun, card: ModelCard, summary: RunSumm
     metrics = evaluate_footprints(run.model, card, run.test, storage.join(cfg.output_dir, "eval"), cfg.eval, device,
                                   cfg.train.batch_size, cfg.data.num_workers, cfg.train.seed,
                                   title=f"{cfg.name}: footprints on the test split",
-                                  extra_report={"data": cfg.data.train, "split method": cfg.data.split.method})
+                                  extra_report={"data": cfg.data.train, "split method": cfg.data.split.method},
+                                  max_pixels=cfg.data.max_image_pixels)
     summary.test_metrics, summary.test_intervals = _footprint_summary(metrics)
     summary.test_images = metrics["images"]
     card.metrics = {"test": summary.test_metrics, "test_intervals": summary.test_intervals}
