@@ -86,6 +86,16 @@ def pixel_size(uri: str) -> tuple[int, int] | None:
         return None
 
 
+def chip_size(frame, i: int) -> tuple[int, int] | None:
+    """(width, height) in pixels of row ``i`` of a manifest ``frame``: from its ``width``/``height`` columns
+    where given, else from the image's header; None when unknown."""
+    w = frame["width"].iloc[i] if "width" in frame.columns else float("nan")
+    h = frame["height"].iloc[i] if "height" in frame.columns else float("nan")
+    if w > 0 and h > 0:
+        return int(w), int(h)
+    return pixel_size(frame["uri"].iloc[i])
+
+
 def input_gsd_summary(frame, input_size: int) -> dict | None:
     """The input GSD (:func:`input_gsd`, m/px) of the chips of a manifest ``frame`` that have ``gsd_m``: median
     and 10th–90th percentiles, and how many chips it rests on. Sizes come from ``width``/``height`` columns
@@ -96,14 +106,10 @@ def input_gsd_summary(frame, input_size: int) -> dict | None:
     for i, (uri, g) in enumerate(zip(frame["uri"], frame["gsd_m"])):
         if not g > 0:
             continue
-        w = frame["width"].iloc[i] if "width" in frame.columns else float("nan")
-        h = frame["height"].iloc[i] if "height" in frame.columns else float("nan")
-        if not (w > 0 and h > 0):
-            found = pixel_size(uri)
-            if found is None:
-                continue
-            w, h = found
-        values.append(input_gsd(float(g), int(w), int(h), input_size))
+        found = chip_size(frame, i)
+        if found is None:
+            continue
+        values.append(input_gsd(float(g), *found, input_size))
     if not values:
         return None
     p10, p50, p90 = np.percentile(values, [10, 50, 90])

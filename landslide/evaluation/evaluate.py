@@ -17,7 +17,7 @@ from landslide.config import EvalConfig
 from landslide.data.dataset import ChipDataset, ChipView, collate_skip_bad
 from landslide.data.manifest import Manifest
 from landslide.data.tags import fraction_known, size_targets
-from landslide.data.gsd import pixel_size, same_scale
+from landslide.data.gsd import chip_size, same_scale
 from landslide.data.transforms import denormalize
 from landslide.evaluation import plots
 from landslide.evaluation.confounds import size_matched_auc
@@ -206,18 +206,8 @@ def gsd_report(manifest: Manifest, card: ModelCard, match_gsd: float | None = No
 def chip_sides(manifest: Manifest, rows: np.ndarray) -> np.ndarray:
     """Side in pixels (geometric mean of width and height) of the chips at ``rows`` of ``manifest``: from its
     ``width``/``height`` columns where given, else from each image's header; NaN where unknown."""
-    frame = manifest.frame
-    out = np.full(len(rows), np.nan)
-    for k, i in enumerate(rows):
-        w = frame["width"].iloc[i] if "width" in frame.columns else np.nan
-        h = frame["height"].iloc[i] if "height" in frame.columns else np.nan
-        if not (w > 0 and h > 0):
-            found = pixel_size(frame["uri"].iloc[i])
-            if found is None:
-                continue
-            w, h = found
-        out[k] = math.sqrt(float(w) * float(h))
-    return out
+    sizes = [chip_size(manifest.frame, i) for i in rows]
+    return np.array([math.sqrt(s[0] * s[1]) if s else np.nan for s in sizes], dtype=float)
 
 
 def size_matched_report(manifest: Manifest, preds: pd.DataFrame, cfg: EvalConfig, seed: int = 0) -> dict | None:
@@ -313,11 +303,11 @@ def evaluate_model(model: LandslideClassifier, card: ModelCard, manifest: Manife
     if "region" in manifest.frame.columns and manifest.frame["region"].notna().any():
         preds = preds.assign(region=manifest.frame["region"].fillna("unknown").to_numpy()[preds["index"]])
         metrics["by_region"] = metrics_by(preds, "region", threshold, card, cfg, seed)
-    if not (view and view.square_px):  # a size-neutral view has one size: nothing to match
+    if view and view.square_px:  # a size-neutral view has one size: nothing to match
+        metrics["size_neutral"] = size_neutral_report(manifest, view.square_px)
+    else:
         metrics["size_matched"] = size_matched_report(manifest, preds, cfg, seed)
     metrics["gsd"] = gsd_report(manifest, card, match_gsd)
-    if view and view.square_px:
-        metrics["size_neutral"] = size_neutral_report(manifest, view.square_px)
     if metrics["gsd"]["note"]:  # unknown: said once, in the log and the report; a mismatch is a warning
         (log.info if metrics["gsd"]["data_m"] is None or card.gsd_m is None or match_gsd else log.warning)(
             "%s", metrics["gsd"]["note"])

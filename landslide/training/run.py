@@ -369,7 +369,7 @@ def choose_pixel_threshold_for(run: PreparedRun, card: ModelCard, device: torch.
     pixel F1; ``youden`` is not defined for pixels and is treated as ``f1``; ``fixed`` keeps
     ``eval.fixed_threshold``), set on ``card``."""
     cfg = run.cfg
-    rule = "fixed" if cfg.eval.threshold == "fixed" or not len(run.val) else "f1"
+    rule = "fixed" if cfg.eval.threshold == "fixed" else "f1"
     selection = choose_pixel_threshold(run.model, card, run.val, rule, cfg.eval.fixed_threshold,
                                        cfg.train.batch_size, device, cfg.data.num_workers,
                                        cfg.data.max_image_pixels) if len(run.val) else \
