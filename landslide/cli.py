@@ -102,14 +102,19 @@ def cmd_evaluate(args) -> int:
     from landslide.config import EvalConfig
     from landslide.data import manifest as manifest_lib
     from landslide.evaluation.evaluate import evaluate_model
-    from landslide.models.checkpoint import load_checkpoint
+    from landslide.models.checkpoint import load_checkpoint, read_card
     from landslide.inference.device import resolve_device
 
+    if read_card(args.model).task == "segmentation" or args.footprints:
+        return _evaluate_footprints(args)
+    if args.cam_threshold is not None:
+        raise ConfigError("--cam-threshold sets the threshold of Grad-CAM footprints: add --footprints")
     model, card = load_checkpoint(args.model)
     data = _one_split(manifest_lib.load(args.data), args.split, args.data)
     if len(data) == 0:
         raise ConfigError(f"{args.data}: no labelled images to evaluate")
-    cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images)
+    cfg = EvalConfig(bootstrap=args.bootstrap, cam_method=args.cam_method, cam_max_images=args.cam_max_images,
+                     gallery_size=args.gallery_size)
     device = resolve_device(args.device)
     extra = {"data": args.data}
     view = _evaluation_view(args, card, data)
@@ -136,6 +141,77 @@ def cmd_evaluate(args) -> int:
     for region, r in m.get("by_region", {}).items():
         print(f"  region {region}: {r['n']} images, " + ", ".join(
             f"{k}={r[k]:.3f}" for k in ("accuracy", "f1", "mcc") if r[k] == r[k]))
+    print(f"Report: {args.out}/report.md")
+    return 0
+
+
+def _evaluate_footprints(args) -> int:
+    """``landslide evaluate`` on chips with masks: a footprint model (its pixel threshold from the card), or a
+    chip classifier's Grad-CAM footprints (``--footprints``; the Grad-CAM threshold chosen on the validation
+    rows of ``--data``, or ``--cam-threshold``)."""
+    from landslide.config import EvalConfig
+    from landslide.data import manifest as manifest_lib
+    from landslide.evaluation.footprints import CamScores, SegmenterScores, choose_pixel_threshold, evaluate_footprints
+    from landslide.inference.device import resolve_device
+    from landslide.models.checkpoint import load_checkpoint, read_card
+
+    task = read_card(args.model).task
+    unused = [flag for flag, value in (("--adapt-bn", args.adapt_bn), ("--match-gsd", args.match_gsd is not None),
+                                       ("--size-neutral", args.size_neutral is not None)) if value]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)}: not available for footprint evaluations (yet)")
+    if task == "segmentation" and args.cam_threshold is not None:
+        raise ConfigError("--cam-threshold: a footprint model's pixel threshold is in its model card")
+    if task == "segmentation" and args.choose_on:
+        raise ConfigError("--choose-on: a footprint model's pixel threshold was chosen when it was trained")
+    model, card = load_checkpoint(args.model, task=task)
+    everything = manifest_lib.load(args.data)
+    if "mask_uri" not in everything.frame.columns:
+        raise ConfigError(f"{args.data}: footprints are scored against masks; the manifest needs a mask_path "
+                          "column (a run's splits.csv carries it)")
+    data = _one_split(everything, args.split, args.data)
+    if len(data) == 0:
+        raise ConfigError(f"{args.data}: no labelled images to evaluate")
+    cfg = EvalConfig(bootstrap=args.bootstrap, gallery_size=args.gallery_size)
+    device = resolve_device(args.device)
+    extra = {"data": args.data + (f" (split {args.split})" if args.split else "")}
+    threshold = None
+    if task == "segmentation":
+        scores = SegmenterScores(model, device)
+        title = f"{card.name}: footprints on {args.data}"
+    else:
+        scores = CamScores(model, card, args.cam_method, device)
+        title = f"{card.name}: Grad-CAM footprints on {args.data}"
+        if args.cam_threshold is not None:
+            threshold = {"method": "fixed", "value": args.cam_threshold, "chosen_on": "command line",
+                         "unit": f"{args.cam_method} value"}
+        else:
+            choose_on = args.choose_on or "val"
+            if args.split == choose_on:
+                raise ConfigError(f"--choose-on {choose_on}: the Grad-CAM threshold must be chosen on other chips "
+                                  "than those evaluated (--split)")
+            if "split" not in everything.frame.columns:
+                raise ConfigError(f"{args.data}: no split column to choose the Grad-CAM threshold on "
+                                  f"('{choose_on}' rows); give a run's splits.csv or --cam-threshold")
+            val = _one_split(everything, choose_on, args.data)
+            if len(val) == 0:
+                raise ConfigError(f"{args.data}: no '{choose_on}' rows to choose the Grad-CAM threshold on; "
+                                  "give a manifest with a split column (a run's splits.csv) or --cam-threshold")
+            threshold = choose_pixel_threshold(scores, card, val, "f1", 0.5, args.batch_size, device)
+            threshold["chosen_on"] = f"{choose_on} rows of {args.data} ({len(val)} chips)"
+            print(f"Grad-CAM threshold {threshold['value']:.3f} ({threshold['method']}) chosen on {len(val)} "
+                  f"'{choose_on}' chips: pixel F1 {threshold['validation_metrics']['f1']:.3f} there")
+    try:
+        m = evaluate_footprints(scores, card, data, args.out, cfg, device, args.batch_size, title=title,
+                                extra_report=extra, threshold=threshold)
+    finally:
+        scores.close()
+    print(f"{m['images']} chips, threshold {m['threshold']:.3f}: " + ", ".join(
+        f"{name}={m[key] if '/' not in key else m[key.split('/')[0]][key.split('/')[1]]:.3f}"
+        for name, key in (("pixel IoU", "iou"), ("pixel F1", "f1"), ("object F1@0.5", "object@0.5/f1"))))
+    for region, r in m.get("by_region", {}).items():
+        print(f"  region {region}: {r['images']} chips, pixel IoU={r['iou']:.3f}, pixel F1={r['f1']:.3f}, "
+              f"object F1@0.5={r['object@0.5']['f1']:.3f}")
     print(f"Report: {args.out}/report.md")
     return 0
 
@@ -365,6 +441,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _square_px(text: str) -> int:
     try:
         value = int(text)
@@ -430,6 +526,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--cam-method", default="gradcam", choices=get_args(CamMethod))
     p.add_argument("--cam-max-images", type=int, default=200)
+    p.add_argument("--footprints", action="store_true",
+                   help="score footprints against the manifest's masks (mask_path): a footprint model always does; "
+                        "a chip classifier gives Grad-CAM footprints, thresholded where pixel F1 is best on the "
+                        "--choose-on rows")
+    p.add_argument("--choose-on", choices=["train", "val", "test"],
+                   help="Grad-CAM footprints: choose their threshold on the rows of this split of --data "
+                        "(default: val)")
+    p.add_argument("--cam-threshold", type=_unit_float, metavar="T",
+                   help="Grad-CAM footprints: this fixed threshold on the [0, 1] map instead of one chosen on masks")
+    p.add_argument("--gallery-size", type=_count, default=12, help="images shown per outcome in the galleries")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)

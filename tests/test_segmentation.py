@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score, jaccard_score
 
+from landslide.data.transforms import build_transform
 from landslide.errors import ConfigError
 
 
@@ -134,7 +135,7 @@ def test_segmentation_dataset_reads_masks_and_names_bad_ones(tmp_path):
              {"path": "c4.png", "label": "landslide", "mask_path": "gone.png"}]   # missing
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     data = manifest_lib.load(str(tmp_path / "m.csv"))
-    ds = SegmentationDataset(data, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    ds = SegmentationDataset(data, build_transform(32, (0.5,) * 3, (0.5,) * 3), 32)
     item = ds[0]
     assert item["image"].shape == (3, 32, 32) and item["mask"].shape == (1, 32, 32)
     assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
@@ -145,7 +146,7 @@ def test_segmentation_dataset_reads_masks_and_names_bad_ones(tmp_path):
     assert ds[8]["error"]["reason"].startswith("mask:")
     pd.DataFrame(rows).drop(columns="mask_path").to_csv(tmp_path / "nomask.csv", index=False)
     with pytest.raises(DataError, match="no mask_path column"):
-        SegmentationDataset(manifest_lib.load(str(tmp_path / "nomask.csv")), 32, (0.5,) * 3, (0.5,) * 3)
+        SegmentationDataset(manifest_lib.load(str(tmp_path / "nomask.csv")), build_transform(32, (0.5,) * 3, (0.5,) * 3), 32)
 
 
 def test_batch_augment_moves_the_mask_with_the_image():
@@ -307,6 +308,25 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_p
     assert loaded.task == "segmentation" and model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     with pytest.raises(CheckpointError, match="holds a segmentation model"):
         load_checkpoint(summary["model_dir"])  # where a chip classifier is expected (sweeps, evaluate)
+    # the run's splits.csv is a manifest with masks: `landslide evaluate` scores the test chips again, galleries too
+    from tests.test_cli import _assert_clean_error, run_cli
+
+    splits = os.path.join(out, "splits.csv")
+    again = run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--split", "test",
+                    "--out", str(tmp_path / "again"), "--gallery-size", "2")
+    assert again.returncode == 0, again.stderr
+    redone = json.load(open(tmp_path / "again" / "metrics.json"))
+    assert redone["iou"] == pytest.approx(metrics["iou"]) and redone["footprints_from"] == "segmentation"
+    assert sum(redone["outcomes"].values()) == redone["images"] == metrics["images"]
+    for name, gallery in redone["galleries"].items():
+        assert gallery["count"] == redone["outcomes"][name] and gallery["shown"] == min(2, gallery["count"])
+        for rel in gallery["files"]:
+            assert Image.open(tmp_path / "again" / "gallery" / rel).size == (128, 128)  # twice the input size
+    assert "## Chips by outcome" in open(tmp_path / "again" / "report.md").read()
+    _assert_clean_error(run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--split", "test",
+                                "--out", str(tmp_path / "x"), "--cam-threshold", "0.3"), "model card")
+    _assert_clean_error(run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--adapt-bn",
+                                "--out", str(tmp_path / "x")), "--adapt-bn", "footprint")
     pytest.importorskip("ray")
     from serve.app import build_app
 
@@ -344,3 +364,62 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_p
         parse_config({**cfg, "model": {"backbone": "baseline_cnn"}})  # a classifier monitoring val_iou
     with pytest.raises(ConfigError, match="do not take segmentation models yet"):
         parse_config({**cfg, "experiment": {"kind": "single", "repeats": {"folds": 3}}})
+
+
+def test_grad_cam_footprints_of_a_chip_classifier(tmp_path):
+    """A chip classifier's Grad-CAM maps become footprints: the threshold is chosen on the validation rows of the
+    run's splits.csv, chips the classifier calls landslide-free get none, and the report says where they came
+    from; wrong combinations of flags are one-line errors."""
+    import json
+
+    from conftest import tiny_config
+
+    from landslide.config import parse_config
+    from landslide.training.run import run_training
+    from tests.test_cli import _assert_clean_error, run_cli
+
+    manifest = _footprint_data(tmp_path)
+    out = str(tmp_path / "cls")
+    summary = run_training(parse_config(tiny_config(manifest, out, model={"backbone": "mobilenetv2_100",
+                                                                          "image_size": 64},
+                                                    train={"epochs": 2, "lr": 0.003})))
+    splits = str(tmp_path / "cls" / "splits.csv")
+    res = run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--split", "test", "--footprints",
+                  "--out", str(tmp_path / "cam"), "--gallery-size", "1")
+    assert res.returncode == 0, res.stderr
+    assert "Grad-CAM threshold" in res.stdout and "chosen on" in res.stdout
+    m = json.load(open(tmp_path / "cam" / "metrics.json"))
+    assert m["footprints_from"] == "gradcam" and m["cam_method"] == "gradcam"
+    assert m["threshold_selection"]["chosen_on"].startswith("val rows of") and 0 < m["threshold"] < 1
+    card = json.load(open(tmp_path / "cls" / "model" / "model_card.json"))
+    assert m["classifier_threshold"] == pytest.approx(card["threshold"])
+    rows = pd.read_csv(tmp_path / "cam" / "footprints.csv")
+    preds = pd.read_csv(tmp_path / "cls" / "eval" / "predictions.csv").set_index("uri")["probability"]
+    called_free = rows["uri"].map(preds) < card["threshold"]
+    assert (rows.loc[called_free, "predicted_share"] == 0).all()  # no footprint where the classifier says none
+    assert len(rows) == m["images"] == (pd.read_csv(splits)["split"] == "test").sum()
+    assert "Grad-CAM maps of a chip classifier".lower() in open(tmp_path / "cam" / "report.md").read().lower()
+    fixed = run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--split", "test", "--footprints",
+                    "--cam-threshold", "0.4", "--out", str(tmp_path / "fixed"), "--gallery-size", "0")
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.load(open(tmp_path / "fixed" / "metrics.json"))["threshold"] == 0.4
+    assert not (tmp_path / "fixed" / "gallery").exists()
+    for args, needles in (
+            (("--split", "val", "--footprints"), ("--choose-on val", "other chips")),
+            (("--footprints",), ()),  # fine: every row evaluated, threshold from val rows (checked below)
+            (("--cam-threshold", "0.3"), ("--footprints",)),
+            (("--footprints", "--size-neutral", "64"), ("--size-neutral",))):
+        res = run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--out", str(tmp_path / "e"),
+                      *args)
+        if needles:
+            _assert_clean_error(res, *needles)
+        else:
+            assert res.returncode == 0, res.stderr
+    with pytest.raises(SystemExit):  # argparse: "must be in (0, 1]"
+        run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--out", str(tmp_path / "e"),
+                "--footprints", "--cam-threshold", "1.5")
+    pd.read_csv(manifest).drop(columns="mask_path").to_csv(tmp_path / "nomask.csv", index=False)
+    _assert_clean_error(run_cli("evaluate", "--model", summary["model_dir"], "--data", str(tmp_path / "nomask.csv"),
+                                "--footprints", "--out", str(tmp_path / "e")), "mask_path")
+    _assert_clean_error(run_cli("evaluate", "--model", summary["model_dir"], "--data", manifest, "--footprints",
+                                "--out", str(tmp_path / "e")), "no split column")

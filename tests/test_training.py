@@ -29,6 +29,10 @@ def test_run_writes_self_describing_folder(trained_run):
     assert card["training"]["data"]["samples"] == 24 and "test" in card["metrics"]
     splits = pd.read_csv(os.path.join(out, "splits.csv"))
     assert splits.groupby("group")["split"].nunique().max() == 1
+    from landslide.data import manifest as manifest_lib
+
+    again = manifest_lib.load(os.path.join(out, "splits.csv")).frame  # a manifest `evaluate --split` reads
+    assert list(again["uri"]) == list(splits["uri"]) and list(again["split"]) == list(splits["split"])
 
 
 def test_resume_after_interruption(synth_manifest, tmp_path):

@@ -125,12 +125,13 @@ class SegmentationDataset(Dataset):
     :func:`landslide.data.masks.read_mask`). A landslide-free chip without a mask gets an all-zero mask (that
     is what "no landslide" means); a landslide chip without one, an unreadable mask or a mask of another size
     than its chip is a bad item naming the file, never a guess. The image is resized to ``size`` x ``size``
-    as for classification (antialiased), the mask by nearest neighbour so it stays 0/1.
+    by ``transform`` (uint8 ``(H, W, 3)`` -> normalised ``(3, size, size)``: :func:`build_transform` or a card's
+    ``transform()``), the mask to ``size`` x ``size`` by nearest neighbour so it stays 0/1.
+    With a tag ``schema`` (a multi-modal classifier's Grad-CAM footprints) items also carry ``tags``.
     Raises DataError when the manifest has no ``mask_path`` column."""
 
-    def __init__(self, manifest: Manifest, size: int, mean, std, max_pixels: int = DEFAULT_MAX_PIXELS):
-        from landslide.data.transforms import build_transform
-
+    def __init__(self, manifest: Manifest, transform: Callable, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 schema: TagSchema | None = None):
         if "mask_uri" not in manifest.frame.columns:
             raise DataError(f"{manifest.source}: no mask_path column; footprint models need a landslide mask "
                             "per chip (blank for landslide-free chips)")
@@ -138,8 +139,9 @@ class SegmentationDataset(Dataset):
         self.masks = manifest.frame["mask_uri"].tolist()
         self.targets = manifest.frame["target"].astype(int).tolist()
         self.size = size
-        self.transform = build_transform(size, mean, std)
+        self.transform = transform
         self.max_pixels = max_pixels
+        self.tags = torch.from_numpy(schema.encode(manifest.frame)) if schema is not None else None
 
     def __len__(self) -> int:
         return len(self.uris)
@@ -169,5 +171,8 @@ class SegmentationDataset(Dataset):
                                                              f"{image.shape[1]}x{image.shape[0]}"}, "index": index}
         resized = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((self.size, self.size),
                                                                                Image.NEAREST)) > 127
-        return {"image": self.transform(image), "mask": torch.from_numpy(resized[None].astype(np.float32)),
+        item = {"image": self.transform(image), "mask": torch.from_numpy(resized[None].astype(np.float32)),
                 "target": torch.tensor(float(self.targets[index])), "index": index}
+        if self.tags is not None:
+            item["tags"] = self.tags[index]
+        return item

@@ -3,7 +3,7 @@
 Run folder layout (``cfg.output_dir``)::
 
     config.yaml            the resolved config
-    splits.csv             every sample with its split (train/val/test/excluded) and group
+    splits.csv             every sample with its split (train/val/test/excluded) and group: a manifest
     train_state/           resumable state (re-running the same config resumes here)
     history.json           per-epoch metrics
     skipped_images.json    images that could not be read, with reasons
@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -177,13 +178,16 @@ def make_segmenter(cfg: RunConfig) -> tuple[LandslideSegmenter, ModelCard | None
 
 
 def make_loader(manifest: Manifest, transform, cfg: RunConfig, shuffle: bool, seed: int,
-                sampler=None, schema: TagSchema | None = None) -> DataLoader:
+                sampler=None, schema: TagSchema | None = None, image_size: int | None = None) -> DataLoader:
     """A loader of ``collate_skip_bad`` batches; with a (distributed) ``sampler`` it does no shuffling itself.
-    With a tag ``schema`` batches carry encoded tags; with ``model.size_head`` they carry size classes."""
+    With a tag ``schema`` batches carry encoded tags; with ``model.size_head`` they carry size classes;
+    footprint models' batches carry masks at ``image_size`` (the model's input size)."""
     generator = torch.Generator().manual_seed(seed)
     size = (cfg.model.size_head.column, cfg.model.size_head.classes) if cfg.model.size_head else None
-    if cfg.model.task == "segmentation":  # chips with their masks; ``transform`` is (size, mean, std)
-        dataset = SegmentationDataset(manifest, *transform, max_pixels=cfg.data.max_image_pixels)
+    if cfg.model.task == "segmentation":  # chips with their masks
+        if image_size is None:
+            raise ValueError("make_loader: a footprint model's loader needs image_size (the masks' size)")
+        dataset = SegmentationDataset(manifest, transform, image_size, cfg.data.max_image_pixels)
     else:
         dataset = ChipDataset(manifest, transform, cfg.data.max_image_pixels, schema=schema, size=size)
     return DataLoader(dataset, batch_size=cfg.train.batch_size,
@@ -216,7 +220,8 @@ class PreparedRun:
 
     def loader(self, manifest: Manifest, shuffle: bool, seed: int, sampler=None) -> DataLoader:
         """A loader over ``manifest`` with this run's transform, tags and size targets."""
-        return make_loader(manifest, self.transform, self.cfg, shuffle, seed, sampler, self.model.tag_schema)
+        return make_loader(manifest, self.transform, self.cfg, shuffle, seed, sampler, self.model.tag_schema,
+                           self.image_size)
 
     def train_sampler(self, num_replicas: int = 1, rank: int = 0, distributed: bool = False):
         """The training split's sampler for ``train.sampling``: a :class:`BalancedSampler`, else (Ray Train
@@ -243,6 +248,17 @@ class PreparedRun:
                        size_weight=cfg.model.size_head.weight if cfg.model.size_head else 0.0)
 
 
+def split_manifest(frame: pd.DataFrame) -> pd.DataFrame:
+    """``splits.csv``: every sample with its split (train/val/test/excluded/unused) and group, and every column
+    of the data (region, sensor, GSD, tags), as a manifest that ``landslide evaluate --data splits.csv --split
+    test`` reads: ``path`` and ``mask_path`` are the resolved image and mask URIs, ``uri`` repeats ``path``."""
+    out = frame.drop(columns=[c for c in ("path", "mask_path") if c in frame.columns])
+    out = out.rename(columns={"mask_uri": "mask_path"})
+    out.insert(0, "path", out["uri"])
+    first = [c for c in ("path", "uri", "label", "target", "split", "group") if c in out.columns]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
 def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     """Load data and splits, build the model and apply freezing; ``write_files`` writes config and splits."""
     start = time.perf_counter()
@@ -257,9 +273,7 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     if cfg.data.train_fraction < 1 or cfg.data.train_filter:
         data = limit_training(data, cfg.data.train_fraction, cfg.data.train_filter, cfg.data.split.seed)
     if write_files:
-        storage.write_text(storage.join(out, "splits.csv"),
-                           data.frame[[c for c in ("uri", "label", "target", "split", "group") if c in data.frame]]
-                           .to_csv(index=False))
+        storage.write_text(storage.join(out, "splits.csv"), split_manifest(data.frame).to_csv(index=False))
     train_m, val_m, test_m = (get_split(data, s) for s in ("train", "val", "test"))
     counts = train_m.class_counts()
     if min(counts.values()) == 0:
@@ -299,8 +313,7 @@ def prepare_run(cfg: RunConfig, write_files: bool = True) -> PreparedRun:
     augment = BatchAugment(spec.mean, spec.std, flips=aug.flips, rot90=aug.rot90, color_jitter=aug.color_jitter,
                            hue=aug.hue,
                            sensor_shift=aug.sensor_shift.model_dump() if aug.sensor_shift is not None else None)
-    transform = (build_transform(image_size, spec.mean, spec.std) if cfg.model.task != "segmentation"
-                 else (image_size, spec.mean, spec.std))
+    transform = build_transform(image_size, spec.mean, spec.std)
     if cfg.train.sampling != "shuffle":
         log.info("sampling %s: training cells %s", cfg.train.sampling,
                  cell_counts(sampling_cells(train_m, cfg.train.sampling)))
