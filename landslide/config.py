@@ -698,11 +698,20 @@ class ServeAppConfig(_Strict):
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     cam_methods: list[CamMethod] = Field(default_factory=lambda: list(get_args(CamMethod)))
+    footprint_model: str | None = None
+    """A footprint (segmentation) model's checkpoint folder/URI for ``POST /v1/segment``; without one that route
+    answers 404."""
+    footprint_threshold: float | None = Field(None, gt=0, lt=1)
+    """The footprint model's pixel threshold; default: the one in its card (chosen on validation masks)."""
+    max_footprints: int = Field(1000, ge=1)
+    """At most this many footprints per answer, the largest first (``truncated`` says when some were left out)."""
     classifier: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=32)
     explainer: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.5, max_ongoing_requests=2,
                                                              max_queued_requests=16)
     ingress: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.25, max_ongoing_requests=64,
                                                            max_queued_requests=256)
+    segmenter: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=4, max_queued_requests=32)
+    """The footprint model's replicas (``footprint_model``)."""
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

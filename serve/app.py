@@ -5,7 +5,9 @@
 
 Three deployments: ``Api`` (FastAPI ingress: validation, auth, errors), ``Classifier`` (dynamic request
 batching over the library's ``Predictor``) and ``Explainer`` (Grad-CAM in its own replicas: its hooks are not
-safe under concurrent requests, and explanations must not slow classification down). Bad input never
+safe under concurrent requests, and explanations must not slow classification down); with a
+``footprint_model``, a fourth, ``Segmenter``, answers ``POST /v1/segment`` (footprints: mask PNG and polygons in
+pixel coordinates, or GeoJSON in lon/lat when the request gives the image's ``bounds`` and ``crs``). Bad input never
 yields a 500: 400 bad parameters, 401 missing/wrong token, 413 too large, 415 not an image, 422 undecodable
 or too many pixels, 503 + Retry-After when the queues are full, 504 past the request time-out.
 
@@ -39,6 +41,7 @@ from landslide.data.images import UNRECOGNISED_FORMAT, decode_image
 from landslide.data.tags import TagSchema
 from landslide.errors import ConfigError, ImageError
 from landslide.explain.gradcam import CAM_METHODS
+from landslide.inference.footprints import FootprintPredictor
 from landslide.inference.predictor import Predictor, prepare_image
 from landslide.models.card import ModelCard
 from landslide.models.checkpoint import read_card
@@ -96,6 +99,41 @@ class Explainer:
                 "attention": self.predictor.attention(cams[0])}
 
 
+@serve.deployment
+class Segmenter:
+    """Footprints with a footprint model: predicted at the model's input size, brought back to the upload's
+    size and traced into polygons here, so only the small prepared image and the answer cross processes."""
+
+    def __init__(self, cfg: dict):
+        settings = ServeAppConfig.model_validate(cfg)
+        self.predictor = FootprintPredictor(settings.footprint_model, settings.device, settings.footprint_threshold)
+        self.max_footprints = settings.max_footprints
+
+    def __call__(self, image: np.ndarray, height: int, width: int, gsd_m: float | None, geo: dict | None,
+                 simplify_m: float, min_area_m2: float) -> dict:
+        from shapely.geometry import mapping
+
+        transform = None
+        if geo:
+            from rasterio.transform import from_bounds
+
+            transform = from_bounds(*geo["bounds"], width, height)
+        out = self.predictor.footprints(image, height, width, gsd_m, transform, geo and geo["crs"], simplify_m,
+                                        min_area_m2, self.max_footprints)
+        footprints = []
+        for f in out["footprints"]:
+            item = {"geometry": mapping(f["pixel_geometry"]), "pixels": f["pixels"],
+                    "mean_probability": f["mean_probability"], "max_probability": f["max_probability"]}
+            if "area_m2" in f:
+                item["area_m2"] = f["area_m2"]
+            if "geometry_wgs84" in f:
+                item["geometry_wgs84"] = mapping(f["geometry_wgs84"])
+            footprints.append(item)
+        return {"footprints": footprints, "truncated": out["truncated"], "landslide_share": out["landslide_share"],
+                "threshold": out["threshold"], "mask_png": self.predictor.mask_png(out["mask"]),
+                "model": self.predictor.info}
+
+
 # ------------------------------------------------------------------------------------------ HTTP ingress
 app = FastAPI(title="landslide", version=__version__,
               description="Landslide classification of aerial/satellite images, with Grad-CAM explanations.")
@@ -116,9 +154,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 @serve.ingress(app)
 class Api:
     def __init__(self, classifier: DeploymentHandle, explainer: DeploymentHandle, cfg: dict, input_size: int,
-                 input_gsd_m: float | None = None):
+                 input_gsd_m: float | None = None, segmenter: DeploymentHandle | None = None,
+                 footprint_input_size: int | None = None):
         self.cfg = ServeAppConfig.model_validate(cfg)
-        self.classifier, self.explainer = classifier, explainer
+        self.classifier, self.explainer, self.segmenter = classifier, explainer, segmenter
+        self.footprint_input_size = footprint_input_size
         self.token = None
         if self.cfg.auth_token_env:
             self.token = os.environ.get(self.cfg.auth_token_env, "")
@@ -193,12 +233,15 @@ class Api:
             raise HttpError(400, "a batch needs multipart/form-data with one 'files' field per image")
         return [("body", await self._body(request))]
 
-    def _prepare(self, name: str, data: bytes, gsd_m: float | None = None) -> np.ndarray:
+    def _decode(self, name: str, data: bytes) -> np.ndarray:
         try:
-            image = decode_image(data, name, max_pixels=self.cfg.max_image_pixels)
+            return decode_image(data, name, max_pixels=self.cfg.max_image_pixels)
         except ImageError as exc:
             status = 415 if exc.reason == UNRECOGNISED_FORMAT else 422
             raise HttpError(status, f"{name}: {exc.reason}") from None
+
+    def _prepare(self, name: str, data: bytes, gsd_m: float | None = None) -> np.ndarray:
+        image = self._decode(name, data)
         if gsd_m is not None and self.input_gsd_m:
             return resample_to_gsd(image, gsd_m, self.input_gsd_m, self.input_size)
         return prepare_image(image, self.input_size)
@@ -222,6 +265,55 @@ class Api:
             raise HttpError(400, f"gsd_m={raw!r}: resampling to the model's {self.input_gsd_m:g} m/px would be a "
                                  f"factor beyond {MAX_RESAMPLING}; check the units (metres per pixel)")
         return value, {"input_m": value, "model_m": self.input_gsd_m, "resampled": True}
+
+    @staticmethod
+    def _number(name: str, raw: str | None, positive: bool = False) -> float | None:
+        """A query parameter that must be a finite number, not negative (positive: above 0); 400 otherwise."""
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not (value > 0 if positive else value >= 0) or value == float("inf"):
+            raise HttpError(400, f"{name}={raw!r}: expected a {'positive' if positive else 'non-negative'} number")
+        return value
+
+    @staticmethod
+    def _georef(bounds: str | None, crs: str | None) -> dict | None:
+        """The image's ``bounds`` (minx,miny,maxx,maxy in ``crs`` units, outer edges of the corner pixels) and
+        ``crs`` (e.g. EPSG:32648): both or neither, 400 when malformed. In a geographic CRS a minx above maxx
+        means the image crosses the antimeridian."""
+        if bounds is None and crs is None:
+            return None
+        if bounds is None or crs is None:
+            raise HttpError(400, "bounds and crs go together: give the image's bounds (minx,miny,maxx,maxy) and its "
+                                 "CRS (e.g. EPSG:32648), or neither")
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            parsed = CRS.from_user_input(crs)
+        except CRSError:
+            raise HttpError(400, f"crs={crs!r}: not a coordinate reference system pyproj knows "
+                                 "(give e.g. EPSG:4326 or EPSG:32648)") from None
+        try:
+            values = [float(v) for v in bounds.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 4 or not all(np.isfinite(values)):
+            raise HttpError(400, f"bounds={bounds!r}: expected four numbers minx,miny,maxx,maxy")
+        minx, miny, maxx, maxy = values
+        if parsed.is_geographic:
+            if not (-90 <= miny < maxy <= 90):
+                raise HttpError(400, f"bounds={bounds!r}: latitudes must rise from miny to maxy within [-90, 90]")
+            if not (-180 <= minx <= 180 and -180 <= maxx <= 180):
+                raise HttpError(400, f"bounds={bounds!r}: longitudes must lie in [-180, 180]")
+            if minx > maxx:  # across the antimeridian: continue east past 180
+                maxx += 360
+        if not (minx < maxx and miny < maxy):
+            raise HttpError(400, f"bounds={bounds!r}: minx must be below maxx and miny below maxy")
+        return {"bounds": (minx, miny, maxx, maxy), "crs": parsed.to_string()}
 
     async def _call(self, handle: DeploymentHandle, *args) -> Any:
         try:
@@ -337,6 +429,58 @@ class Api:
                 **({"gsd": gsd_info} if gsd_info else {})}
 
 
+    @app.post("/v1/segment")
+    async def segment(self, request: Request, format: str = "json", gsd_m: str | None = None,
+                      bounds: str | None = None, crs: str | None = None, simplify_m: str | None = None,
+                      min_area_m2: str | None = None):
+        """Footprints of one image (scored as one chip at the footprint model's input size): ``json`` (polygons
+        in the image's pixel coordinates, areas in m² with ``gsd_m`` or ``bounds`` + ``crs``, lon/lat polygons
+        with ``bounds`` + ``crs``, the mask as a base64 PNG), ``png`` (the mask: 255 landslide) or ``geojson``
+        (a FeatureCollection in lon/lat; needs ``bounds`` and ``crs``)."""
+        self._authorize(request)
+        if self.segmenter is None:
+            raise HttpError(404, "this endpoint serves no footprint model (set footprint_model in the application's "
+                                 "args to answer /v1/segment)")
+        if format not in ("json", "png", "geojson"):
+            raise HttpError(400, f"format={format!r}: use json, png or geojson")
+        geo = self._georef(bounds, crs)
+        gsd = self._number("gsd_m", gsd_m, positive=True)
+        if geo and gsd is not None:
+            raise HttpError(400, "gsd_m and bounds/crs both give the image's scale: give one of them")
+        if format == "geojson" and geo is None:
+            raise HttpError(400, "format=geojson needs the image's bounds and crs (GeoJSON is in lon/lat)")
+        simplify, min_area = self._number("simplify_m", simplify_m) or 0.0, self._number("min_area_m2", min_area_m2) or 0.0
+        if (simplify or min_area) and geo is None:
+            raise HttpError(400, "simplify_m and min_area_m2 are in metres: they need the image's bounds and crs")
+        (name, data), = await self._images(request, many=False)
+        image = self._decode(name, data)
+        height, width = image.shape[:2]
+        out = await self._call(self.segmenter, prepare_image(image, self.footprint_input_size), height, width, gsd,
+                               geo, simplify, min_area)
+        model = {"name": out["model"]["name"], "version": out["model"]["version"]}
+        if format == "png":
+            return Response(out["mask_png"], media_type="image/png",
+                            headers={"X-Landslide-Footprints": str(len(out["footprints"])),
+                                     "X-Landslide-Share": f"{out['landslide_share']:.6f}"})
+        if format == "geojson":
+            features = [{"type": "Feature", "geometry": f["geometry_wgs84"],
+                         "properties": {"area_m2": f["area_m2"], "pixels": f["pixels"],
+                                        "mean_probability": f["mean_probability"],
+                                        "max_probability": f["max_probability"], **{f"model_{k}": v
+                                                                                   for k, v in model.items()}}}
+                        for f in out["footprints"]]
+            return JSONResponse({"type": "FeatureCollection", "features": features, "truncated": out["truncated"],
+                                 "threshold": out["threshold"], "model": model},
+                                media_type="application/geo+json")
+        return {"footprints": out["footprints"], "count": len(out["footprints"]), "truncated": out["truncated"],
+                "landslide_share": out["landslide_share"], "threshold": out["threshold"],
+                "image": {"width": width, "height": height, "coordinates": "pixels: x right, y down from the "
+                                                                           "top-left corner"},
+                "model": model, "mask_png_base64": base64.b64encode(out["mask_png"]).decode(),
+                **({"crs": geo["crs"], "bounds": list(geo["bounds"])} if geo else {}),
+                **({"gsd_m": gsd} if gsd is not None else {})}
+
+
 # ------------------------------------------------------------------------------------------ application
 def _options(d: ServeDeploymentConfig) -> dict:
     opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus},
@@ -360,5 +504,13 @@ def build_app(args: dict) -> serve.Application:
     raw = cfg.model_dump(mode="json")
     classifier = Classifier.options(**_options(cfg.classifier)).bind(raw)
     explainer = Explainer.options(**_options(cfg.explainer)).bind(raw)
+    segmenter, footprint_size = None, None
+    if cfg.footprint_model:
+        footprints = read_card(cfg.footprint_model)
+        if footprints.task != "segmentation":
+            raise ConfigError(f"footprint_model: {cfg.footprint_model} holds a {footprints.task} model; /v1/segment "
+                              "needs a footprint (segmentation) model")
+        segmenter = Segmenter.options(**_options(cfg.segmenter)).bind(raw)
+        footprint_size = footprints.input_size
     return Api.options(**_options(cfg.ingress)).bind(classifier, explainer, raw, card.input_size,
-                                                      (card.input_gsd or {}).get("median_m"))
+                                                      (card.input_gsd or {}).get("median_m"), segmenter, footprint_size)

@@ -51,6 +51,51 @@ def trained_run(synth_manifest, tmp_path_factory) -> dict:
     return run_training(parse_config(tiny_config(synth_manifest, out)))
 
 
+def write_footprint_data(folder, n: int = 32, size: int = 64, seed: int = 0) -> str:
+    """Chips with bright blobs of random size and place as landslides, their masks, groups and regions (a
+    manifest with ``mask_path``, in ``folder``)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        image = rng.integers(40, 90, (size, size, 3)).astype(np.uint8)
+        mask = np.zeros((size, size), np.uint8)
+        landslide = i % 2 == 0
+        if landslide:
+            h, w = rng.integers(12, 30, 2)
+            r, c = rng.integers(0, size - h), rng.integers(0, size - w)
+            image[r:r + h, c:c + w] = rng.integers(170, 230, (h, w, 3))
+            mask[r:r + h, c:c + w] = 255
+        Image.fromarray(image).save(folder / f"c{i}.png")
+        Image.fromarray(mask).save(folder / f"m{i}.png")
+        rows.append({"path": f"c{i}.png", "mask_path": f"m{i}.png" if landslide or i % 4 == 1 else "",
+                     "label": "landslide" if landslide else "non_landslide", "group": f"g{i // 2}",
+                     "region": "north" if i < n // 2 else "south"})
+    pd.DataFrame(rows).to_csv(folder / "footprints.csv", index=False)
+    return str(folder / "footprints.csv")
+
+
+def footprint_config(manifest: str, out: str) -> dict:
+    """The tiny footprint model's config: a U-Net on MobileNetV2 at 64 px, 3 epochs."""
+    return tiny_config(manifest, out, model={"task": "segmentation", "backbone": "mobilenetv2_100",
+                                             "architecture": "unet", "image_size": 64},
+                       train={"epochs": 3, "lr": 0.003, "monitor": "val_iou"})
+
+
+@pytest.fixture(scope="session")
+def footprint_run(tmp_path_factory) -> dict:
+    """A finished tiny footprint-model run: its summary, with ``manifest`` (chips with masks) and ``out``."""
+    from landslide.config import parse_config
+    from landslide.training.run import run_training
+
+    manifest = write_footprint_data(tmp_path_factory.mktemp("footprint_data"))
+    out = str(tmp_path_factory.mktemp("footprint_run"))
+    return {**run_training(parse_config(footprint_config(manifest, out))), "manifest": manifest, "out": out}
+
+
 def write_tagged(manifest: str, name: str = "tagged.csv", leaky: bool = False, seed: int = 0) -> str:
     """A copy of ``manifest`` (same folder) with GLC-like tag columns, as ``landslide catalog join`` writes them:
     ``glc_setting`` (known for ~60% of chips of both classes, weakly related to the label), ``glc_category``

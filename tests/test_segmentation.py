@@ -253,45 +253,19 @@ def test_vectorize_in_lon_lat_and_across_the_antimeridian():
                                          rel=0.01)
 
 
-def _footprint_data(folder, n=32, size=64, seed=0):
-    """Chips with bright blobs of random size and place as landslides, their masks, groups and regions."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        image = rng.integers(40, 90, (size, size, 3)).astype(np.uint8)
-        mask = np.zeros((size, size), np.uint8)
-        landslide = i % 2 == 0
-        if landslide:
-            h, w = rng.integers(12, 30, 2)
-            r, c = rng.integers(0, size - h), rng.integers(0, size - w)
-            image[r:r + h, c:c + w] = rng.integers(170, 230, (h, w, 3))
-            mask[r:r + h, c:c + w] = 255
-        Image.fromarray(image).save(folder / f"c{i}.png")
-        Image.fromarray(mask).save(folder / f"m{i}.png")
-        rows.append({"path": f"c{i}.png", "mask_path": f"m{i}.png" if landslide or i % 4 == 1 else "",
-                     "label": "landslide" if landslide else "non_landslide", "group": f"g{i // 2}",
-                     "region": "north" if i < n // 2 else "south"})
-    pd.DataFrame(rows).to_csv(folder / "footprints.csv", index=False)
-    return str(folder / "footprints.csv")
-
-
-def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_path):
+def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(footprint_run, tmp_path):
     import json
     import os
 
-    from conftest import tiny_config
+    from conftest import footprint_config
 
     from landslide.config import parse_config
     from landslide.errors import CheckpointError, DataError
     from landslide.models.checkpoint import load_checkpoint
     from landslide.training.run import run_training
 
-    manifest = _footprint_data(tmp_path)
-    out = str(tmp_path / "seg")
-    cfg = tiny_config(manifest, out, model={"task": "segmentation", "backbone": "mobilenetv2_100",
-                                            "architecture": "unet", "image_size": 64},
-                      train={"epochs": 3, "lr": 0.003, "monitor": "val_iou"})
-    summary = run_training(parse_config(cfg))
+    summary, manifest, out = footprint_run, footprint_run["manifest"], footprint_run["out"]
+    cfg = footprint_config(manifest, out)
     history = json.load(open(os.path.join(out, "history.json")))
     assert {"val_iou", "val_f1", "train_loss"} <= set(history[-1])
     card = json.load(open(os.path.join(out, "model", "model_card.json")))
@@ -341,15 +315,18 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(tmp_p
     clean_manifest = manifest_lib.load(manifest).subset(clean.index)
     chosen = choose_pixel_threshold(model, loaded, clean_manifest, "f1", 0.5)
     assert chosen["method"] == "fixed" and chosen["value"] == 0.5
-    # a landslide chip without a mask in any split
-    frame = pd.read_csv(manifest)
+    # a landslide chip without a mask in any split (copies of the manifest elsewhere: paths made absolute)
+    folder = os.path.dirname(manifest)
+    frame = pd.read_csv(manifest, keep_default_na=False)
+    frame["path"] = [os.path.join(folder, p) for p in frame["path"]]
+    frame["mask_path"] = [os.path.join(folder, p) if p else "" for p in frame["mask_path"]]
     frame.loc[0, "mask_path"] = ""
     frame.to_csv(tmp_path / "holes.csv", index=False)
     with pytest.raises(DataError, match="landslide chip\\(s\\) have no mask_path"):
         run_training(parse_config({**cfg, "data": {**cfg["data"], "train": str(tmp_path / "holes.csv")},
                                    "output_dir": str(tmp_path / "y")}))
     # a mask-less manifest, a size the encoder cannot take, extras a footprint model cannot use
-    pd.read_csv(manifest).drop(columns="mask_path").to_csv(tmp_path / "nomask.csv", index=False)
+    frame.drop(columns="mask_path").to_csv(tmp_path / "nomask.csv", index=False)
     with pytest.raises(DataError, match="mask_path"):
         run_training(parse_config({**cfg, "data": {**cfg["data"], "train": str(tmp_path / "nomask.csv")},
                                    "output_dir": str(tmp_path / "x")}))
@@ -372,13 +349,13 @@ def test_grad_cam_footprints_of_a_chip_classifier(tmp_path):
     from; wrong combinations of flags are one-line errors."""
     import json
 
-    from conftest import tiny_config
+    from conftest import tiny_config, write_footprint_data
 
     from landslide.config import parse_config
     from landslide.training.run import run_training
     from tests.test_cli import _assert_clean_error, run_cli
 
-    manifest = _footprint_data(tmp_path)
+    manifest = write_footprint_data(tmp_path)
     out = str(tmp_path / "cls")
     summary = run_training(parse_config(tiny_config(manifest, out, model={"backbone": "mobilenetv2_100",
                                                                           "image_size": 64},
@@ -423,3 +400,43 @@ def test_grad_cam_footprints_of_a_chip_classifier(tmp_path):
                                 "--footprints", "--out", str(tmp_path / "e")), "mask_path")
     _assert_clean_error(run_cli("evaluate", "--model", summary["model_dir"], "--data", manifest, "--footprints",
                                 "--out", str(tmp_path / "e")), "no split column")
+
+
+def test_footprint_predictor_gives_masks_and_polygons_at_the_upload_size(footprint_run):
+    """The endpoint's library half: a chip predicted at the model's input size comes back at its own size, as
+    a mask and as polygons in pixel coordinates (areas from gsd_m), or georeferenced with geodesic areas."""
+    from rasterio.transform import from_bounds
+
+    from landslide.inference.footprints import FootprintPredictor
+    from landslide.inventory.footprints import trace
+
+    predictor = FootprintPredictor(footprint_run["model_dir"], device="cpu")
+    assert predictor.info["task"] == "segmentation" and predictor.threshold == pytest.approx(
+        __import__("json").load(open(f"{footprint_run['model_dir']}/model_card.json"))["threshold"])
+    rng = np.random.default_rng(3)
+    image = rng.integers(40, 90, (80, 96, 3)).astype(np.uint8)
+    image[20:60, 30:70] = 210  # a bright blob: what the tiny model learnt to call landslide
+    prob = predictor.probability_at(predictor.prepare(image), 80, 96)
+    assert prob.shape == (80, 96) and 0 <= prob.min() <= prob.max() <= 1
+    out = predictor.footprints(predictor.prepare(image), 80, 96, gsd_m=0.5)
+    assert out["mask"].shape == (80, 96) and (out["mask"] == (prob >= predictor.threshold)).all()
+    assert out["landslide_share"] == pytest.approx(out["mask"].mean())
+    expected = trace(prob, predictor.threshold)
+    assert expected and len(out["footprints"]) == len(expected) and not out["truncated"]
+    for got, want in zip(out["footprints"], expected):
+        assert got["pixel_geometry"].equals(want["geometry"]) and got["area_m2"] == got["pixels"] * 0.25
+    assert sum(f["pixels"] for f in out["footprints"]) == out["mask"].sum()
+    minx, miny, maxx, maxy = out["footprints"][0]["pixel_geometry"].bounds
+    assert 0 <= minx < maxx <= 96 and 0 <= miny < maxy <= 80
+    # georeferenced: 1 m pixels in UTM 48N; the same footprints in pixel coordinates, areas about pixels x 1 m²
+    transform = from_bounds(500000, 3000000, 500096, 3000080, 96, 80)
+    geo = predictor.footprints(predictor.prepare(image), 80, 96, transform=transform, crs="EPSG:32648")
+    for f in geo["footprints"]:
+        assert f["area_m2"] == pytest.approx(f["pixels"], rel=0.01)
+        assert 100 < f["geometry_wgs84"].centroid.x < 106  # lon/lat, zone 48
+        assert any(f["pixel_geometry"].equals(e["geometry"]) for e in expected)
+    capped = predictor.footprints(predictor.prepare(image), 80, 96, max_footprints=1)
+    assert len(capped["footprints"]) == min(1, len(expected)) and capped["truncated"] == (len(expected) > 1)
+    png = FootprintPredictor.mask_png(out["mask"])
+    assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(png))) > 0, out["mask"])
+    assert all(f["pixel_geometry"].is_valid for f in out["footprints"])

@@ -70,9 +70,9 @@ def _app_statuses(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
-    """Applications: /secure (bearer token required), /open (no auth), /tags (a multi-modal model) and three
-    that fail on purpose."""
+def endpoint(ray_cluster, trained_run, multimodal_run, footprint_run, tmp_path_factory):
+    """Applications: /secure (bearer token required), /open (no auth; with a footprint model for /v1/segment),
+    /tags (a multi-modal model) and three that fail on purpose."""
     port = _free_port()
     # the same model with a recorded input GSD (1 m/px), to check gsd_m resampling
     gsd_model = tmp_path_factory.mktemp("gsd_model")
@@ -83,7 +83,8 @@ def endpoint(ray_cluster, trained_run, multimodal_run, tmp_path_factory):
     config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
               "applications": [
                   _app("secure", "/secure", trained_run["model_dir"], True),
-                  _app("open", "/open", trained_run["model_dir"], False),
+                  _app("open", "/open", trained_run["model_dir"], False, footprint_model=footprint_run["model_dir"],
+                       segmenter={"num_cpus": 0.1}),
                   _app("tags", "/tags", multimodal_run["model_dir"], False),
                   # no time to answer: 504
                   _app("slow", "/slow", trained_run["model_dir"], False, request_timeout_s=0.001),
@@ -345,3 +346,68 @@ def test_timeouts_backpressure_and_a_broken_model(endpoint):
         time.sleep(2)
     broken = yaml.safe_load(status)["applications"]["broken"]
     assert broken["status"] == "DEPLOY_FAILED" and "model card" in broken["message"], broken
+
+
+def test_segment_gives_footprints_as_the_library_does(base, footprint_run):
+    """POST /v1/segment: the mask and pixel polygons of the library's FootprintPredictor, GeoJSON in lon/lat with
+    geodesic areas when the image's bounds and CRS are given (across the antimeridian too), and a precise 4xx for
+    every bad request; 404 where no footprint model is deployed."""
+    from shapely.geometry import shape
+
+    from landslide.inference.footprints import FootprintPredictor
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(40, 90, (80, 96, 3)).astype(np.uint8)
+    image[20:60, 30:70] = 210
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    raw = buf.getvalue()
+    predictor = FootprintPredictor(footprint_run["model_dir"], device="cpu")
+    expected = predictor.footprints(predictor.prepare(image), 80, 96, gsd_m=0.5)
+    url = f"{base}/open/v1/segment"
+    post = lambda params=None, data=raw, ctype="image/png": requests.post(  # noqa: E731
+        url, params=params or {}, data=data, headers={"Content-Type": ctype}, timeout=60)
+    r = post({"gsd_m": "0.5"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == len(expected["footprints"]) > 0 and body["threshold"] == pytest.approx(predictor.threshold)
+    assert body["image"]["width"] == 96 and body["image"]["height"] == 80 and body["gsd_m"] == 0.5
+    for got, want in zip(body["footprints"], expected["footprints"]):
+        assert shape(got["geometry"]).equals(want["pixel_geometry"]) and got["pixels"] == want["pixels"]
+        assert got["area_m2"] == pytest.approx(want["pixels"] * 0.25)
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask_png_base64"])))) > 0
+    assert mask.shape == (80, 96) and np.array_equal(mask, expected["mask"])
+    png = post({"format": "png"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert int(png.headers["X-Landslide-Footprints"]) == body["count"]
+    # GeoJSON: a 96 x 80 m image in UTM 48N, and one in lon/lat straddling 180°
+    geo = post({"format": "geojson", "bounds": "500000,3000000,500096,3000080", "crs": "EPSG:32648"})
+    assert geo.status_code == 200, geo.text
+    assert geo.headers["content-type"].startswith("application/geo+json")
+    features = geo.json()["features"]
+    assert len(features) == body["count"]
+    for f in features:
+        assert f["properties"]["area_m2"] == pytest.approx(f["properties"]["pixels"], rel=0.01)
+        assert 100 < shape(f["geometry"]).centroid.x < 106
+    across = post({"format": "geojson", "bounds": "179.9995,-16.0005,-179.9995,-15.9995", "crs": "EPSG:4326"})
+    assert across.status_code == 200, across.text
+    lons = [x for f in across.json()["features"] for x, _ in shape(f["geometry"]).envelope.exterior.coords]
+    assert lons and min(lons) >= -180 and max(lons) <= 180
+    for params, needle in (({"format": "svg"}, "format="), ({"bounds": "0,0,1,1"}, "bounds and crs go together"),
+                           ({"bounds": "0,0,1", "crs": "EPSG:4326"}, "four numbers"),
+                           ({"bounds": "0,0,1,1", "crs": "EPSG:999999"}, "crs="),
+                           ({"bounds": "0,95,1,96", "crs": "EPSG:4326"}, "latitudes"),
+                           ({"bounds": "0,1,1,0", "crs": "EPSG:32648"}, "below"),
+                           ({"format": "geojson"}, "needs the image's bounds"),
+                           ({"gsd_m": "-2"}, "gsd_m="), ({"simplify_m": "2"}, "need the image's bounds"),
+                           ({"gsd_m": "1", "bounds": "0,0,1,1", "crs": "EPSG:32648"}, "give one")):
+        r = post(params)
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], (params, r.text)
+    assert post(data=b"hello", ctype="text/plain").status_code == 415
+    assert post(data=raw[:60]).status_code == 422
+    assert post(data=b"\xff" * 300_000, ctype="image/jpeg").status_code == 413
+    none = requests.post(f"{base}/secure/v1/segment", data=raw, headers={"Content-Type": "image/png", **AUTH},
+                         timeout=60)
+    assert none.status_code == 404 and "footprint_model" in none.json()["error"]["message"]
+    assert requests.post(f"{base}/secure/v1/segment", data=raw, headers={"Content-Type": "image/png"},
+                         timeout=60).status_code == 401

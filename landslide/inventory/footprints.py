@@ -65,14 +65,16 @@ def _simplify(geom: shapely.Geometry, tolerance_m: float, crs, transformer) -> s
     return shapely.transform(flat, lambda xy: np.column_stack(back.transform(xy[:, 0], xy[:, 1])))
 
 
-def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, min_area_m2: float = 0.0,
-              simplify_m: float = 0.0, nodata: float | None = None) -> list[dict]:
-    """Footprints of a ``(H, W)`` probability raster (values 0..1) georeferenced by an affine ``transform``
-    (rasterio/affine, pixel -> CRS coordinates) in ``crs`` (anything pyproj reads: EPSG code, WKT, rasterio
-    CRS). Returns one dict per footprint, largest first: ``geometry`` (shapely, in ``crs``),
-    ``geometry_wgs84`` (lon/lat), ``area_m2`` (geodesic, WGS84), ``pixels``, ``mean_probability``,
-    ``max_probability``. ValueError for a raster that is not 2-D or a threshold outside (0, 1]."""
+def trace(probability: np.ndarray, threshold: float = 0.5, transform=None, nodata: float | None = None
+          ) -> list[dict]:
+    """Footprints of a ``(H, W)`` probability raster (values 0..1) without any geography: one dict per
+    8-connected group of pixels at or above ``threshold``, the most pixels first: ``geometry`` (shapely,
+    traced along pixel edges by GDAL's polygonizer, holes kept, made valid; in pixel coordinates, x right and
+    y down from the raster's top-left corner, or through the affine ``transform`` when given), ``pixels``,
+    ``mean_probability``, ``max_probability``. No-data pixels (NaN or ``nodata``) are never landslide.
+    ValueError for a raster that is not 2-D or a threshold outside (0, 1]."""
     from rasterio import features
+    from rasterio.transform import Affine
 
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim != 2:
@@ -91,25 +93,44 @@ def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, m
     means = ndimage.mean(prob, labels, index)
     maxima = ndimage.maximum(prob, labels, index)
     parts: dict[int, list] = {}
-    for geom, value in features.shapes(labels.astype(np.int32), mask=mask, connectivity=8, transform=transform):
+    for geom, value in features.shapes(labels.astype(np.int32), mask=mask, connectivity=8,
+                                       transform=transform if transform is not None else Affine.identity()):
         parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-    crs = _crs(crs)
-    transformer = _to_wgs84(crs)
     out = []
     for label, geoms in parts.items():
         geom = shapely.union_all(geoms) if len(geoms) > 1 else geoms[0]
         if not geom.is_valid:  # pixels joined only at a corner: GDAL traces one self-touching ring
             geom = shapely.make_valid(geom)
-        geom = _simplify(geom, simplify_m, crs, transformer)
+        i = label - 1
+        out.append({"geometry": geom, "pixels": int(pixels[i]), "mean_probability": float(means[i]),
+                    "max_probability": float(maxima[i])})
+    out.sort(key=lambda f: -f["pixels"])
+    return out
+
+
+def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, min_area_m2: float = 0.0,
+              simplify_m: float = 0.0, nodata: float | None = None) -> list[dict]:
+    """Footprints of a ``(H, W)`` probability raster (values 0..1) georeferenced by an affine ``transform``
+    (rasterio/affine, pixel -> CRS coordinates) in ``crs`` (anything pyproj reads: EPSG code, WKT, rasterio
+    CRS): :func:`trace`, then simplified and measured. Returns one dict per footprint, largest first:
+    ``geometry`` (shapely, in ``crs``), ``geometry_wgs84`` (lon/lat), ``area_m2`` (geodesic, WGS84),
+    ``pixels``, ``mean_probability``, ``max_probability``. ValueError for a raster that is not 2-D or a
+    threshold outside (0, 1]."""
+    traced = trace(probability, threshold, transform, nodata)
+    if not traced:
+        return []
+    crs = _crs(crs)
+    transformer = _to_wgs84(crs)
+    out = []
+    for footprint in traced:
+        geom = _simplify(footprint["geometry"], simplify_m, crs, transformer)
         if geom.is_empty:
             continue
         lonlat = _lonlat(shapely.segmentize(geom, _segment(geom)), transformer)
         area = geometry_area_km2(lonlat) * 1e6
         if area < min_area_m2:
             continue
-        i = label - 1
-        out.append({"geometry": geom, "geometry_wgs84": lonlat, "area_m2": area, "pixels": int(pixels[i]),
-                    "mean_probability": float(means[i]), "max_probability": float(maxima[i])})
+        out.append({**footprint, "geometry": geom, "geometry_wgs84": lonlat, "area_m2": area})
     out.sort(key=lambda f: -f["area_m2"])
     return out
 
