@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import shapely
 from shapely import affinity
 import torch
 import torch.nn.functional as F
