@@ -151,7 +151,8 @@ def _evaluate_footprints(args) -> int:
     rows of ``--data``, or ``--cam-threshold``)."""
     from landslide.config import EvalConfig
     from landslide.data import manifest as manifest_lib
-    from landslide.evaluation.footprints import CamScores, SegmenterScores, choose_pixel_threshold, evaluate_footprints
+    from landslide.evaluation.footprints import (CamScores, SegmenterScores, choose_min_object_px,
+                                                 choose_pixel_threshold, evaluate_footprints)
     from landslide.inference.device import resolve_device
     from landslide.models.checkpoint import load_checkpoint, read_card
 
@@ -161,9 +162,8 @@ def _evaluate_footprints(args) -> int:
     if unused:
         raise ConfigError(f"{', '.join(unused)}: not available for footprint evaluations (yet)")
     if task == "segmentation" and args.cam_threshold is not None:
-        raise ConfigError("--cam-threshold: a footprint model's pixel threshold is in its model card")
-    if task == "segmentation" and args.choose_on:
-        raise ConfigError("--choose-on: a footprint model's pixel threshold was chosen when it was trained")
+        raise ConfigError("--cam-threshold: a footprint model's pixel threshold is in its model card (or chosen "
+                          "again with --choose-on)")
     model, card = load_checkpoint(args.model, task=task)
     everything = manifest_lib.load(args.data)
     if "mask_uri" not in everything.frame.columns:
@@ -179,28 +179,32 @@ def _evaluate_footprints(args) -> int:
     if task == "segmentation":
         scores = SegmenterScores(model, device)
         title = f"{card.name}: footprints on {args.data}"
+        what = "pixel threshold"
     else:
         scores = CamScores(model, card, args.cam_method, device)
         title = f"{card.name}: Grad-CAM footprints on {args.data}"
-        if args.cam_threshold is not None:
-            threshold = {"method": "fixed", "value": args.cam_threshold, "chosen_on": "command line",
-                         "unit": f"{args.cam_method} value"}
-        else:
-            choose_on = args.choose_on or "val"
-            if args.split == choose_on:
-                raise ConfigError(f"--choose-on {choose_on}: the Grad-CAM threshold must be chosen on other chips "
-                                  "than those evaluated (--split)")
-            if "split" not in everything.frame.columns:
-                raise ConfigError(f"{args.data}: no split column to choose the Grad-CAM threshold on "
-                                  f"('{choose_on}' rows); give a run's splits.csv or --cam-threshold")
-            val = _one_split(everything, choose_on, args.data)
-            if len(val) == 0:
-                raise ConfigError(f"{args.data}: no '{choose_on}' rows to choose the Grad-CAM threshold on; "
-                                  "give a manifest with a split column (a run's splits.csv) or --cam-threshold")
-            threshold = choose_pixel_threshold(scores, card, val, "f1", 0.5, args.batch_size, device)
-            threshold["chosen_on"] = f"{choose_on} rows of {args.data} ({len(val)} chips)"
-            print(f"Grad-CAM threshold {threshold['value']:.3f} ({threshold['method']}) chosen on {len(val)} "
-                  f"'{choose_on}' chips: pixel F1 {threshold['validation_metrics']['f1']:.3f} there")
+        what = "Grad-CAM threshold"
+    if args.cam_threshold is not None:
+        threshold = {"method": "fixed", "value": args.cam_threshold, "chosen_on": "command line",
+                     "unit": f"{args.cam_method} value"}
+    elif task != "segmentation" or args.choose_on:  # a footprint model's own: in its card unless asked
+        choose_on = args.choose_on or "val"
+        if args.split == choose_on:
+            raise ConfigError(f"--choose-on {choose_on}: the {what} must be chosen on other chips than those "
+                              "evaluated (--split)")
+        if "split" not in everything.frame.columns:
+            raise ConfigError(f"{args.data}: no split column to choose the {what} on ('{choose_on}' rows); give a "
+                              "run's splits.csv" + (" or --cam-threshold" if task != "segmentation" else ""))
+        val = _one_split(everything, choose_on, args.data)
+        if len(val) == 0:
+            raise ConfigError(f"{args.data}: no '{choose_on}' rows to choose the {what} on")
+        threshold = choose_pixel_threshold(scores, card, val, "f1", 0.5, args.batch_size, device)
+        threshold["min_object_px"] = choose_min_object_px(scores, card, val, threshold["value"],
+                                                          batch_size=args.batch_size, device=device)
+        threshold["chosen_on"] = f"{choose_on} rows of {args.data} ({len(val)} chips)"
+        print(f"{what} {threshold['value']:.3f} ({threshold['method']}) and minimum footprint "
+              f"{threshold['min_object_px']['value']} px chosen on {len(val)} '{choose_on}' chips: pixel F1 "
+              f"{threshold['validation_metrics']['f1']:.3f} there")
     try:
         m = evaluate_footprints(scores, card, data, args.out, cfg, device, args.batch_size, title=title,
                                 extra_report=extra, threshold=threshold)
@@ -531,8 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a chip classifier gives Grad-CAM footprints, thresholded where pixel F1 is best on the "
                         "--choose-on rows")
     p.add_argument("--choose-on", choices=["train", "val", "test"],
-                   help="Grad-CAM footprints: choose their threshold on the rows of this split of --data "
-                        "(default: val)")
+                   help="footprints: choose the threshold (pixel F1) and minimum footprint size (object F1) on the "
+                        "rows of this split of --data (Grad-CAM footprints: default val; a footprint model: its "
+                        "card's values unless given)")
     p.add_argument("--cam-threshold", type=_unit_float, metavar="T",
                    help="Grad-CAM footprints: this fixed threshold on the [0, 1] map instead of one chosen on masks")
     p.add_argument("--gallery-size", type=_count, default=12, help="images shown per outcome in the galleries")

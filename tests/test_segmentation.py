@@ -417,6 +417,11 @@ def test_footprint_predictor_gives_masks_and_polygons_at_the_upload_size(footpri
     image = rng.integers(40, 90, (80, 96, 3)).astype(np.uint8)
     image[20:60, 30:70] = 210  # a bright blob: what the tiny model learnt to call landslide
     prob = predictor.probability_at(predictor.prepare(image), 80, 96)
+    card_min = predictor.min_object_px
+    with_min = predictor.footprints(predictor.prepare(image), 80, 96)  # the card's minimum footprint, scaled
+    assert all(f["pixels"] >= card_min * 80 * 96 / 64 ** 2 for f in with_min["footprints"])
+    assert not (with_min["mask"] & (prob < predictor.threshold)).any()
+    predictor.min_object_px = 1  # every footprint, to compare with tracing the raster directly
     assert prob.shape == (80, 96) and 0 <= prob.min() <= prob.max() <= 1
     out = predictor.footprints(predictor.prepare(image), 80, 96, gsd_m=0.5)
     assert out["mask"].shape == (80, 96) and (out["mask"] == (prob >= predictor.threshold)).all()
@@ -437,6 +442,42 @@ def test_footprint_predictor_gives_masks_and_polygons_at_the_upload_size(footpri
         assert any(f["pixel_geometry"].equals(e["geometry"]) for e in expected)
     capped = predictor.footprints(predictor.prepare(image), 80, 96, max_footprints=1)
     assert len(capped["footprints"]) == min(1, len(expected)) and capped["truncated"] == (len(expected) > 1)
+    predictor.min_object_px = 64 * 64  # a minimum footprint of the whole input: nothing is left
+    none = predictor.footprints(predictor.prepare(image), 80, 96, gsd_m=0.5)
+    assert none["footprints"] == [] and not none["mask"].any() and none["landslide_share"] == 0
     png = FootprintPredictor.mask_png(out["mask"])
     assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(png))) > 0, out["mask"])
     assert all(f["pixel_geometry"].is_valid for f in out["footprints"])
+
+
+def test_minimum_footprint_size_is_chosen_on_validation_masks(footprint_run):
+    """Specks around every true footprint cost object precision: the minimum footprint size that maximises object
+    F1 on validation masks removes them, and evaluation applies the card's minimum."""
+    from landslide.data import manifest as manifest_lib
+    from landslide.evaluation.footprints import choose_min_object_px, footprint_counts
+    from landslide.models.checkpoint import load_checkpoint
+
+    _, card = load_checkpoint(footprint_run["model_dir"], task="segmentation")
+    card_json = __import__("json").load(open(f"{footprint_run['model_dir']}/model_card.json"))
+    assert card_json["min_object_px"] >= 1  # chosen by the run, on validation
+    assert card_json["threshold_selection"]["min_object_px"]["chosen_on"] == "validation"
+
+    class Specks:
+        """The true mask, plus three 2 x 2-pixel specks far from it on every chip."""
+        kind = "segmentation"
+
+        def __call__(self, batch):
+            probs = batch["mask"][:, 0].numpy().astype(np.float32)
+            for r, c in ((2, 2), (2, 58), (58, 2)):
+                probs[:, r:r + 2, c:c + 2] = np.where(probs[:, r:r + 2, c:c + 2] > 0, 1.0, 0.9)
+            return probs
+
+        def close(self):
+            pass
+
+    data = manifest_lib.load(footprint_run["manifest"])
+    chosen = choose_min_object_px(Specks(), card, data, 0.5)
+    assert chosen["value"] == 8 and chosen["object_f1"]["8"] == 1.0 > chosen["object_f1"]["1"]
+    kept, _, _ = footprint_counts(Specks(), card, data, 0.5, min_object_px=1)
+    dropped, _, _ = footprint_counts(Specks(), card, data, 0.5, min_object_px=chosen["value"])
+    assert (kept["pred_objects"] - dropped["pred_objects"]).min() == 3 and dropped["fp"].sum() == 0

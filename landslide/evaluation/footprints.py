@@ -182,6 +182,37 @@ def choose_pixel_threshold(scores: PixelScores | torch.nn.Module, card: ModelCar
             "validation_metrics": {k: float(v) for k, v in metrics.items()}}
 
 
+MIN_OBJECT_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)
+"""Minimum footprint sizes (pixels at the model's input size) :func:`choose_min_object_px` tries."""
+
+
+def choose_min_object_px(scores: PixelScores | torch.nn.Module, card: ModelCard, manifest: Manifest,
+                         threshold: float, candidates: tuple[int, ...] = MIN_OBJECT_CANDIDATES,
+                         batch_size: int = 16, device: torch.device | str = "cpu", num_workers: int = 0,
+                         max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+    """The minimum footprint size (a minimum mapping unit, in pixels at the model's input size) that maximises
+    object F1 at IoU 0.5 on validation masks at pixel ``threshold``; the smallest candidate on ties and when no
+    chip has a landslide (1: keep every footprint). One pass over the split; memory holds counts only.
+    Returns ``{value, chosen_on, object_f1: {candidate: F1}}``."""
+    from landslide.evaluation.segmentation import metrics_from_counts
+
+    if isinstance(scores, torch.nn.Module):
+        scores = SegmenterScores(scores, device)
+    totals = {c: {} for c in candidates}
+    loader = mask_loader(manifest, card, batch_size, num_workers, max_pixels, _schema(scores))
+    for _, probs, truth, _, _ in predict_masks(scores, loader, device):
+        for p, t in zip(probs, truth):
+            pred = p >= threshold
+            for c in candidates:
+                for key, value in image_counts(pred, t, min_object_px=c).items():
+                    totals[c][key] = totals[c].get(key, 0) + value
+    f1 = {c: metrics_from_counts(totals[c])["object@0.5"]["f1"] if totals[c] else math.nan for c in candidates}
+    usable = {c: v for c, v in f1.items() if v == v}
+    value = max(usable, key=lambda c: (usable[c], -c)) if usable and max(usable.values()) > 0 else min(candidates)
+    return {"value": int(value), "chosen_on": "validation", "rule": "object F1 at IoU 0.5",
+            "object_f1": {str(c): (float(v) if v == v else None) for c, v in f1.items()}}
+
+
 def chip_outcome(counts: dict) -> str:
     """A chip's footprint outcome from its :func:`image_counts`: with true landslide pixels, ``found`` (chip
     pixel IoU >= 0.5), ``partial`` (some overlap) or ``missed`` (none); without, ``false_alarm`` (any predicted
@@ -202,15 +233,19 @@ def _gallery_rank(outcome: str, row: dict) -> float:
 
 def footprint_counts(scores: PixelScores | torch.nn.Module, card: ModelCard, manifest: Manifest,
                      threshold: float | None = None, batch_size: int = 16, device: torch.device | str = "cpu",
-                     num_workers: int = 0, min_object_px: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     num_workers: int = 0, min_object_px: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                      gallery_size: int = 0) -> tuple[pd.DataFrame, list[dict], list[dict]]:
     """One row of :func:`landslide.evaluation.segmentation.image_counts` per readable chip (with ``index``,
     ``uri``, ``target``, ``outcome``, predicted and true landslide ``share``) at ``threshold`` (default: the
-    card's pixel threshold); the bad chips; and up to ``gallery_size`` outline overlays per outcome
+    card's pixel threshold), predicted footprints under ``min_object_px`` (default: the card's) dropped; the
+    bad chips; and up to ``gallery_size`` outline overlays per outcome
     (:func:`landslide.explain.gallery.outline_overlay`; memory bounded by that number, not by the split)."""
+    from landslide.evaluation.segmentation import components
+
     if isinstance(scores, torch.nn.Module):
         scores = SegmenterScores(scores, device)
     threshold = card.threshold if threshold is None else threshold
+    min_object_px = card.min_object_px if min_object_px is None else min_object_px
     rows, errors = [], []
     kept: dict[str, list] = {o: [] for o in OUTCOMES}  # per outcome a heap of (-rank, index, item)
     frame = manifest.frame
@@ -220,6 +255,8 @@ def footprint_counts(scores: PixelScores | torch.nn.Module, card: ModelCard, man
         errors += errs
         for k, (i, p, t) in enumerate(zip(idx, probs, truth)):
             pred = p >= threshold
+            if min_object_px > 1:
+                pred = components(pred, min_object_px)[0] > 0
             row = {"index": int(i), "uri": frame["uri"].iloc[i], "target": int(frame["target"].iloc[i]),
                    "predicted_share": float(pred.mean()), "true_share": float(t.mean()),
                    **image_counts(pred, t, min_object_px=min_object_px)}
@@ -259,9 +296,10 @@ def evaluate_footprints(scores: PixelScores | torch.nn.Module, card: ModelCard, 
     if threshold is None and scores.kind != "segmentation":
         raise ValueError("evaluate_footprints: Grad-CAM footprints need a threshold chosen on validation masks")
     value = card.threshold if threshold is None else float(threshold["value"])
+    min_px = card.min_object_px if threshold is None else int((threshold.get("min_object_px") or {}).get("value", 1))
     storage.makedirs(out_dir)
     counts, errors, items = footprint_counts(scores, card, manifest, value, batch_size, device, num_workers,
-                                             max_pixels=max_pixels, gallery_size=cfg.gallery_size)
+                                             min_px, max_pixels=max_pixels, gallery_size=cfg.gallery_size)
     if counts.empty:
         from landslide.errors import DataError
         raise DataError(f"{manifest.source}: no readable chip with a mask to evaluate ({len(errors)} unreadable)")
@@ -270,7 +308,8 @@ def evaluate_footprints(scores: PixelScores | torch.nn.Module, card: ModelCard, 
               and frame["group"].notna().all() else None)
     numeric = counts.drop(columns=["index", "uri", "target", "predicted_share", "true_share", "outcome"])
     metrics = segmentation_metrics(numeric, groups, IOU_THRESHOLDS, cfg.bootstrap, cfg.confidence, seed)
-    metrics.update({"threshold": value, "input_size": card.input_size, "unreadable_images": errors,
+    metrics.update({"threshold": value, "min_object_px": min_px, "input_size": card.input_size,
+                    "unreadable_images": errors,
                     "footprints_from": scores.kind,
                     "threshold_selection": threshold or {"method": "model card", "value": value,
                                                          "chosen_on": "validation", "unit": "pixel probability"},
@@ -336,7 +375,11 @@ def footprint_report(metrics: dict, title: str, extra: dict[str, Any] | None = N
     else:
         source = (f"- **model**: {model['name']} ({model['architecture']} on `{model['backbone']}`, version "
                   f"{model['version']})")
-        rule = f"- **pixel threshold**: {metrics['threshold']:.3f} (chosen on validation masks; in the model card)"
+        where = "in the model card" if selection.get("method") == "model card" else selection.get("chosen_on", "")
+        rule = f"- **pixel threshold**: {metrics['threshold']:.3f} (chosen on validation masks; {where})"
+    rule += (f"; footprints under {metrics.get('min_object_px', 1)} px (at the input size) dropped, the minimum "
+             "chosen on validation masks for object F1" if metrics.get("min_object_px", 1) > 1 else
+             "; every predicted footprint kept (no minimum size)")
     lines = [f"# {title}", "", *(f"- **{k}**: {v}" for k, v in (extra or {}).items()), source,
              f"- **chips**: {metrics['images']} ({metrics['true_objects']} true landslides, "
              f"{metrics['pred_objects']} predicted); unreadable: {len(metrics.get('unreadable_images', []))}",

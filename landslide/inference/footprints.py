@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from landslide.data.images import encode_png
+from landslide.evaluation.segmentation import components
 from landslide.inference.device import resolve_device
 from landslide.inference.predictor import prepare_image
 from landslide.inventory.footprints import trace, vectorize
@@ -37,6 +38,8 @@ class FootprintPredictor:
         self.model, self.card = load_checkpoint(model_uri, self.device, task="segmentation")
         self.input_size = self.card.input_size
         self.threshold = float(self.card.threshold if threshold is None else threshold)
+        self.min_object_px = self.card.min_object_px
+        """Footprints smaller than this (pixels at the input size; chosen on validation masks) are dropped."""
         self._mean = torch.tensor(self.card.normalization.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.card.normalization.std, device=self.device).view(1, 3, 1, 1)
 
@@ -45,7 +48,7 @@ class FootprintPredictor:
         """Model identity recorded with every answer."""
         return {"name": self.card.name, "backbone": self.card.backbone, "architecture": self.card.architecture,
                 "version": self.card.version, "input_size": self.input_size, "threshold": self.threshold,
-                "task": self.card.task}
+                "min_object_px": self.min_object_px, "task": self.card.task}
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)`` at the model's input size."""
@@ -85,9 +88,14 @@ class FootprintPredictor:
         geodesic ``area_m2`` (simplified by ``simplify_m`` metres, those under ``min_area_m2`` dropped:
         :func:`landslide.inventory.footprints.vectorize`), or with only ``gsd_m`` (metres per pixel)
         ``area_m2`` = pixels x GSD²; ``mask`` (bool ``(height, width)``), ``landslide_share`` and
-        ``threshold``."""
+        ``threshold``. Footprints under the card's ``min_object_px`` (scaled from input pixels to the image's)
+        are left out of all of them."""
         prob = self.probability_at(prepared, height, width)
         mask = prob >= self.threshold
+        min_px = self.min_object_px * height * width / (self.input_size * self.input_size)
+        if min_px > 1:  # the card's minimum footprint, from input pixels to the image's
+            mask = components(mask, int(math.ceil(min_px)))[0] > 0
+            prob = np.where(mask | (prob < self.threshold), prob, np.nan).astype(np.float32)
         if transform is not None and crs is not None:
             found = vectorize(prob, transform, crs, self.threshold, min_area_m2, simplify_m)
             to_pixels = ~transform

@@ -99,6 +99,9 @@ class ModelCard(_Section):
     """Validation thresholds per test-time-augmentation mode (always the card's own mode; ``none`` too when
     the run used TTA): a user who switches TTA off gets the threshold chosen without it."""
     threshold_selection: dict[str, Any] | None = None
+    min_object_px: int = Field(1, ge=1)
+    """Footprint models: predicted footprints smaller than this many pixels at the input size are dropped (a
+    minimum mapping unit, chosen on validation masks to maximise object F1 at IoU 0.5); 1 keeps every one."""
     gsd_m: float | None = Field(None, gt=0)
     """Median ground sampling distance (m/px) of the training chips, when their manifest gave ``gsd_m``;
     None: unknown. Evaluation reports the data's GSD beside it."""

@@ -33,7 +33,7 @@ from landslide.data.tags import TagSchema
 from landslide.data.transforms import BatchAugment, blur_kernel_size, build_transform
 from landslide.errors import ConfigError, DataError
 from landslide.evaluation.evaluate import evaluate_model, predict_manifest
-from landslide.evaluation.footprints import choose_pixel_threshold, evaluate_footprints
+from landslide.evaluation.footprints import choose_min_object_px, choose_pixel_threshold, evaluate_footprints
 from landslide.evaluation.confounds import confound_check
 from landslide.evaluation.leakage import tag_leakage
 from landslide.evaluation.metrics import (apply_temperature, binary_metrics, calibration_metrics, choose_threshold,
@@ -380,13 +380,20 @@ def build_card(run: PreparedRun, result: FitResult) -> ModelCard:
 def choose_pixel_threshold_for(run: PreparedRun, card: ModelCard, device: torch.device) -> dict:
     """Footprint models: the pixel threshold on the validation masks (``eval.threshold``: ``f1`` maximises
     pixel F1; ``youden`` is not defined for pixels and is treated as ``f1``; ``fixed`` keeps
-    ``eval.fixed_threshold``), set on ``card``."""
+    ``eval.fixed_threshold``), then the minimum footprint size that maximises object F1 there
+    (:func:`landslide.evaluation.footprints.choose_min_object_px`), both set on ``card``."""
     cfg = run.cfg
     rule = "fixed" if cfg.eval.threshold == "fixed" else "f1"
     selection = choose_pixel_threshold(run.model, card, run.val, rule, cfg.eval.fixed_threshold,
                                        cfg.train.batch_size, device, cfg.data.num_workers,
                                        cfg.data.max_image_pixels) if len(run.val) else \
         {"method": "fixed", "value": cfg.eval.fixed_threshold}
+    if len(run.val):  # then the minimum footprint size, at that threshold
+        selection["min_object_px"] = choose_min_object_px(run.model, card, run.val, float(selection["value"]),
+                                                          batch_size=cfg.train.batch_size, device=device,
+                                                          num_workers=cfg.data.num_workers,
+                                                          max_pixels=cfg.data.max_image_pixels)
+        card.min_object_px = selection["min_object_px"]["value"]
     card.threshold = float(selection["value"])
     card.thresholds_by_tta = {"none": card.threshold}
     card.threshold_selection = selection
