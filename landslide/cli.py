@@ -32,6 +32,10 @@ def cmd_demo(args) -> int:
     if m:
         print("  test split:          " + ", ".join(f"{k}={m[k]:.3f}" for k in ("accuracy", "f1", "mcc", "roc_auc")
                                                       if m.get(k) is not None))
+    fp = s["footprints"]
+    print(f"  footprints:          {fp['output']}/footprints.geojson beside truth.geojson (SYNTHETIC): "
+          f"{fp['predicted_footprints']} predicted, {fp['true_footprints']} true on {fp['test_chips']} test chips, "
+          f"polygon IoU {fp['polygon_iou']:.3f} against the truth; report {fp['report']}")
     return 0
 
 

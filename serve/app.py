@@ -113,6 +113,8 @@ class Segmenter:
                  simplify_m: float, min_area_m2: float) -> dict:
         from shapely.geometry import mapping
 
+        from landslide.inventory.geo import geojson_geometry
+
         transform = None
         if geo:
             from rasterio.transform import from_bounds
@@ -126,8 +128,8 @@ class Segmenter:
                     "mean_probability": f["mean_probability"], "max_probability": f["max_probability"]}
             if "area_m2" in f:
                 item["area_m2"] = f["area_m2"]
-            if "geometry_wgs84" in f:
-                item["geometry_wgs84"] = mapping(f["geometry_wgs84"])
+            if "geometry_wgs84" in f:  # RFC 7946: counter-clockwise exteriors, coordinates rounded to ~1 cm
+                item["geometry_wgs84"] = geojson_geometry(f["geometry_wgs84"])
             footprints.append(item)
         return {"footprints": footprints, "truncated": out["truncated"], "landslide_share": out["landslide_share"],
                 "threshold": out["threshold"], "mask_png": self.predictor.mask_png(out["mask"]),

@@ -98,6 +98,17 @@ def test_demo_quick(tmp_path):
     summary = json.load(open(tmp_path / "demo" / "sweep" / "summary.json"))
     assert inventory["type"] == "FeatureCollection" and len(inventory["features"]) == summary["positives"]
     assert summary["tiles_in"] == summary["tiles_ok"] == 12 and "sweep inventory:" in proc.stdout
+    # footprints: a footprint model on the same chips, its test chips' polygons beside the true ones
+    fp = json.load(open(tmp_path / "demo" / "footprints" / "summary.json"))
+    found = json.load(open(tmp_path / "demo" / "footprints" / "footprints.geojson"))
+    truth = json.load(open(tmp_path / "demo" / "footprints" / "truth.geojson"))
+    assert len(found["features"]) == fp["predicted_footprints"] and len(truth["features"]) == fp["true_footprints"] > 0
+    assert 0 <= fp["polygon_iou"] <= 1 and "SYNTHETIC" in fp["note"] and "polygon IoU" in proc.stdout
+    assert all(f["properties"]["synthetic"] and f["properties"]["area_m2"] > 0 for f in truth["features"])
+    from shapely.geometry import shape
+
+    centre = shape(truth["features"][0]["geometry"]).centroid
+    assert 99.9 < centre.x < 100.2 and 29.8 < centre.y < 30.1  # the fictitious region
 
 
 def test_sweep_and_tiles_cli(tmp_path, trained_run):

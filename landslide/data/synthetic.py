@@ -94,7 +94,9 @@ def _terrain(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     return img, height
 
 
-def _landslide(rng: np.random.Generator, img: np.ndarray, height: np.ndarray) -> np.ndarray:
+def _landslide(rng: np.random.Generator, img: np.ndarray, height: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paint a landslide on ``img``; returns the image and its true footprint (bool ``(size, size)``: the scar,
+    the head scarp and the debris lobe, where each is painted at least half opaque)."""
     size = img.shape[0]
     gy, gx = np.gradient(height)
     start = rng.uniform(0.2, 0.8, 2) * size
@@ -118,10 +120,13 @@ def _landslide(rng: np.random.Generator, img: np.ndarray, height: np.ndarray) ->
     out = _blend(img, _soft(scar, 1), soil * texture)
     # head scarp: a bright arc at the top; debris lobe: darker, blockier material at the toe
     head = ((xx - centre[0, 0]) ** 2 + (yy - centre[0, 1]) ** 2) <= (widths[0] * 1.3) ** 2
-    out = _blend(out, _soft(head & ~scar, 1) * 0.8, np.array([0.80, 0.76, 0.70]))
+    head_paint = _soft(head & ~scar, 1) * 0.8
+    out = _blend(out, head_paint, np.array([0.80, 0.76, 0.70]))
     toe = ((xx - centre[-1, 0]) ** 2 + (yy - centre[-1, 1]) ** 2) <= (widths[-1] * 1.2) ** 2
     debris = np.array([0.45, 0.40, 0.34]) * (0.7 + 0.6 * rng.random((size, size, 1)))
-    return _blend(out, _soft(toe, 1) * 0.85, debris)
+    toe_paint = _soft(toe, 1) * 0.85
+    footprint = (_soft(scar, 1) >= 0.5) | (head_paint >= 0.5) | (toe_paint >= 0.5)
+    return _blend(out, toe_paint, debris), footprint
 
 
 def _road(rng, img):
@@ -171,12 +176,15 @@ def _outcrop(rng, img):
 NEGATIVES = {"road": _road, "river": _river, "field": _field, "cloud": _cloud, "outcrop": _outcrop}
 
 
-def make_chip(rng: np.random.Generator, landslide: bool, size: int = 128) -> tuple[np.ndarray, list[str]]:
-    """One RGB uint8 chip and the list of features drawn on it."""
+def make_chip(rng: np.random.Generator, landslide: bool, size: int = 128, with_mask: bool = False) -> tuple:
+    """One RGB uint8 chip ``(size, size, 3)`` and the list of features drawn on it; ``with_mask`` adds the true
+    landslide footprint (bool ``(size, size)``, all False on landslide-free chips; a road or cloud drawn over
+    the landslide afterwards does not change it: the ground there still slid)."""
     img, height = _terrain(rng, size)
     features: list[str] = []
+    mask = np.zeros((size, size), bool)
     if landslide:
-        img = _landslide(rng, img, height)
+        img, mask = _landslide(rng, img, height)
         features.append("landslide")
         extras = [k for k in ("road", "cloud") if rng.random() < 0.25]
     else:
@@ -185,16 +193,21 @@ def make_chip(rng: np.random.Generator, landslide: bool, size: int = 128) -> tup
     for name in extras:
         img = NEGATIVES[name](rng, img)
         features.append(name)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), features
+    arr = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return (arr, features, mask) if with_mask else (arr, features)
 
 
 def generate_dataset(out_dir: str, n_per_class: int = 160, size: int = 128, seed: int = 0,
                      block: int = 4) -> str:
-    """Write JPEG chips, ``manifest.csv`` (path, label, group, lat, lon, features) and a README; return the manifest URI.
+    """Write JPEG chips, their true landslide footprints (PNG masks, 255 = landslide, for landslide chips),
+    ``manifest.csv`` (path, label, group, lat, lon, features, mask_path: blank on landslide-free chips)
+    and a README; return the manifest URI.
 
     Chips lie on a square grid of chips (``size`` px at 0.5 m/px); ``group`` is a block of ``block`` x ``block``
     chips. Labels are drawn so that blocks mix both classes.
     """
+    from landslide.data.images import encode_png
+
     rng = np.random.default_rng(seed)
     total = 2 * n_per_class
     side = math.ceil(math.sqrt(total))
@@ -207,13 +220,17 @@ def generate_dataset(out_dir: str, n_per_class: int = 160, size: int = 128, seed
     for i, label in enumerate(labels):
         r, c = divmod(i, side)
         chip_rng = np.random.default_rng([seed, i])
-        arr, features = make_chip(chip_rng, bool(label), size)
+        arr, features, mask = make_chip(chip_rng, bool(label), size, with_mask=True)
         name = "landslide" if label else "non_landslide"
         rel = f"images/{name}/chip_{r:03d}_{c:03d}.jpg"
         storage.write_bytes(storage.join(out_dir, rel), encode_jpeg(arr, quality=92))
+        mask_rel = ""
+        if label:
+            mask_rel = f"masks/chip_{r:03d}_{c:03d}.png"
+            storage.write_bytes(storage.join(out_dir, mask_rel), encode_png(mask.astype(np.uint8) * 255))
         rows.append({"path": rel, "label": name, "group": f"blk_{r // block}_{c // block}",
                      "lat": ORIGIN_LAT - (r + 0.5) * dlat, "lon": ORIGIN_LON + (c + 0.5) * dlon,
-                     "features": "+".join(features), "synthetic": True})
+                     "features": "+".join(features), "synthetic": True, "mask_path": mask_rel})
     manifest_uri = storage.join(out_dir, "manifest.csv")
     storage.write_text(manifest_uri, pd.DataFrame(rows).to_csv(index=False))
     storage.write_text(storage.join(out_dir, "README.txt"),
