@@ -81,3 +81,68 @@ def test_mosaic_writes_to_object_storage(gcs_emulator, tmp_path):
     local.write_bytes(storage.read_bytes(uri))
     with rasterio.open(local) as ds:
         assert np.allclose(ds.read(1), data) and ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+
+
+def _raster(path, data, transform, crs="EPSG:32648", nodata=None):
+    profile = {"driver": "GTiff", "width": data.shape[-1], "height": data.shape[-2], "count": 1 if data.ndim == 2
+               else data.shape[0], "dtype": data.dtype, "crs": crs, "transform": transform}
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data if data.ndim == 3 else data[None])
+    return str(path)
+
+
+def test_footprints_traced_by_block_rows_equal_the_whole_raster(tmp_path):
+    """Blobs across block seams (also touching only at a corner across one) come out as tracing the whole
+    raster would give them: the same footprints, pixels, probabilities and outlines."""
+    from landslide.inventory.footprints import trace
+    from landslide.inventory.scene_footprints import trace_raster
+
+    rng = np.random.default_rng(0)
+    prob = np.full((200, 150), 0.1, np.float32)
+    for _ in range(25):
+        r, c, h, w = rng.integers(0, 190), rng.integers(0, 140), rng.integers(2, 70), rng.integers(2, 40)
+        prob[r:r + h, c:c + w] = rng.uniform(0.6, 1.0)
+    prob[60:64, 10:12] = 0.9  # ends on the seam at row 64 ...
+    prob[64:70, 12:14] = 0.9  # ... and continues diagonally below it: one 8-connected footprint
+    prob[150:160, 100:120] = NODATA  # nodata is never landslide
+    transform = from_origin(500000, 3000000, 2.0, 2.0)
+    uri = _raster(tmp_path / "p.tif", prob, transform, nodata=NODATA)
+    whole = trace(prob, 0.5, transform, NODATA)
+    blocks = trace_raster(uri, 0.5, block=32)
+    assert len(blocks) == len(whole) > 5
+    key = lambda f: (f["pixels"], round(f["geometry"].area, 3), round(f["max_probability"], 6))  # noqa: E731
+    for a, b in zip(sorted(whole, key=key), sorted(blocks, key=key)):
+        assert a["pixels"] == b["pixels"] and a["max_probability"] == pytest.approx(b["max_probability"])
+        assert a["mean_probability"] == pytest.approx(b["mean_probability"], rel=1e-5)
+        assert a["geometry"].symmetric_difference(b["geometry"]).area == pytest.approx(0, abs=1e-6)
+
+
+def test_a_scene_is_stitched_at_the_model_scale_and_traced(tmp_path, footprint_run):
+    """A GeoTIFF scene with two bright blobs through the tiny footprint model: one probability COG aligned with
+    the scene (nodata where the scene has none), and footprints over the blobs, in the scene's CRS."""
+    from landslide.inference.footprints import FootprintPredictor
+    from landslide.inventory.scene_footprints import scene_grid, stitch_scene, trace_raster
+
+    rng = np.random.default_rng(1)
+    scene = rng.integers(40, 90, (3, 150, 230)).astype(np.uint8)
+    scene[:, 30:60, 40:75] = 210
+    scene[:, 90:130, 150:200] = 210  # crosses window borders
+    scene[:, :, 215:] = 0  # a nodata strip at the east edge
+    transform = from_origin(500000, 3000000, 0.5, 0.5)
+    uri = _raster(tmp_path / "scene.tif", scene, transform, nodata=0)
+    predictor = FootprintPredictor(footprint_run["model_dir"], device="cpu")
+    grid = scene_grid(predictor, 0.5)
+    assert grid.window_px == predictor.input_size and "no GSD" in grid.reason
+    out = stitch_scene(predictor, uri, str(tmp_path / "scene.probability.tif"), batch_size=4, block=64)
+    assert out["windows"] == len(window_offsets(150, 64, 16)) * len(window_offsets(230, 64, 16))
+    with rasterio.open(out["uri"]) as ds:
+        assert (ds.width, ds.height, ds.transform, ds.crs.to_epsg()) == (230, 150, transform, 32648)
+        prob = ds.read(1)
+    assert (prob[:, 216:] == NODATA).all() and ((prob[:, :214] >= 0) & (prob[:, :214] <= 1)).all()
+    assert prob[40:50, 50:65].mean() > prob[5:20, 100:140].mean()  # the blob is more landslide than grass
+    found = trace_raster(out["uri"], predictor.threshold, block=64)
+    assert found and all(f["geometry"].is_valid for f in found)
+    minx, miny, maxx, maxy = found[0]["geometry"].bounds
+    assert 500000 <= minx < maxx <= 500000 + 230 * 0.5 and 3000000 - 150 * 0.5 <= miny < maxy <= 3000000
