@@ -599,6 +599,20 @@ class SweepExplainConfig(_Strict):
     method: CamMethod = "gradcam"
 
 
+class SweepFootprintConfig(_Strict):
+    """Footprint sweeps (a footprint model as ``model``; docs/footprints.md)."""
+
+    overlap: float = Field(0.25, ge=0, le=0.5)
+    """Fraction of a window shared with each neighbour; overlapping windows are blended (weights falling to
+    their edges), so seams vanish."""
+    simplify_m: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Douglas-Peucker tolerance in metres for the footprints' outlines (0: exact pixel edges)."""
+    min_area_m2: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Footprints smaller than this (geodesic m²) are left out (besides the card's minimum footprint size)."""
+    block: int = Field(512, ge=64, le=8192)
+    """Rows per block when stitching and tracing: memory holds about one block row of the scene."""
+
+
 class SweepAdaptConfig(_Strict):
     """Adaptation to the swept region without labels (docs/sweeps.md, "Adapting to a new region"). Each is
     recorded in ``sweep.json`` and ``summary.json``; measured on labelled regions in docs/results.md."""
@@ -662,6 +676,8 @@ class SweepConfig(_Strict):
     """Also write adjacent positive tiles dissolved into polygons (``landslide_areas.geojson``)."""
     adapt: SweepAdaptConfig = SweepAdaptConfig()
     """Adaptation to the swept region without labels (all off by default)."""
+    footprints: SweepFootprintConfig = SweepFootprintConfig()
+    """Footprint models only: window overlap, simplification, minimum area."""
     ray: SweepRayConfig = SweepRayConfig()
 
 

@@ -146,3 +146,72 @@ def test_a_scene_is_stitched_at_the_model_scale_and_traced(tmp_path, footprint_r
     assert found and all(f["geometry"].is_valid for f in found)
     minx, miny, maxx, maxy = found[0]["geometry"].bounds
     assert 500000 <= minx < maxx <= 500000 + 230 * 0.5 and 3000000 - 150 * 0.5 <= miny < maxy <= 3000000
+
+
+def test_footprint_sweep_merges_across_scenes_resumes_and_refuses_what_it_cannot_read(tmp_path, footprint_run):
+    """Two adjacent scenes with a blob across their border, and a third far away outside the region: the sweep
+    (``landslide sweep`` with a footprint model) reads the two, writes a probability COG and footprints per
+    scene, merges the blob's halves into one footprint spanning both scenes, and resumes scene by scene."""
+    import json
+
+    import pandas as pd
+    from shapely.geometry import shape
+
+    from landslide.config import SweepConfig, parse_config
+    from landslide.errors import ConfigError
+    from landslide.inventory.sweep import run_sweep, summary_lines
+    from tests.test_cli import run_cli
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    both = rng.integers(40, 90, (3, 128, 256)).astype(np.uint8)
+    both[:, 40:90, 100:160] = 210  # across x = 128: the border of the two scenes
+    west, east = from_origin(500000, 3000000, 0.5, 0.5), from_origin(500064, 3000000, 0.5, 0.5)
+    _raster(folder / "a_west.tif", np.ascontiguousarray(both[:, :, :128]), west)
+    _raster(folder / "b_east.tif", np.ascontiguousarray(both[:, :, 128:]), east)
+    far = rng.integers(40, 90, (3, 64, 64)).astype(np.uint8)
+    _raster(folder / "c_far.tif", far, from_origin(700000, 3100000, 0.5, 0.5))
+    out = tmp_path / "sweep"
+    raw = {"model": footprint_run["model_dir"], "output": str(out), "tiles": {"source": str(folder)},
+           "region": {"bbox": [105.0, 27.0, 105.2, 27.2]}, "batch_size": 4, "footprints": {"block": 64}}
+    # the region around the two scenes (UTM 48N, 500 km E, 3000 km N: about 105.0 E, 27.1 N)
+    cfg = parse_config(raw, "sweep", schema=SweepConfig)
+    first = run_sweep(cfg, stop_after_shards=1)
+    assert first["interrupted"] and first["scenes_done"] == 1 and first["scenes"] == 2
+    assert "run again to resume" in summary_lines(first, str(out))
+    done_one = sorted(p.name for p in (out / "scenes").glob("*.footprints.parquet"))
+    assert done_one == ["a_west.footprints.parquet"]
+    summary = run_sweep(cfg)
+    assert summary["scenes"] == 2 and summary["scenes_swept_this_run"] == 1  # the first scene was kept
+    assert summary["footprints"] >= 1 and "footprints" in summary_lines(summary, str(out))
+    for name in ("a_west", "b_east"):
+        with rasterio.open(out / "scenes" / f"{name}.footprint_probability.tif") as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and ds.crs.to_epsg() == 32648
+    gj = json.load(open(out / "footprints.geojson"))
+    table = pd.read_parquet(out / "footprints.parquet")
+    assert len(gj["features"]) == len(table) == summary["footprints"]
+    spanning = [f for f in gj["features"] if f["properties"]["scenes"] == "a_west,b_east"]
+    assert len(spanning) == 1  # the blob's two halves are one footprint
+    blob = shape(spanning[0]["geometry"])
+    assert 104.9 < blob.centroid.x < 105.1 and spanning[0]["properties"]["area_m2"] > 200  # 60 x 50 px of 0.25 m²
+    assert gj["features"][0]["properties"]["model_version"] == summary["model"]["version"]
+    # what a footprint sweep cannot read yet, and scenes without a CRS, are one-line errors
+    with pytest.raises(ConfigError, match="GeoTIFF/COG scenes"):
+        run_sweep(parse_config({**raw, "tiles": {"source": str(tmp_path / "xyz")}, "output": str(tmp_path / "o2")},
+                               "sweep", schema=SweepConfig))
+    nocrs = tmp_path / "nocrs"
+    nocrs.mkdir()
+    with rasterio.open(nocrs / "s.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8") as ds:
+        ds.write(far)
+    res = run_cli("sweep", "--config", _yaml(tmp_path, {**raw, "region": {}, "tiles": {"source": str(nocrs)},
+                                                         "output": str(tmp_path / "o3")}))
+    assert res.returncode == 2 and "no CRS" in res.stderr and "Traceback" not in res.stderr
+
+
+def _yaml(tmp_path, cfg: dict) -> str:
+    import yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)

@@ -108,21 +108,16 @@ def trace(probability: np.ndarray, threshold: float = 0.5, transform=None, nodat
     return out
 
 
-def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, min_area_m2: float = 0.0,
-              simplify_m: float = 0.0, nodata: float | None = None) -> list[dict]:
-    """Footprints of a ``(H, W)`` probability raster (values 0..1) georeferenced by an affine ``transform``
-    (rasterio/affine, pixel -> CRS coordinates) in ``crs`` (anything pyproj reads: EPSG code, WKT, rasterio
-    CRS): :func:`trace`, then simplified and measured. Returns one dict per footprint, largest first:
-    ``geometry`` (shapely, in ``crs``), ``geometry_wgs84`` (lon/lat), ``area_m2`` (geodesic, WGS84),
-    ``pixels``, ``mean_probability``, ``max_probability``. ValueError for a raster that is not 2-D or a
-    threshold outside (0, 1]."""
-    traced = trace(probability, threshold, transform, nodata)
-    if not traced:
+def measure(footprints: list[dict], crs, min_area_m2: float = 0.0, simplify_m: float = 0.0) -> list[dict]:
+    """Footprints traced in ``crs`` (:func:`trace` with a georeferencing transform) simplified by ``simplify_m``
+    metres, with ``geometry_wgs84`` (lon/lat, cut at 180°) and a geodesic ``area_m2`` (WGS84); those under
+    ``min_area_m2`` dropped; the largest first."""
+    if not footprints:
         return []
     crs = _crs(crs)
     transformer = _to_wgs84(crs)
     out = []
-    for footprint in traced:
+    for footprint in footprints:
         geom = _simplify(footprint["geometry"], simplify_m, crs, transformer)
         if geom.is_empty:
             continue
@@ -133,6 +128,17 @@ def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, m
         out.append({**footprint, "geometry": geom, "geometry_wgs84": lonlat, "area_m2": area})
     out.sort(key=lambda f: -f["area_m2"])
     return out
+
+
+def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, min_area_m2: float = 0.0,
+              simplify_m: float = 0.0, nodata: float | None = None) -> list[dict]:
+    """Footprints of a ``(H, W)`` probability raster (values 0..1) georeferenced by an affine ``transform``
+    (rasterio/affine, pixel -> CRS coordinates) in ``crs`` (anything pyproj reads: EPSG code, WKT, rasterio
+    CRS): :func:`trace`, then :func:`measure`. Returns one dict per footprint, largest first: ``geometry``
+    (shapely, in ``crs``), ``geometry_wgs84`` (lon/lat), ``area_m2`` (geodesic, WGS84), ``pixels``,
+    ``mean_probability``, ``max_probability``. ValueError for a raster that is not 2-D or a threshold outside
+    (0, 1]."""
+    return measure(trace(probability, threshold, transform, nodata), crs, min_area_m2, simplify_m)
 
 
 def _segment(geom: shapely.Geometry) -> float:

@@ -151,7 +151,7 @@ def _geoparquet_bytes(frame: pd.DataFrame, geoms: list, crs) -> bytes:
     from pyproj import CRS
 
     meta = {"version": "1.0.0", "primary_column": "geometry",
-            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
+            "columns": {"geometry": {"encoding": "WKB", "geometry_types": sorted({g.geom_type for g in geoms}),
                                      "crs": CRS.from_wkt(crs.to_wkt()).to_json_dict(),
                                      "bbox": [float(v) for v in shapely.total_bounds(geoms)]}}}
     table = pa.Table.from_pandas(frame, preserve_index=False)

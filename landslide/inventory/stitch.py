@@ -141,7 +141,7 @@ class ProbabilityMosaic:
             for window, data in self.blocks():
                 out.write(data, 1, window=window)
         built = os.path.join(self.workdir, "cog.tif")
-        rio_copy(plain, built, driver="COG", compress="deflate", blocksize=self.block, overview_resampling="average",
+        rio_copy(plain, built, driver="COG", compress="deflate", blocksize=256, overview_resampling="average",
                  predictor=3)
         os.remove(plain)
         # the finished file appears whole or not at all: moved into place locally, streamed up otherwise

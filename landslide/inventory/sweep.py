@@ -548,6 +548,23 @@ def _scene_outputs(scene_maps: "maps.SceneMaps", out: str, threshold: float) -> 
 
 
 def summary_lines(s: dict, output: str) -> str:
+    if s.get("kind") == "footprints" or s.get("interrupted") and "scenes" in s:
+        return footprint_summary_lines(s, output)
+    return _tile_summary_lines(s, output)
+
+
+def footprint_summary_lines(s: dict, output: str) -> str:
+    """What a footprint sweep did, for the command line."""
+    if s.get("interrupted"):
+        return f"interrupted: {s['scenes_done']} of {s['scenes']} scenes done; run again to resume"
+    lines = [f"{s['scenes']} scenes ({s['scenes_swept_this_run']} swept this run) with {s['model']['name']} "
+             f"{s['model']['version']}: {s['footprints']} footprints, {s['area_m2']:.0f} m² in all",
+             f"  footprints: {output}/footprints.parquet, {output}/footprints.geojson; per scene: "
+             f"{output}/scenes/ (probability COG and footprints in the scene's CRS)"]
+    return "\n".join(lines)
+
+
+def _tile_summary_lines(s: dict, output: str) -> str:
     """The end-of-sweep summary as printed by ``landslide sweep`` and the Ray job (plain text, log friendly)."""
     if s.get("interrupted"):
         return f"Sweep stopped after {s['shards_done']}/{s['shards']} shards; run it again to finish."
@@ -611,6 +628,12 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
               stop_after_shards: int | None = None) -> dict:
     """Sweep in this process: ``read_threads`` threads read and decode ahead while the model runs. Re-running
     resumes; ``stop_after_shards`` (tests) stops early as an interruption would."""
+    from landslide.models.checkpoint import read_card
+
+    if read_card(cfg.model).task == "segmentation":  # a footprint model: polygons, scene by scene
+        from landslide.inventory.footprint_sweep import run_footprint_sweep
+
+        return run_footprint_sweep(cfg, progress, stop_after_shards)
     started = time.perf_counter()
     predictor = Predictor(cfg.model, cfg.device, cfg.threshold, cfg.explain.method, tta=cfg.tta)
     try:
