@@ -33,6 +33,7 @@ import pandas as pd
 from landslide.config import SweepConfig, load_config, parse_set
 from landslide.errors import ConfigError
 from landslide.inference.predictor import Predictor
+from landslide.models.checkpoint import read_card
 from landslide.inventory.adapt import adapted_model
 from landslide.inventory.sweep import TileReader, finalize, infer_tiles, plan_sweep, read_tiles, summary_lines
 from ray_jobs.common import check_resources, job_parser, run_main
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = load_config(args.config, parse_set(args.set), schema=SweepConfig)
+        if read_card(cfg.model).task == "segmentation":
+            raise ConfigError(f"{cfg.model} is a footprint model: footprint sweeps run in one process for now "
+                              "(landslide sweep --config ...); Ray Data sweeps take chip classifiers")
         import ray
 
         ray.init(address=args.address, log_to_driver=True)

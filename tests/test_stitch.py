@@ -215,3 +215,13 @@ def _yaml(tmp_path, cfg: dict) -> str:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+def test_ray_sweep_refuses_a_footprint_model_in_one_line(tmp_path, footprint_run, capsys):
+    pytest.importorskip("ray")
+    from ray_jobs.sweep import main
+
+    code = main(["--config", _yaml(tmp_path, {"model": footprint_run["model_dir"], "output": str(tmp_path / "o"),
+                                              "tiles": {"source": str(tmp_path)}})])
+    err = capsys.readouterr().err
+    assert code == 2 and "footprint model" in err and "landslide sweep" in err and "Traceback" not in err
