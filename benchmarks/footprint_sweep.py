@@ -1,0 +1,170 @@
+"""Footprint sweep throughput and memory, measured against the bare footprint model in the same run (issue 21).
+
+Arms, on the same model, batch size and scene (one GeoTIFF of synthetic terrain with landslides):
+
+- ``model_only``: ``FootprintPredictor.predict`` on prepared in-memory uint8 batches: the ceiling.
+- ``footprint_sweep``: ``landslide sweep`` with the footprint model end to end: windows read from the GeoTIFF,
+  predicted, stitched into the probability COG (accumulated on disk), traced block by block, measured, written.
+
+Throughput is in windows per second. Rounds interleave the arms and ratios are taken within a round. Memory:
+the sweep runs in a child process over scenes of ``--memory-windows`` windows (default 1000 and 10000) and
+reports its peak RSS (VmHWM).
+
+    python -m benchmarks.footprint_sweep [--windows 1024] [--image-size 128] [--gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import REPO, write_result
+
+
+def make_scene(path: Path, windows: int, size: int, overlap: float, seed: int = 0) -> tuple[str, int]:
+    """A GeoTIFF (UTM 48N, 0.5 m) whose window grid at ``size`` px and ``overlap`` has about ``windows``
+    windows, tiled with synthetic chips (a third with landslides); returns (URI, windows in the grid)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from landslide.data.synthetic import make_chip
+    from landslide.inventory.stitch import window_offsets
+
+    stride = size - int(round(size * overlap))
+    per_side = max(int(round(math.sqrt(windows))), 1)
+    side = stride * (per_side - 1) + size
+    rng = np.random.default_rng(seed)
+    pool = [make_chip(rng, i % 3 == 0, size)[0] for i in range(24)]
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "crs": "EPSG:32648",
+               "transform": from_origin(500000, 3000000, 0.5, 0.5), "tiled": True, "blockxsize": 256,
+               "blockysize": 256, "compress": "deflate"}
+    from rasterio.windows import Window
+
+    with rasterio.open(path, "w", **profile) as ds:
+        k = 0
+        for r in range(0, side, size):
+            for c in range(0, side, size):
+                chip = pool[k % len(pool)]
+                k += 1
+                h, w = min(size, side - r), min(size, side - c)
+                ds.write(np.moveaxis(chip[:h, :w], -1, 0), window=Window(c, r, w, h))
+    return str(path), len(window_offsets(side, size, size - stride)) ** 2
+
+
+def make_model(out: Path, backbone: str, image_size: int) -> str:
+    from landslide.models.checkpoint import make_card, save_checkpoint
+    from landslide.models.segmentation import build_segmenter
+
+    model = build_segmenter(backbone, "unet", "offline")
+    return save_checkpoint(model, make_card(model, image_size, threshold=0.5), str(out))
+
+
+def model_only(model: str, n: int, args) -> float:
+    from landslide.inference.footprints import FootprintPredictor
+
+    predictor = FootprintPredictor(model, "cuda" if args.gpu else "cpu")
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 255, (args.batch_size, predictor.input_size, predictor.input_size, 3), np.uint8)
+    predictor.predict(batch)  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < n:
+        predictor.predict(batch)
+        done += len(batch)
+    if args.gpu:
+        import torch
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - start)
+
+
+def sweep_config(model: str, scene: str, out: str, args) -> dict:
+    return {"name": "bench-footprints", "model": model, "tiles": {"source": scene}, "output": out,
+            "batch_size": args.batch_size, "device": "cuda" if args.gpu else "cpu",
+            "footprints": {"overlap": args.overlap, "block": 512}}
+
+
+def footprint_sweep(model: str, scene: str, out: str, args) -> tuple[float, dict]:
+    from landslide.config import SweepConfig, parse_config
+    from landslide.inventory.sweep import run_sweep
+
+    cfg = parse_config(sweep_config(model, scene, out, args), "bench", schema=SweepConfig)
+    start = time.perf_counter()
+    summary = run_sweep(cfg)
+    seconds = time.perf_counter() - start
+    scene_record = summary["per_scene"][0]
+    return scene_record["windows"] / seconds, {"footprints": summary["footprints"], "seconds": seconds}
+
+
+def peak_rss_child(model: str, n: int, work: Path, args) -> dict:
+    """Peak RSS (MiB) of a child process that sweeps a scene of about ``n`` windows."""
+    scene, windows = make_scene(work / f"mem{n}.tif", n, args.memory_image_size, args.overlap)
+    code = ("import json,re,sys,time;from landslide.config import SweepConfig,parse_config;"
+            "from landslide.inventory.sweep import run_sweep;cfg=parse_config(json.loads(sys.argv[1]),'m',"
+            "schema=SweepConfig);t=time.perf_counter();s=run_sweep(cfg);"
+            "hwm=int(re.search(r'VmHWM:\\s+(\\d+)',open('/proc/self/status').read()).group(1));"
+            "print(json.dumps({'windows':s['per_scene'][0]['windows'],'seconds':time.perf_counter()-t,"
+            "'footprints':s['footprints'],'peak_rss_mib':hwm/1024}))")
+    cfg = sweep_config(model, scene, str(work / f"mem{n}-out"), args)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
+                          cwd=REPO, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**out, "windows_planned": windows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--windows", type=int, default=1024)
+    p.add_argument("--backbone", default="mobilenetv2_100")
+    p.add_argument("--image-size", type=int, default=128, help="model input and window size")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--memory-windows", type=int, nargs="*", default=[1000, 10000])
+    p.add_argument("--memory-image-size", type=int, default=64, help="a small input keeps the 10k run short")
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-footprints-"))
+    scene, windows = make_scene(work / "scene.tif", args.windows, args.image_size, args.overlap)
+    model = make_model(work / "model", args.backbone, args.image_size)
+    rounds = []
+    for r in range(args.rounds):
+        before = model_only(model, windows, args)
+        sweep, detail = footprint_sweep(model, scene, str(work / f"sweep{r}"), args)
+        after = model_only(model, windows, args)
+        ceiling = (before + after) / 2
+        row = {"model_only": ceiling, "model_only_spread": abs(before - after) / ceiling,
+               "footprint_sweep": sweep, "ratio": sweep / ceiling, **detail}
+        print(f"round {r}: " + json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+        rounds.append(row)
+    mem_model = make_model(work / "mem-model", args.backbone, args.memory_image_size)
+    memory = {str(n): peak_rss_child(mem_model, n, work, args) for n in args.memory_windows}
+    sizes = sorted(memory, key=int)
+    result = {
+        "description": "footprint sweep of one GeoTIFF scene (synthetic terrain) against the bare footprint "
+                       "model, windows/s",
+        "command": "python -m benchmarks.footprint_sweep " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": {"architecture": "unet", "backbone": args.backbone, "input_size": args.image_size,
+                  "batch_size": args.batch_size, "device": "cuda" if args.gpu else "cpu"},
+        "windows": windows, "overlap": args.overlap, "rounds": rounds,
+        "median": {k: float(np.median([row[k] for row in rounds])) for k in ("model_only", "footprint_sweep",
+                                                                              "ratio")},
+        "target_ratio": 0.8,
+        "memory": memory,
+        "memory_growth": (memory[sizes[-1]]["peak_rss_mib"] / memory[sizes[0]]["peak_rss_mib"]
+                          if len(sizes) > 1 else None),
+    }
+    write_result("footprint_sweep", result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
