@@ -36,6 +36,10 @@ def cmd_demo(args) -> int:
     print(f"  footprints:          {fp['output']}/footprints.geojson beside truth.geojson (SYNTHETIC): "
           f"{fp['predicted_footprints']} predicted, {fp['true_footprints']} true on {fp['test_chips']} test chips, "
           f"polygon IoU {fp['polygon_iou']:.3f} against the truth; report {fp['report']}")
+    fs = fp["sweep"]
+    print(f"  footprint sweep:     {fs['output']}/footprints.geojson (the synthetic region's GeoTIFF: "
+          f"{fs['footprints']} footprints, {fs['true_footprints']} true, {fs['true_found_at_iou_0_5']} of them found "
+          f"at IoU >= 0.5, polygon IoU {fs['polygon_iou']:.3f} against the truth; SYNTHETIC)")
     return 0
 
 

@@ -109,6 +109,10 @@ def test_demo_quick(tmp_path):
 
     centre = shape(truth["features"][0]["geometry"]).centroid
     assert 99.9 < centre.x < 100.2 and 29.8 < centre.y < 30.1  # the fictitious region
+    # and a footprint sweep of the synthetic region's GeoTIFF, scored against its true footprints
+    swept = json.load(open(tmp_path / "demo" / "footprints" / "sweep" / "summary.json"))
+    assert swept["kind"] == "footprints" and swept["scenes"] == 1 and "footprint sweep:" in proc.stdout
+    assert (tmp_path / "demo" / "region" / "truth" / "footprints_mask.tif").exists()
 
 
 def test_sweep_and_tiles_cli(tmp_path, trained_run):

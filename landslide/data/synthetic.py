@@ -245,20 +245,23 @@ def generate_region(out_dir: str, cols: int = 8, rows: int = 6, zoom: int = 19, 
                     landslide_fraction: float = 0.3, seed: int = 0, geotiff: bool = True) -> dict:
     """A synthetic georeferenced region for sweeps: ``cols`` x ``rows`` XYZ tiles ``xyz/{z}/{x}/{y}.jpg``
     (Web Mercator; 128-px tiles at zoom 19 are ~0.5 m/px here, like the training chips), the same pixels
-    as one GeoTIFF mosaic in EPSG:3857 (``region.tif``), and ``truth.csv`` (tile id, label, bounds).
+    as one GeoTIFF mosaic in EPSG:3857 (``region.tif``) with its true landslide footprints on the same grid
+    (``truth/footprints_mask.tif``, 255 = landslide), and ``truth.csv`` (tile id, label, bounds).
     Returns the URIs and the region's lon/lat bbox."""
     import mercantile
 
     rng = np.random.default_rng(seed)
     origin = mercantile.tile(ORIGIN_LON + 0.01, ORIGIN_LAT - 0.01, zoom)
     mosaic = np.zeros((rows * tile_size, cols * tile_size, 3), np.uint8)
+    footprints = np.zeros((rows * tile_size, cols * tile_size), np.uint8)
     truth = []
     for r in range(rows):
         for c in range(cols):
             x, y = origin.x + c, origin.y + r
             label = bool(rng.random() < landslide_fraction)
-            arr, features = make_chip(np.random.default_rng([seed, 7, r, c]), label, tile_size)
+            arr, features, mask = make_chip(np.random.default_rng([seed, 7, r, c]), label, tile_size, with_mask=True)
             mosaic[r * tile_size:(r + 1) * tile_size, c * tile_size:(c + 1) * tile_size] = arr
+            footprints[r * tile_size:(r + 1) * tile_size, c * tile_size:(c + 1) * tile_size] = mask * 255
             storage.write_bytes(storage.join(out_dir, "xyz", str(zoom), str(x), f"{y}.jpg"), encode_jpeg(arr, 92))
             b = mercantile.bounds(x, y, zoom)
             truth.append({"tile_id": f"{zoom}/{x}/{y}", "label": "landslide" if label else "non_landslide",
@@ -274,22 +277,26 @@ def generate_region(out_dir: str, cols: int = 8, rows: int = 6, zoom: int = 19, 
                     float(frame["north"].max())], "tiles": len(frame)}
     if geotiff:
         out["geotiff"] = storage.join(out_dir, "region.tif")
+        out["truth_mask"] = storage.join(out_dir, "truth", "footprints_mask.tif")  # not beside region.tif:
+        # a sweep of the folder's scenes must not read the truth as imagery
         first = mercantile.xy_bounds(origin.x, origin.y, zoom)
         last = mercantile.xy_bounds(origin.x + cols - 1, origin.y + rows - 1, zoom)
-        storage.write_bytes(out["geotiff"], _geotiff_bytes(mosaic, (first.left, last.bottom, last.right, first.top),
-                                                           "EPSG:3857", tile_size))
+        bounds = (first.left, last.bottom, last.right, first.top)
+        storage.write_bytes(out["geotiff"], _geotiff_bytes(mosaic, bounds, "EPSG:3857", tile_size))
+        storage.write_bytes(out["truth_mask"], _geotiff_bytes(footprints[..., None], bounds, "EPSG:3857", tile_size))
     return out
 
 
 def _geotiff_bytes(rgb: np.ndarray, bounds: tuple[float, float, float, float], crs: str, block: int) -> bytes:
-    """A tiled, deflate-compressed RGB GeoTIFF of ``rgb`` covering ``bounds`` (in ``crs``)."""
+    """A tiled, deflate-compressed GeoTIFF of ``rgb`` (``(H, W, bands)`` uint8: RGB, or one band) covering
+    ``bounds`` (in ``crs``)."""
     from rasterio.io import MemoryFile
     from rasterio.transform import from_bounds
 
-    h, w = rgb.shape[:2]
-    profile = {"driver": "GTiff", "width": w, "height": h, "count": 3, "dtype": "uint8", "crs": crs,
+    h, w, bands = rgb.shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": bands, "dtype": "uint8", "crs": crs,
                "transform": from_bounds(*bounds, w, h), "tiled": True, "blockxsize": block, "blockysize": block,
-               "compress": "deflate", "photometric": "RGB"}
+               "compress": "deflate", **({"photometric": "RGB"} if bands == 3 else {})}
     with MemoryFile() as mem:
         with mem.open(**profile) as ds:
             ds.write(np.moveaxis(rgb, -1, 0))
