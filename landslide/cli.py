@@ -192,6 +192,8 @@ def _evaluate_footprints(args) -> int:
         scores = CamScores(model, card, args.cam_method, device)
         title = f"{card.name}: Grad-CAM footprints on {args.data}"
         what = "Grad-CAM threshold"
+    if args.cam_threshold is not None and args.choose_on:
+        raise ConfigError("--cam-threshold fixes the threshold, --choose-on chooses it: give one of them")
     if args.cam_threshold is not None:
         threshold = {"method": "fixed", "value": args.cam_threshold, "chosen_on": "command line",
                      "unit": f"{args.cam_method} value"}
@@ -200,6 +202,9 @@ def _evaluate_footprints(args) -> int:
         if args.split == choose_on:
             raise ConfigError(f"--choose-on {choose_on}: the {what} must be chosen on other chips than those "
                               "evaluated (--split)")
+        if not args.split:
+            raise ConfigError(f"the {what} is chosen on the '{choose_on}' rows of {args.data}: give --split (e.g. "
+                              "--split test) so that other chips are scored")
         if "split" not in everything.frame.columns:
             raise ConfigError(f"{args.data}: no split column to choose the {what} on ('{choose_on}' rows); give a "
                               "run's splits.csv" + (" or --cam-threshold" if task != "segmentation" else ""))

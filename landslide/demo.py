@@ -154,16 +154,18 @@ def run_demo_footprint_sweep(model_dir: str, out_dir: str) -> dict:
     import shapely
 
     from landslide.config import SweepConfig
+    from landslide.data.masks import read_mask
     from landslide.inventory.footprints import trace
     from landslide.inventory.tiles import open_raster
 
     region_dir = storage.join(out_dir, "region")
-    scene, truth_uri = storage.join(region_dir, "region.tif"), storage.join(region_dir, "truth", "footprints_mask.tif")
+    scene, truth_uri = storage.join(region_dir, "region.tif"), storage.join(region_dir, "truth", "footprints_mask.png")
     cfg = parse_config(demo_footprint_sweep_config(model_dir, scene, out_dir), "demo footprint sweep",
                        schema=SweepConfig)
     summary = run_sweep(cfg)
-    with open_raster(truth_uri) as ds:
-        true = [f["geometry"] for f in trace((ds.read(1) > 127).astype(np.float32), 0.5, ds.transform)]
+    with open_raster(scene) as ds:  # the truth is on the scene's pixel grid
+        transform = ds.transform
+    true = [f["geometry"] for f in trace(read_mask(truth_uri).astype(np.float32), 0.5, transform)]
     table = pd.read_parquet(io.BytesIO(storage.read_bytes(
         storage.join(cfg.output, "scenes", "region.footprints.parquet"))))
     found = list(shapely.from_wkb(table["geometry"].to_numpy())) if len(table) else []

@@ -112,7 +112,7 @@ def test_demo_quick(tmp_path):
     # and a footprint sweep of the synthetic region's GeoTIFF, scored against its true footprints
     swept = json.load(open(tmp_path / "demo" / "footprints" / "sweep" / "summary.json"))
     assert swept["kind"] == "footprints" and swept["scenes"] == 1 and "footprint sweep:" in proc.stdout
-    assert (tmp_path / "demo" / "region" / "truth" / "footprints_mask.tif").exists()
+    assert (tmp_path / "demo" / "region" / "truth" / "footprints_mask.png").exists()
 
 
 def test_sweep_and_tiles_cli(tmp_path, trained_run):

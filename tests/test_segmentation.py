@@ -383,7 +383,8 @@ def test_grad_cam_footprints_of_a_chip_classifier(tmp_path):
     assert not (tmp_path / "fixed" / "gallery").exists()
     for args, needles in (
             (("--split", "val", "--footprints"), ("--choose-on val", "other chips")),
-            (("--footprints",), ()),  # fine: every row evaluated, threshold from val rows (checked below)
+            (("--footprints",), ("give --split",)),  # val rows would be scored with a threshold chosen on them
+            (("--footprints", "--split", "test", "--choose-on", "val", "--cam-threshold", "0.3"), ("give one",)),
             (("--cam-threshold", "0.3"), ("--footprints",)),
             (("--footprints", "--size-neutral", "64"), ("--size-neutral",))):
         res = run_cli("evaluate", "--model", summary["model_dir"], "--data", splits, "--out", str(tmp_path / "e"),
@@ -399,7 +400,7 @@ def test_grad_cam_footprints_of_a_chip_classifier(tmp_path):
     _assert_clean_error(run_cli("evaluate", "--model", summary["model_dir"], "--data", str(tmp_path / "nomask.csv"),
                                 "--footprints", "--out", str(tmp_path / "e")), "mask_path")
     _assert_clean_error(run_cli("evaluate", "--model", summary["model_dir"], "--data", manifest, "--footprints",
-                                "--out", str(tmp_path / "e")), "no split column")
+                                "--split", "test", "--out", str(tmp_path / "e")), "'split' column")
 
 
 def test_footprint_predictor_gives_masks_and_polygons_at_the_upload_size(footprint_run):

@@ -107,11 +107,18 @@ def test_footprints_traced_by_block_rows_equal_the_whole_raster(tmp_path):
     prob[60:64, 10:12] = 0.9  # ends on the seam at row 64 ...
     prob[64:70, 12:14] = 0.9  # ... and continues diagonally below it: one 8-connected footprint
     prob[150:160, 100:120] = NODATA  # nodata is never landslide
-    transform = from_origin(500000, 3000000, 2.0, 2.0)
+    # an ordinary georeference (not round numbers): the seams must still join exactly
+    transform = from_origin(387098.87, 2693305.80, 0.5449, 0.5449)
     uri = _raster(tmp_path / "p.tif", prob, transform, nodata=NODATA)
     whole = trace(prob, 0.5, transform, NODATA)
     blocks = trace_raster(uri, 0.5, block=32)
     assert len(blocks) == len(whole) > 5
+    bar = np.zeros((1100, 40), np.float32)
+    bar[:, 10:14] = 0.9  # one bar down the whole raster, across two default-size seams
+    for origin in ((387098.87, 2693305.80, 0.5449), (101.123456789, 31.987654321, 0.0000051234)):
+        geo_uri = _raster(tmp_path / "bar.tif", bar, from_origin(*origin, origin[2]),
+                          crs="EPSG:32648" if origin[0] > 1000 else "EPSG:4326")
+        assert len(trace_raster(geo_uri, 0.5)) == 1
     key = lambda f: (f["pixels"], round(f["geometry"].area, 3), round(f["max_probability"], 6))  # noqa: E731
     for a, b in zip(sorted(whole, key=key), sorted(blocks, key=key)):
         assert a["pixels"] == b["pixels"] and a["max_probability"] == pytest.approx(b["max_probability"])
@@ -225,3 +232,47 @@ def test_ray_sweep_refuses_a_footprint_model_in_one_line(tmp_path, footprint_run
                                               "tiles": {"source": str(tmp_path)}})])
     err = capsys.readouterr().err
     assert code == 2 and "footprint model" in err and "landslide sweep" in err and "Traceback" not in err
+
+
+def test_footprint_sweep_keeps_scene_names_apart_refuses_mixed_settings_and_filters_after_merging(
+        tmp_path, footprint_run, monkeypatch):
+    """With a model that calls every bright pixel landslide (exact): scenes of one file name in two folders are
+    both swept; a footprint cut by a scene border passes min_area_m2 as a whole even where one part alone would
+    not; a thin one-pixel line is still dropped; the sweep's own output inside the source is not read as a
+    scene; rerunning with other settings into the same output is refused in one line."""
+    import json
+
+    from landslide.config import SweepConfig, parse_config
+    from landslide.errors import ConfigError
+    from landslide.inference.footprints import FootprintPredictor
+    from landslide.inventory.sweep import run_sweep
+
+    def bright(self, batch):
+        batch = np.asarray(batch)
+        if batch.shape[1:3] != (self.input_size, self.input_size):
+            batch = np.stack([self.prepare(i) for i in batch])
+        return np.where(batch[..., 0] > 150, 0.999, 0.001).astype(np.float32)
+
+    monkeypatch.setattr(FootprintPredictor, "predict", bright)
+    monkeypatch.setattr(FootprintPredictor, "min_object_px", 1, raising=False)
+    src = tmp_path / "src"
+    full = np.full((3, 128, 256), 60, np.uint8)
+    full[:, 30:90, 60:129] = 220  # 60 x 69 px: 68 columns in the west scene, 1 in the east one
+    full[:, 100:101, 120:140] = 220  # a one-pixel line across the border: 5 m², under the minimum
+    (src / "2023").mkdir(parents=True)
+    (src / "2024").mkdir(parents=True)
+    _raster(src / "2023" / "x.tif", np.ascontiguousarray(full[:, :, :128]), from_origin(500000, 3000000, 0.5, 0.5))
+    _raster(src / "2024" / "x.tif", np.ascontiguousarray(full[:, :, 128:]), from_origin(500064, 3000000, 0.5, 0.5))
+    out = src / "out"  # inside the source: its probability COGs must not be swept as scenes on a rerun
+    raw = {"model": footprint_run["model_dir"], "output": str(out), "tiles": {"source": str(src)}, "batch_size": 4,
+           "footprints": {"block": 64, "min_area_m2": 20}}
+    cfg = parse_config(raw, "sweep", schema=SweepConfig)
+    for _ in range(2):  # the second run resumes both scenes and reads nothing of its own output
+        summary = run_sweep(cfg)
+        assert summary["scenes"] == 2 and sorted(r["scene"] for r in summary["per_scene"]) == ["2023__x", "2024__x"]
+    assert summary["scenes_swept_this_run"] == 0
+    gj = json.load(open(out / "footprints.geojson"))
+    assert [(f["properties"]["scenes"], f["properties"]["pixels"]) for f in gj["features"]] == [("2023__x,2024__x", 4140)]
+    assert gj["features"][0]["properties"]["area_m2"] == pytest.approx(4140 * 0.25, rel=0.01)
+    with pytest.raises(ConfigError, match="other settings"):
+        run_sweep(parse_config({**raw, "footprints": {"block": 64, "min_area_m2": 50}}, "sweep", schema=SweepConfig))

@@ -277,13 +277,15 @@ def generate_region(out_dir: str, cols: int = 8, rows: int = 6, zoom: int = 19, 
                     float(frame["north"].max())], "tiles": len(frame)}
     if geotiff:
         out["geotiff"] = storage.join(out_dir, "region.tif")
-        out["truth_mask"] = storage.join(out_dir, "truth", "footprints_mask.tif")  # not beside region.tif:
-        # a sweep of the folder's scenes must not read the truth as imagery
+        # a PNG on region.tif's pixel grid, not a GeoTIFF: a sweep of this folder's scenes must not read it
+        out["truth_mask"] = storage.join(out_dir, "truth", "footprints_mask.png")
         first = mercantile.xy_bounds(origin.x, origin.y, zoom)
         last = mercantile.xy_bounds(origin.x + cols - 1, origin.y + rows - 1, zoom)
         bounds = (first.left, last.bottom, last.right, first.top)
         storage.write_bytes(out["geotiff"], _geotiff_bytes(mosaic, bounds, "EPSG:3857", tile_size))
-        storage.write_bytes(out["truth_mask"], _geotiff_bytes(footprints[..., None], bounds, "EPSG:3857", tile_size))
+        from landslide.data.images import encode_png
+
+        storage.write_bytes(out["truth_mask"], encode_png(footprints))
     return out
 
 

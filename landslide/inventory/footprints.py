@@ -130,6 +130,18 @@ def measure(footprints: list[dict], crs, min_area_m2: float = 0.0, simplify_m: f
     return out
 
 
+def simplify_lonlat(geom: shapely.Geometry, tolerance_m: float) -> shapely.Geometry:
+    """A lon/lat geometry simplified with a tolerance in metres (in a local azimuthal equidistant projection
+    around it); one that spans the antimeridian (cut at 180°) is returned as it is."""
+    if tolerance_m <= 0 or geom.is_empty:
+        return geom
+    minx, _, maxx, _ = geom.bounds
+    if maxx - minx > 180:  # the two sides of a cut at 180°: no single local projection; keep it exact
+        return geom
+    crs = _crs("EPSG:4326")
+    return fix_geometry(_simplify(geom, tolerance_m, crs, _to_wgs84(crs)))
+
+
 def vectorize(probability: np.ndarray, transform, crs, threshold: float = 0.5, min_area_m2: float = 0.0,
               simplify_m: float = 0.0, nodata: float | None = None) -> list[dict]:
     """Footprints of a ``(H, W)`` probability raster (values 0..1) georeferenced by an affine ``transform``

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+import shapely.affinity
 
 from landslide.data.gsd import MAX_RESAMPLING, raster_gsd_m
 from landslide.errors import ConfigError
@@ -106,20 +107,23 @@ def trace_raster(uri: str, threshold: float, block: int = 512) -> list[dict]:
     """Footprints of a probability raster (a stitched COG) traced block row by block row and merged across the
     rows' seams, as if traced whole (8-connected, as :func:`landslide.inventory.footprints.trace`): one dict
     per footprint, the most pixels first, ``geometry`` (shapely, in the raster's CRS), ``pixels``,
-    ``mean_probability``, ``max_probability``. A footprint is final once it does not reach the seam below its
-    row, so memory holds one block row and the footprints that cross the current seam."""
-    from rasterio.windows import Window, transform as window_transform
+    ``mean_probability``, ``max_probability``. Blocks are traced and joined in pixel coordinates (exact on the
+    seams whatever the georeference) and each footprint is mapped to the CRS once; a footprint is final once it
+    does not reach the seam below its row, so memory holds one block row and the footprints crossing a seam."""
+    from rasterio.transform import Affine
+    from rasterio.windows import Window
 
     done: list[dict] = []
     open_parts: list[dict] = []  # footprints reaching the seam above the current row
     with open_raster(uri) as ds:
         nodata = ds.nodata if ds.nodata is not None else NODATA
+        to_crs = [ds.transform.a, ds.transform.b, ds.transform.d, ds.transform.e, ds.transform.c, ds.transform.f]
         for top in range(0, ds.height, block):
             rows = min(block, ds.height - top)
-            window = Window(0, top, ds.width, rows)
-            traced = trace(ds.read(1, window=window), threshold, window_transform(window, ds.transform), nodata)
-            seam_above = _seam(ds.transform, top, ds.width) if top > 0 else None
-            seam_below = _seam(ds.transform, top + rows, ds.width) if top + rows < ds.height else None
+            traced = trace(ds.read(1, window=Window(0, top, ds.width, rows)), threshold,
+                           Affine.translation(0, top), nodata)
+            seam_above = _seam(top, ds.width) if top > 0 else None
+            seam_below = _seam(top + rows, ds.width) if top + rows < ds.height else None
             for f in traced:
                 f["_below"] = seam_below is not None and f["geometry"].intersects(seam_below)
             upper = [f for f in traced if seam_above is not None and f["geometry"].intersects(seam_above)]
@@ -131,13 +135,14 @@ def trace_raster(uri: str, threshold: float, block: int = 512) -> list[dict]:
     done.extend(open_parts)
     for f in done:
         f.pop("_below", None)
+        f["geometry"] = shapely.affinity.affine_transform(f["geometry"], to_crs)
     done.sort(key=lambda f: -f["pixels"])
     return done
 
 
-def _seam(transform, row: int, width: int) -> shapely.LineString:
-    """The line between pixel rows ``row - 1`` and ``row``, across the raster, in CRS coordinates."""
-    return shapely.LineString([transform * (0, row), transform * (width, row)])
+def _seam(row: int, width: int) -> shapely.LineString:
+    """The line between pixel rows ``row - 1`` and ``row``, across the raster, in pixel coordinates."""
+    return shapely.LineString([(0, row), (width, row)])
 
 
 def _merge_across(above: list[dict], below: list[dict]) -> list[dict]:
