@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,3 +46,21 @@ def write_result(name: str, result: dict, out: str | None = None) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload, indent=2))
     return path
+
+
+def model_only_rate(predictor, n: int, batch_size: int, gpu: bool = False) -> float:
+    """The ceiling: images/s of ``predictor.predict`` (a Predictor or FootprintPredictor) on one prepared random
+    uint8 batch at its input size, repeated until ``n`` images, after a warm-up."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 255, (batch_size, predictor.input_size, predictor.input_size, 3), np.uint8)
+    predictor.predict(batch)  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < n:
+        predictor.predict(batch)
+        done += len(batch)
+    if gpu:
+        import torch
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - start)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, write_result
+from benchmarks.common import REPO, model_only_rate, write_result
 
 
 def make_scene(path: Path, windows: int, size: int, overlap: float, seed: int = 0) -> tuple[str, int]:
@@ -70,18 +70,7 @@ def make_model(out: Path, backbone: str, image_size: int) -> str:
 def model_only(model: str, n: int, args) -> float:
     from landslide.inference.footprints import FootprintPredictor
 
-    predictor = FootprintPredictor(model, "cuda" if args.gpu else "cpu")
-    rng = np.random.default_rng(0)
-    batch = rng.integers(0, 255, (args.batch_size, predictor.input_size, predictor.input_size, 3), np.uint8)
-    predictor.predict(batch)  # warm-up
-    done, start = 0, time.perf_counter()
-    while done < n:
-        predictor.predict(batch)
-        done += len(batch)
-    if args.gpu:
-        import torch
-        torch.cuda.synchronize()
-    return done / (time.perf_counter() - start)
+    return model_only_rate(FootprintPredictor(model, "cuda" if args.gpu else "cpu"), n, args.batch_size, args.gpu)
 
 
 def sweep_config(model: str, scene: str, out: str, args) -> dict:

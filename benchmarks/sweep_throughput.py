@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, SHARED_MANIFEST, write_result
+from benchmarks.common import REPO, SHARED_MANIFEST, model_only_rate, write_result
 
 
 def make_tiles(root: Path, n: int, size: int, seed: int = 0) -> tuple[str, str]:
@@ -74,18 +74,7 @@ def sweep_config(model: str, tiles: str, out: str, args, **extra) -> dict:
 def model_only(model: str, n: int, args) -> float:
     from landslide.inference.predictor import Predictor
 
-    predictor = Predictor(model, "cuda" if args.gpu else "cpu")
-    rng = np.random.default_rng(0)
-    batch = rng.integers(0, 255, (args.batch_size, predictor.input_size, predictor.input_size, 3), np.uint8)
-    predictor.predict(batch)  # warm-up
-    done, start = 0, time.perf_counter()
-    while done < n:
-        predictor.predict(batch)
-        done += len(batch)
-    if args.gpu:
-        import torch
-        torch.cuda.synchronize()
-    return done / (time.perf_counter() - start)
+    return model_only_rate(Predictor(model, "cuda" if args.gpu else "cpu"), n, args.batch_size, args.gpu)
 
 
 def local_sweep(model: str, tiles: str, out: str, args) -> float:

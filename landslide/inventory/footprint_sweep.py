@@ -34,7 +34,7 @@ from landslide.config import SweepConfig
 from landslide.errors import ConfigError, DataError
 from landslide.inference.footprints import FootprintPredictor
 from landslide.inventory import geo
-from landslide.inventory.footprints import measure, simplify_lonlat
+from landslide.inventory.footprints import measure, simplify_lonlat, touching_groups
 from landslide.inventory.maps import _geoparquet_bytes
 from landslide.inventory.region import load_region
 from landslide.inventory.scene_footprints import stitch_scene, trace_raster
@@ -181,26 +181,12 @@ def merge_scenes(frames: list[pd.DataFrame], min_area_m2: float = 0.0, simplify_
     if rows.empty:
         return []
     geoms = shapely.from_wkb(rows["wgs84_wkb"].to_numpy())
-    parent = list(range(len(rows)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     scenes = rows["scene"].to_numpy()
     edge = rows["edge"].to_numpy(bool) if "edge" in rows else np.zeros(len(rows), bool)
-    tree = shapely.STRtree(geoms)
-    left, right = tree.query(geoms, predicate="intersects")
-    for i, j in zip(left, right):
-        if i < j and scenes[i] != scenes[j] and edge[i] and edge[j]:  # only edge parts can continue elsewhere
-            parent[root(int(i))] = root(int(j))
-    groups: dict[int, list[int]] = {}
-    for i in range(len(rows)):
-        groups.setdefault(root(i), []).append(i)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    join = (scenes[left] != scenes[right]) & edge[left] & edge[right]  # only edge parts can continue elsewhere
     out = []
-    for members in groups.values():
+    for members in touching_groups(len(rows), left[join], right[join]):
         part = rows.iloc[members]
         geom = geoms[members[0]] if len(members) == 1 else lonlat.fix_geometry(shapely.union_all(geoms[members]))
         pixels = int(part["pixels"].sum())

@@ -130,6 +130,21 @@ def measure(footprints: list[dict], crs, min_area_m2: float = 0.0, simplify_m: f
     return out
 
 
+def touching_groups(n: int, left, right) -> list[list[int]]:
+    """Indices ``0..n-1`` grouped by the pairs (``left[k]``, ``right[k]``) that join them (connected components,
+    scipy's csgraph), each group in increasing order, groups ordered by their first index."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    left, right = np.asarray(left, int), np.asarray(right, int)
+    graph = coo_matrix((np.ones(len(left), bool), (left, right)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(int(label), []).append(i)
+    return list(groups.values())
+
+
 def simplify_lonlat(geom: shapely.Geometry, tolerance_m: float) -> shapely.Geometry:
     """A lon/lat geometry simplified with a tolerance in metres (in a local azimuthal equidistant projection
     around it); one that spans the antimeridian (cut at 180°) is returned as it is."""

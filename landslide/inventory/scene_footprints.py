@@ -17,7 +17,7 @@ import shapely.affinity
 from landslide.data.gsd import MAX_RESAMPLING, raster_gsd_m
 from landslide.errors import ConfigError
 from landslide.inference.footprints import FootprintPredictor
-from landslide.inventory.footprints import trace
+from landslide.inventory.footprints import touching_groups, trace
 from landslide.inventory.stitch import NODATA, ProbabilityMosaic, blend_weights, window_offsets
 from landslide.inventory.tiles import NoDataError, open_raster, read_window
 
@@ -151,24 +151,13 @@ def _merge_across(above: list[dict], below: list[dict]) -> list[dict]:
     probability weighted by pixels and the largest maximum. A group reaches the next seam (``_below``) when one
     of its lower parts does; parts from above that touch nothing below are final (``_below`` False)."""
     parts = above + below
-    parent = list(range(len(parts)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    left, right = np.zeros(0, int), np.zeros(0, int)
     if above and below:
-        tree = shapely.STRtree([f["geometry"] for f in below])
-        for i, f in enumerate(above):
-            for j in tree.query(f["geometry"], predicate="intersects"):
-                parent[root(i)] = root(len(above) + int(j))
-    groups: dict[int, list[int]] = {}
-    for i in range(len(parts)):
-        groups.setdefault(root(i), []).append(i)
+        upper, lower_hits = shapely.STRtree([f["geometry"] for f in below]).query(
+            [f["geometry"] for f in above], predicate="intersects")
+        left, right = upper, len(above) + lower_hits
     merged = []
-    for members in groups.values():
+    for members in touching_groups(len(parts), left, right):
         chosen = [parts[i] for i in members]
         lower = [parts[i] for i in members if i >= len(above)]
         if len(chosen) == 1:
