@@ -192,8 +192,6 @@ class ModelConfig(_Strict):
             lower = max(32, self.image_size // 32 * 32)
             raise ValueError(f"model.image_size {self.image_size}: a segmentation model needs a multiple of 32 "
                              f"(the encoder's output stride), e.g. {lower} or {lower + 32}")
-        if self.freeze.strategy != "all":
-            raise ValueError("model.freeze: segmentation models are fine-tuned whole for now (strategy: all)")
         return self
 
     @model_validator(mode="after")
@@ -356,9 +354,15 @@ class _ExperimentBase(_Strict):
     """study parts: dotted overrides of the study's settings for this part, e.g. ``{train.epochs: 5}``."""
     repeats: RepeatConfig | None = None
     """Run every variant once per fold and/or seed (in a study: the default for parts without their own)."""
-    select: Literal["mcc", "f1", "accuracy", "roc_auc"] = "mcc"
+    select: Literal["mcc", "f1", "accuracy", "roc_auc", "pixel_iou", "pixel_f1", "object_f1@0.5"] = "mcc"
     """The best variant is the one with the highest mean *validation* value of this metric (test metrics
-    never choose); its model is exported with its card to ``output_dir/best_model``."""
+    never choose); its model is exported with its card to ``output_dir/best_model``. Classifiers: ``mcc``,
+    ``f1``, ``accuracy``, ``roc_auc``; footprint models: ``pixel_iou`` (their default), ``pixel_f1``,
+    ``object_f1@0.5``."""
+
+
+CHIP_SELECT = ("mcc", "f1", "accuracy", "roc_auc")
+PIXEL_SELECT = ("pixel_iou", "pixel_f1", "object_f1@0.5")
 
 
 class SingleExperiment(_ExperimentBase):
@@ -517,9 +521,21 @@ class RunConfig(_Strict):
         if not pixels and monitor == "val_iou":
             raise ValueError("train.monitor val_iou is a pixel metric of segmentation models; a classifier reports "
                              "val_loss, val_f1, val_accuracy and val_auc")
-        if pixels and (self.experiment.kind != "single" or self.experiment.repeats is not None):
-            raise ValueError("experiments (comparisons, folds, studies) do not take segmentation models yet: train "
-                             "one with a single run (landslide train)")
+        exp = self.experiment
+        if pixels and exp.kind in ("study", "modality"):
+            raise ValueError(f"experiment kind {exp.kind!r} does not take footprint (segmentation) models: "
+                             + ("they take no tags" if exp.kind == "modality" else
+                                "its report (test-time augmentation, Grad-CAM attention) is the classifiers'; run "
+                                "the parts as experiments of their own (compare, finetune, transfer, data_size, "
+                                "regions)"))
+        if pixels and exp.select in CHIP_SELECT:
+            if "select" in exp.model_fields_set:
+                raise ValueError(f"experiment.select {exp.select} is a chip metric; footprint models are selected "
+                                 f"by {', '.join(PIXEL_SELECT)}")
+            exp.select = "pixel_iou"
+        if not pixels and exp.select in PIXEL_SELECT:
+            raise ValueError(f"experiment.select {exp.select} is a footprint metric; classifiers are selected by "
+                             f"{', '.join(CHIP_SELECT)}")
         return self
 
     @model_validator(mode="after")

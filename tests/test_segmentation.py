@@ -331,16 +331,23 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(footp
         run_training(parse_config({**cfg, "data": {**cfg["data"], "train": str(tmp_path / "nomask.csv")},
                                    "output_dir": str(tmp_path / "x")}))
     for model_extra, message in (({"image_size": 100}, "multiple of 32"),
-                                 ({"size_head": {"column": "s", "classes": ["a", "b"]}}, "images only"),
-                                 ({"freeze": {"strategy": "head"}}, "fine-tuned whole")):
+                                 ({"size_head": {"column": "s", "classes": ["a", "b"]}}, "images only")):
         with pytest.raises(ConfigError, match=message):
             parse_config({**cfg, "model": {**cfg["model"], **model_extra}})
     with pytest.raises(ConfigError, match="chip metric"):
         parse_config({**cfg, "train": {**cfg["train"], "monitor": "val_auc"}})
     with pytest.raises(ConfigError, match="pixel metric"):
         parse_config({**cfg, "model": {"backbone": "baseline_cnn"}})  # a classifier monitoring val_iou
-    with pytest.raises(ConfigError, match="do not take segmentation models yet"):
-        parse_config({**cfg, "experiment": {"kind": "single", "repeats": {"folds": 3}}})
+    # experiments: footprint metrics choose footprint models; the classifiers' study and modality kinds refuse
+    assert parse_config({**cfg, "experiment": {"kind": "single", "repeats": {"folds": 3}}}).experiment.select \
+        == "pixel_iou"
+    with pytest.raises(ConfigError, match="experiment.select mcc is a chip metric"):
+        parse_config({**cfg, "experiment": {"kind": "compare", "backbones": ["mobilenetv2_100"], "select": "mcc"}})
+    with pytest.raises(ConfigError, match="pixel_iou is a footprint metric"):
+        parse_config({**cfg, "model": {"backbone": "baseline_cnn"}, "train": {"monitor": "val_f1"},
+                      "experiment": {"kind": "compare", "backbones": ["baseline_cnn"], "select": "pixel_iou"}})
+    with pytest.raises(ConfigError, match="kind 'study' does not take footprint"):
+        parse_config({**cfg, "experiment": {"kind": "study", "parts": [{"name": "a", "kind": "single"}]}})
 
 
 def test_grad_cam_footprints_of_a_chip_classifier(tmp_path):
@@ -482,3 +489,57 @@ def test_minimum_footprint_size_is_chosen_on_validation_masks(footprint_run):
     kept, _, _ = footprint_counts(Specks(), card, data, 0.5, min_object_px=1)
     dropped, _, _ = footprint_counts(Specks(), card, data, 0.5, min_object_px=chosen["value"])
     assert (kept["pred_objects"] - dropped["pred_objects"]).min() == 3 and dropped["fp"].sum() == 0
+
+
+def test_footprint_experiments_compare_by_pixel_metrics_and_export_the_best(tmp_path):
+    """Experiments take footprint models: a fine-tuning grid on a frozen encoder (decoder only) vs. the last
+    encoder block vs. everything, compared by pixel and object metrics, the best chosen by validation pixel IoU
+    and exported; a region matrix under cross-validation pools the folds' per-chip counts by region."""
+    import json
+
+    import pandas as pd
+    from conftest import footprint_config, write_footprint_data
+
+    from landslide.config import parse_config
+    from landslide.experiments.runner import run_experiment
+    from landslide.models.checkpoint import read_card
+    from landslide.training.run import run_training
+
+    manifest = write_footprint_data(tmp_path, n=24)
+    base = footprint_config(manifest, str(tmp_path / "ft"))
+    base["train"]["epochs"] = 1
+    cfg = parse_config({**base, "experiment": {"kind": "finetune", "freeze": [
+        {"strategy": "head"}, {"strategy": "last_blocks", "n": [1]}, {"strategy": "all"}]}})
+    assert cfg.experiment.select == "pixel_iou"  # the footprint default
+    summary = run_experiment(cfg, run_training, lambda _: None)
+    assert not summary["failed"] and summary["variants"] == 3
+    rows = {r["variant"]: r for r in summary["rows"]}
+    trainable = {name: rows[name]["trainable_params"] for name in ("head", "last_blocks-1", "all")}
+    assert trainable["head"] < trainable["last_blocks-1"] < trainable["all"] == rows["all"]["total_params"]
+    for row in rows.values():  # footprint metrics with intervals, no chip metrics
+        assert 0 <= row["test_pixel_iou"] <= 1 and row["test_pixel_iou_low"] <= row["test_pixel_iou_high"]
+        assert "val_pixel_iou" in row and "test_object_f1@0.5" in row and "test_mcc" not in row
+    text = open(tmp_path / "ft" / "comparison.md").read()
+    assert "test pixel IoU" in text and "test object F1 @0.5" in text and "val pixel_iou†" in text
+    assert (tmp_path / "ft" / "comparison.png").stat().st_size > 0
+    best = max(rows.values(), key=lambda r: r["val_pixel_iou"])
+    card = read_card(str(tmp_path / "ft" / "best_model"))
+    assert card.task == "segmentation" and card.selection["variant"] == best["variant"]
+    assert "validation pixel_iou" in card.selection["selected_by"] and "pixel_iou" in card.selection["test"]
+
+    # the region matrix under 2-fold cross-validation: each region alone, pooled out-of-fold counts by region
+    rcfg = parse_config({**base, "output_dir": str(tmp_path / "rx"), "experiment": {
+        "kind": "regions", "regions": ["north", "south"], "train_sets": ["each"], "repeats": {"folds": 2}}})
+    summary = run_experiment(rcfg, run_training, lambda _: None)
+    assert not summary["failed"] and summary["variants"] == 4 and "region_matrix" in summary["files"]
+    cells = pd.read_csv(tmp_path / "rx" / "region_matrix.csv")
+    assert len(cells) == 4 and set(cells["test_region"]) == {"north", "south"} and (cells["runs"] == 2).all()
+    assert cells["n"].sum() == 2 * 24  # every chip tested once per training set
+    assert ((cells["pixel_iou_low"] <= cells["pixel_iou"]) & (cells["pixel_iou"] <= cells["pixel_iou_high"])).all()
+    text = open(tmp_path / "rx" / "region_matrix.md").read()
+    assert "## Pixel IoU" in text and "## Object F1 at IoU 0.5" in text and "## MCC" not in text
+    pooled = pd.read_csv(tmp_path / "rx" / "variants" / "only-north" / "footprints_out_of_fold.csv")
+    assert len(pooled) == 24 and set(pooled["run"]) == {"fold-0", "fold-1"}
+    result = json.load(open(tmp_path / "rx" / "experiment_summary.json"))
+    assert {r["variant"] for r in result["rows"]} == {"only-north", "only-south"}
+    assert all(r["estimate"] == "out-of-fold" and r["test_images"] == 24 for r in result["rows"])

@@ -87,7 +87,7 @@ def roc_pr_curves(y: np.ndarray, p: np.ndarray, roc_uri: str, pr_uri: str, thres
     return roc_uri, pr_uri
 
 
-_BAR_METRICS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
+_CHIP_BARS = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
                 ("specificity", "specificity"), ("f1", "F1"))
 
 
@@ -101,30 +101,35 @@ def _err(table, key: str) -> np.ndarray | None:
     return np.vstack([np.nan_to_num(value - low), np.nan_to_num(high - value)])
 
 
-def metric_bars(table, uri: str, title: str) -> str:
-    """Grouped bars: test metrics per variant, with bootstrap intervals as error bars."""
+def metric_bars(table, uri: str, title: str, metrics: tuple[tuple[str, str], ...] | None = None) -> str:
+    """Grouped bars: test metrics (``(key, label)`` pairs, default the classifier's) per variant, with bootstrap
+    intervals as error bars."""
+    shown = metrics or _CHIP_BARS
     names = [str(v) for v in table["variant"]]
     x = np.arange(len(names))
-    width = 0.8 / len(_BAR_METRICS)
+    width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.2))
-    for i, (key, label) in enumerate(_BAR_METRICS):
+    for i, (key, label) in enumerate(shown):
         values = np.asarray(table[f"test_{key}"], dtype=float)
-        ax.bar(x + (i - (len(_BAR_METRICS) - 1) / 2) * width, values, width, yerr=_err(table, key), capsize=2,
+        ax.bar(x + (i - (len(shown) - 1) / 2) * width, values, width, yerr=_err(table, key), capsize=2,
                label=label)
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test metric")
     ax.set_title(title, pad=28)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncol=len(_BAR_METRICS), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    ax.legend(ncol=len(shown), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return _save(fig, uri)
 
 
-def metric_lines(table, x_key: str, group_key: str | None, uri: str, xlabel: str, title: str) -> str:
-    """Each test metric against ``x_key`` (one panel per metric, one line per group, each point with its interval)."""
+def metric_lines(table, x_key: str, group_key: str | None, uri: str, xlabel: str, title: str,
+                 metrics: tuple[tuple[str, str], ...] | None = None) -> str:
+    """Each test metric (``(key, label)`` pairs, default the classifier's) against ``x_key`` (one panel per
+    metric, one line per group, each point with its interval)."""
+    shown = metrics or _CHIP_BARS
     groups = [(None, table)] if group_key is None else list(table.groupby(group_key))
-    fig, axes = plt.subplots(1, len(_BAR_METRICS), figsize=(3.2 * len(_BAR_METRICS), 3.4), sharey=True)
-    for ax, (key, label) in zip(axes, _BAR_METRICS):
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4), sharey=True)
+    for ax, (key, label) in zip(axes, shown):
         for name, part in groups:
             part = part.sort_values(x_key)
             xs = np.asarray(part[x_key], dtype=float)

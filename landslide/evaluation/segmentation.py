@@ -148,3 +148,19 @@ def segmentation_metrics(counts: pd.DataFrame, groups: np.ndarray | None = None,
                         for k in frame.columns if frame[k].notna().any()}
     out["interval_unit"] = "group" if groups is not None else "image"
     return out
+
+
+SUMMARY_METRICS = {"pixel_iou": "iou", "pixel_f1": "f1", "pixel_precision": "precision", "pixel_recall": "recall",
+                   "object_f1@0.5": "object@0.5.f1", "object_f1@0.25": "object@0.25.f1", "area_ratio": "area_ratio"}
+"""The footprint metrics run summaries, model cards and experiment tables report, by name -> key in
+:func:`segmentation_metrics` (flattened, as its ``intervals`` are keyed)."""
+
+
+def summary_metrics(metrics: dict) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """The :data:`SUMMARY_METRICS` of a :func:`segmentation_metrics` result: ``(values, intervals)``, both keyed
+    by summary name (``pixel_iou``, ``object_f1@0.5``, ...); a metric without an interval is left out of the
+    intervals."""
+    flat = _flat({k: v for k, v in metrics.items() if k != "intervals"})
+    intervals = metrics.get("intervals", {})
+    return ({name: flat.get(key) for name, key in SUMMARY_METRICS.items()},
+            {name: intervals[key] for name, key in SUMMARY_METRICS.items() if key in intervals})

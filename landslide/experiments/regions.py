@@ -7,8 +7,11 @@ validation-chosen threshold) with intervals from a bootstrap over spatial groups
 not counted as independent evidence. A cell whose test region was not among the training regions measures
 what a user sweeping a new region would get; the others are in-region estimates.
 
-Writes ``region_matrix.csv`` (one row per cell) and ``region_matrix.md`` (F1 and MCC matrices) in the
-experiment's folder.
+Footprint models (``model.task: segmentation``) get the same matrix of footprint metrics: pixel IoU and F1,
+object F1 at IoU 0.5, from the chips' pooled pixel and object counts.
+
+Writes ``region_matrix.csv`` (one row per cell) and ``region_matrix.md`` (F1 and MCC matrices; pixel IoU, pixel
+F1 and object F1 for footprint models) in the experiment's folder.
 """
 
 from __future__ import annotations
@@ -16,17 +19,22 @@ from __future__ import annotations
 import pandas as pd
 
 from landslide.config import RunConfig
-from landslide.evaluation.metrics import pooled_metrics
 from landslide.experiments.plan import Variant
-from landslide.experiments.repeats import groups_of_runs, pooled_table
-from landslide.experiments.report import write_table
+from landslide.experiments.repeats import groups_of_runs, pooled_scores, pooled_table
+from landslide.experiments.report import FOOTPRINT_METRICS, task_of, write_table
 
 MATRIX_METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc")
+"""The metrics of a classifier's cells; a footprint model's are :data:`FOOTPRINT_METRICS`."""
+_SHOWN = {"classification": (("f1", "F1"), ("mcc", "MCC"), ("roc_auc", "ROC AUC (threshold-free)")),
+          "segmentation": (("pixel_iou", "Pixel IoU"), ("pixel_f1", "Pixel F1 (Dice)"),
+                           ("object_f1@0.5", "Object F1 at IoU 0.5"))}
 
 
 def region_cells(cfg: RunConfig, variants: list[Variant], results: dict[str, dict]) -> pd.DataFrame:
     """One row per (training set, test region): n, groups, metrics with ``_low``/``_high`` bounds, ``seen``
     (the test region was a training region)."""
+    task = task_of(variants)
+    keys = FOOTPRINT_METRICS if task == "segmentation" else MATRIX_METRICS
     rows = []
     for base, runs in groups_of_runs(variants).items():
         train_regions = runs[0].cfg.data.train_regions or []
@@ -34,12 +42,11 @@ def region_cells(cfg: RunConfig, variants: list[Variant], results: dict[str, dic
         if pooled.empty or "region" not in pooled:
             continue
         for region, part in pooled.groupby("region", sort=True):
-            m = pooled_metrics(part["target"], part["prediction"], part["probability"], part["group"],
-                               cfg.eval.bootstrap, cfg.eval.confidence, cfg.train.seed)
+            m = pooled_scores(cfg, part, task)
             row = {"train_set": base, "train_regions": "+".join(train_regions), "test_region": str(region),
                    "seen": str(region) in train_regions, "runs": int(part["run"].nunique()), "n": m["n"],
                    "groups": m["groups"], "landslide": m["positives"]}
-            for key in MATRIX_METRICS:
+            for key in keys:
                 low, high = m["intervals"].get(key) or (None, None)
                 row.update({key: m[key], f"{key}_low": low, f"{key}_high": high})
             rows.append(row)
@@ -80,7 +87,7 @@ def write_region_matrix(cfg: RunConfig, variants: list[Variant], results: dict[s
              f"Each row trained *and validated* (threshold included) on the regions in brackets; each column is "
              f"one region's held-out test chips ({how}), with {cfg.eval.confidence:.0%} intervals from a bootstrap "
              "over spatial groups. **Bold**: a region the model never saw — what a user sweeping a new region "
-             "would get. Counts per cell are in region_matrix.csv.", "", "## F1", "", *matrix_markdown(cells, "f1"),
-             "", "## MCC", "", *matrix_markdown(cells, "mcc"), "", "## ROC AUC (threshold-free)", "",
-             *matrix_markdown(cells, "roc_auc")]
+             "would get. Counts per cell are in region_matrix.csv."]
+    for key, title in _SHOWN[task_of(variants)]:
+        lines += ["", f"## {title}", "", *matrix_markdown(cells, key)]
     return write_table(cfg.output_dir, "region_matrix", cells, lines)

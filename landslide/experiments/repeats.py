@@ -26,8 +26,9 @@ from landslide import storage
 from landslide.config import RunConfig
 from landslide.errors import DataError, StorageError
 from landslide.evaluation.metrics import across_runs, pooled_metrics
+from landslide.evaluation.segmentation import IOU_THRESHOLDS, segmentation_metrics, summary_metrics
 from landslide.experiments.plan import Variant
-from landslide.experiments.report import METRICS
+from landslide.experiments.report import metrics_for, task_of
 
 log = logging.getLogger(__name__)
 _RUN_KEYS = ("fold", "seed")
@@ -54,8 +55,36 @@ def read_run_table(run_dir: str, name: str) -> pd.DataFrame:
     return table
 
 
-def pooled_table(runs: list[Variant], results: dict[str, dict], name: str = "predictions.csv") -> pd.DataFrame:
-    """The ``eval/<name>`` tables of a variant's finished runs, concatenated, with ``run`` and ``group``."""
+def test_table_name(task: str) -> str:
+    """The per-chip test table a run writes in ``eval/``: ``predictions.csv`` (classifiers: target,
+    prediction, probability) or ``footprints.csv`` (footprint models: pixel and object counts per chip)."""
+    return "footprints.csv" if task == "segmentation" else "predictions.csv"
+
+
+def pooled_scores(cfg: RunConfig, pooled: pd.DataFrame, task: str) -> dict:
+    """The test metrics of pooled per-chip rows (:func:`pooled_table`), each run's decisions at its own
+    validation-chosen thresholds, with intervals from a bootstrap over spatial groups: ``{n, groups,
+    positives, <metric>: value, ..., intervals: {<metric>: [low, high]}}`` with the metrics of
+    :func:`landslide.experiments.report.metrics_for` ``task``. Footprint metrics are ratios of counts summed
+    over the pooled chips (:func:`landslide.evaluation.segmentation.segmentation_metrics`)."""
+    ev, seed = cfg.eval, cfg.train.seed
+    if task != "segmentation":
+        m = pooled_metrics(pooled["target"], pooled["prediction"], pooled["probability"], pooled["group"],
+                           ev.bootstrap, ev.confidence, seed)
+        return {"n": m["n"], "groups": m["groups"], "positives": m["positives"],
+                **{k: m[k] for k in metrics_for(task)}, "intervals": m["intervals"]}
+    counts = pooled[["tp", "fp", "fn", "tn", "pred_objects", "true_objects",
+                     *(f"matched@{t:g}" for t in IOU_THRESHOLDS)]].astype(float)
+    m = segmentation_metrics(counts, pooled["group"].to_numpy(), IOU_THRESHOLDS, ev.bootstrap, ev.confidence, seed)
+    values, intervals = summary_metrics(m)
+    return {"n": int(len(pooled)), "groups": int(pooled["group"].nunique()),
+            "positives": int((pooled["tp"] + pooled["fn"] > 0).sum()), **values, "intervals": intervals}
+
+
+def pooled_table(runs: list[Variant], results: dict[str, dict], name: str | None = None) -> pd.DataFrame:
+    """The ``eval/<name>`` tables of a variant's finished runs (default: the per-chip test table of their task,
+    :func:`test_table_name`), concatenated, with ``run`` and ``group``."""
+    name = name or test_table_name(task_of(runs))
     frames = []
     for v in runs:
         res = results.get(v.name, {})
@@ -80,6 +109,8 @@ def aggregate_table(cfg: RunConfig, variants: list[Variant], results: dict[str, 
     the mean over seeds with t intervals), the per-run mean and spread, and mean validation metrics."""
     rep = cfg.experiment.repeats
     folds = bool(rep and rep.folds)
+    task = task_of(variants)
+    keys = metrics_for(task)
     rows = []
     for base, runs in groups_of_runs(variants).items():
         ok = [results[v.name] for v in runs if v.name in results and "error" not in results[v.name]]
@@ -105,26 +136,25 @@ def aggregate_table(cfg: RunConfig, variants: list[Variant], results: dict[str, 
             "seconds": float(sum(r.get("seconds", 0) for r in ok)),
             "test_images": int(sum(r.get("test_images", 0) for r in ok))})
         row["size_mb"] = row.pop("model_size_mb")
-        for key in METRICS:
+        for key in keys:
             row[f"val_{key}"] = _mean([r.get("val_metrics", {}).get(key) for r in ok])
             spread = across_runs([r.get("test_metrics", {}).get(key) for r in ok], cfg.eval.confidence)
             row[f"test_{key}_runs_mean"], row[f"test_{key}_runs_std"] = spread["mean"], spread["std"]
             row[f"test_{key}"] = spread["mean"]
             low, high = spread["interval"] or (None, None)
-            if low is not None:  # a t interval can pass a metric's range with few runs
-                low, high = max(low, -1.0 if key == "mcc" else 0.0), min(high, 1.0)
+            if low is not None:  # a t interval can pass a metric's range with few runs (area ratio has no top)
+                low, high = max(low, -1.0 if key == "mcc" else 0.0), high if key == "area_ratio" else min(high, 1.0)
             row[f"test_{key}_low"], row[f"test_{key}_high"] = low, high
         if folds:
             pooled = pooled_table(runs, results)
             if not pooled.empty:
-                m = pooled_metrics(pooled["target"], pooled["prediction"], pooled["probability"], pooled["group"],
-                                   cfg.eval.bootstrap, cfg.eval.confidence, cfg.train.seed)
+                m = pooled_scores(cfg, pooled, task)
                 row["test_images"], row["test_groups"] = m["n"], m["groups"]
-                for key in METRICS:
+                for key in keys:
                     row[f"test_{key}"] = m[key]
                     row[f"test_{key}_low"], row[f"test_{key}_high"] = m["intervals"].get(key) or (None, None)
-                storage.write_text(storage.join(_variant_dir(first), "predictions_out_of_fold.csv"),
-                                   pooled.to_csv(index=False))
+                storage.write_text(storage.join(_variant_dir(first), test_table_name(task).replace(
+                    ".csv", "_out_of_fold.csv")), pooled.to_csv(index=False))
         row["output_dir"] = _variant_dir(first)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -175,15 +205,18 @@ def selection_estimate(cfg: RunConfig, variants: list[Variant], results: dict[st
             if key not in best or value > best[key][0]:  # ties: plan order
                 best[key] = (float(value), v)
     chosen = {key: best[key][1] for key in sorted(best)}
+    if not chosen:
+        return None
     pooled = pooled_table(list(chosen.values()), results)
     if pooled.empty:
         return None
-    m = pooled_metrics(pooled["target"], pooled["prediction"], pooled["probability"], pooled["group"],
-                       cfg.eval.bootstrap, cfg.eval.confidence, cfg.train.seed)
+    task = task_of(variants)
+    keys = metrics_for(task)
+    m = pooled_scores(cfg, pooled, task)
     return {"chosen": {key: v.base or v.name for key, v in chosen.items()},
             "validation": {key: best[key][0] for key in chosen}, "n": m["n"], "groups": m["groups"],
-            "test": {k: _num(m[k]) for k in METRICS},
-            "test_intervals": {k: m["intervals"][k] for k in METRICS if k in m["intervals"]}}
+            "test": {k: _num(m[k]) for k in keys},
+            "test_intervals": {k: m["intervals"][k] for k in keys if k in m["intervals"]}}
 
 
 def export_best(out_dir: str, best: pd.Series, runs: list[Variant], results: dict[str, dict], metric: str,
@@ -199,13 +232,14 @@ def export_best(out_dir: str, best: pd.Series, runs: list[Variant], results: dic
     storage.makedirs(target)
     for name in (WEIGHTS_FILE, CARD_FILE):  # weights first: a card always has its weights
         storage.write_bytes(storage.join(target, name), storage.read_bytes(storage.join(source, name)))
+    keys = metrics_for(task_of(runs))
     selection = {"variant": label or str(best["variant"]), "run": run.name, "source": source,
                  "selected_by": f"mean validation {metric} over the variant's runs "
                                 f"({best[f'val_{metric}']:.4f}); run with the best validation {metric}",
                  "runs": int(best.get("runs", 1)), "estimate": best.get("estimate", "single run"),
-                 "test": {k: _num(best.get(f"test_{k}")) for k in METRICS},
+                 "test": {k: _num(best.get(f"test_{k}")) for k in keys},
                  "test_intervals": {k: [_num(best.get(f"test_{k}_low")), _num(best.get(f"test_{k}_high"))]
-                                    for k in METRICS if _num(best.get(f"test_{k}_low")) is not None}}
+                                    for k in keys if _num(best.get(f"test_{k}_low")) is not None}}
     card = read_card(target)
     card.selection = selection
     write_card(card, target)

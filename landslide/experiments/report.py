@@ -11,14 +11,39 @@ import pandas as pd
 
 from landslide import storage
 from landslide.config import RunConfig
-from landslide.errors import DataError, StorageError
+from landslide.errors import ConfigError, DataError, StorageError
 from landslide.evaluation import plots
+from landslide.evaluation.segmentation import SUMMARY_METRICS
 from landslide.experiments.plan import Variant
 from landslide.training.summary import RunSummary
 
 log = logging.getLogger(__name__)
 METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
-"""The metrics every comparison reports."""
+"""The metrics every comparison of classifiers reports."""
+FOOTPRINT_METRICS = tuple(SUMMARY_METRICS)
+"""The metrics every comparison of footprint (segmentation) models reports: pixel IoU, F1, precision and
+recall, object F1 at IoU 0.5 and 0.25, area ratio (:data:`landslide.evaluation.segmentation.SUMMARY_METRICS`)."""
+_COLUMNS = {"classification": [("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
+                               ("specificity", "specificity"), ("f1", "F1"), ("mcc", "MCC")],
+            "segmentation": [("pixel_iou", "pixel IoU"), ("pixel_f1", "pixel F1"),
+                             ("pixel_precision", "pixel precision"), ("pixel_recall", "pixel recall"),
+                             ("object_f1@0.5", "object F1 @0.5"), ("area_ratio", "area ratio")]}
+_BARS = {"segmentation": (("pixel_iou", "pixel IoU"), ("pixel_f1", "pixel F1"), ("object_f1@0.5", "object F1 @0.5"),
+                          ("object_f1@0.25", "object F1 @0.25"))}
+
+
+def task_of(variants: list[Variant]) -> str:
+    """The task (``classification`` or ``segmentation``) of an experiment's runs; ConfigError when they mix
+    (a comparison of chip metrics with pixel metrics means nothing)."""
+    tasks = {v.cfg.model.task for v in variants} or {"classification"}
+    if len(tasks) > 1:
+        raise ConfigError(f"an experiment's variants must share model.task; these mix {sorted(tasks)}")
+    return tasks.pop()
+
+
+def metrics_for(task: str) -> tuple[str, ...]:
+    """The metrics a comparison of ``task`` models reports (:data:`METRICS` or :data:`FOOTPRINT_METRICS`)."""
+    return FOOTPRINT_METRICS if task == "segmentation" else METRICS
 
 
 def format_summary(summary: dict) -> str:
@@ -31,7 +56,8 @@ def format_summary(summary: dict) -> str:
         if run.test_metrics:
             ci = run.test_intervals
             lines.append("  test:    " + ", ".join(
-                f"{k}={v:.3f}" + (f" [{ci[k][0]:.3f}-{ci[k][1]:.3f}]" if k in ci and k in ("f1", "accuracy") else "")
+                f"{k}={v:.3f}" + (f" [{ci[k][0]:.3f}-{ci[k][1]:.3f}]" if k in ci and k in
+                                  ("f1", "accuracy", "pixel_iou", "object_f1@0.5") else "")
                 for k, v in run.test_metrics.items() if v is not None))
             lines.append(f"  report:  {storage.join(run.output_dir, 'eval', 'report.md')}")
         return "\n".join(lines)
@@ -40,6 +66,10 @@ def format_summary(summary: dict) -> str:
     for row in summary["rows"]:
         if row.get("status") == "failed":
             lines.append(f"  {row['variant']:<24} FAILED: {row.get('error')}")
+        elif "test_pixel_iou" in row:
+            lines.append(f"  {row['variant']:<24} test pixel IoU {_fmt(row.get('test_pixel_iou'))}  "
+                         f"F1 {_fmt(row.get('test_pixel_f1'))}  object F1 {_fmt(row.get('test_object_f1@0.5'))}  "
+                         f"{_fmt(row.get('seconds'), 0)} s")
         else:
             lines.append(f"  {row['variant']:<24} test acc {_fmt(row.get('test_accuracy'))}  "
                          f"F1 {_fmt(row.get('test_f1'))}  MCC {_fmt(row.get('test_mcc'))}  "
@@ -54,6 +84,9 @@ def one_line(summary: dict) -> str:
     m = run.test_metrics
     if not m:
         return f"done in {run.seconds or 0:.0f} s (no test split)"
+    if "pixel_iou" in m:
+        return (f"test pixel IoU {_fmt(m['pixel_iou'])}, pixel F1 {_fmt(m['pixel_f1'])}, object F1 @0.5 "
+                f"{_fmt(m.get('object_f1@0.5'))} in {run.seconds or 0:.0f} s")
     return f"test accuracy {m['accuracy']:.3f}, F1 {m['f1']:.3f}, MCC {m['mcc']:.3f} in {run.seconds or 0:.0f} s"
 
 
@@ -64,7 +97,9 @@ def _freeze_label(freeze: dict) -> str:
 
 def comparison_table(variants: list[Variant], results: dict[str, dict]) -> pd.DataFrame:
     """One row per variant: size, depth, accuracy by split, test metrics with intervals, time, speed.
-    ``results``: each variant's :class:`RunSummary` JSON, or ``{"error": message}``."""
+    ``results``: each variant's :class:`RunSummary` JSON, or ``{"error": message}``. Footprint models report
+    :data:`FOOTPRINT_METRICS` instead of :data:`METRICS`."""
+    keys = metrics_for(task_of(variants))
     rows = []
     for variant in variants:
         res = results.get(variant.name, {})
@@ -83,7 +118,7 @@ def comparison_table(variants: list[Variant], results: dict[str, dict]) -> pd.Da
             "total_params": run.total_params, "trainable_params": run.trainable_params, "size_mb": run.model_size_mb,
             "depth": run.depth, "image_size": run.image_size, "train_accuracy": best.get("train_accuracy"),
             "val_accuracy": best.get("val_accuracy"), "test_images": run.test_images})
-        for key in METRICS:
+        for key in keys:
             row[f"val_{key}"] = (run.val_metrics or {}).get(key)
             row[f"test_{key}"] = test.get(key)
             row[f"test_{key}_low"], row[f"test_{key}_high"] = intervals.get(key) or (None, None)
@@ -118,11 +153,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def markdown_table(table: pd.DataFrame, select: str = "mcc") -> str:
-    """The comparison as a Markdown table (metrics with their intervals), like the study's tables."""
+def markdown_table(table: pd.DataFrame, select: str = "mcc", task: str = "classification") -> str:
+    """The comparison as a Markdown table (metrics with their intervals), like the study's tables; footprint
+    models (``task`` segmentation) show pixel, object and area metrics."""
+    shown = _COLUMNS[task]
     cols = ["variant", "backbone", "freeze", "runs", "train images", "params", "size (MB)", "depth", "train acc*",
-            "val acc*", f"val {select}†"] \
-        + [f"test {m}" for m in ("accuracy", "precision", "recall", "specificity", "F1", "MCC")] \
+            "val acc*", f"val {select}†"] + [f"test {label}" for _, label in shown] \
         + ["time (s)", "train img/s", "infer img/s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
@@ -142,8 +178,7 @@ def markdown_table(table: pd.DataFrame, select: str = "mcc") -> str:
             str(r["variant"]), str(r["backbone"]), str(r.get("freeze", "")), _fmt(r.get("runs", 1)),
             _fmt(r.get("train_images"), 0), f"{params / 1e6:.2f}M" if params and not pd.isna(params) else "–",
             _fmt(r.get("size_mb"), 1), _fmt(r.get("depth"), 0), _fmt(r.get("train_accuracy")),
-            _fmt(r.get("val_accuracy")), _fmt(r.get(f"val_{select}")),
-            ci("accuracy"), ci("precision"), ci("recall"), ci("specificity"), ci("f1"), ci("mcc"),
+            _fmt(r.get("val_accuracy")), _fmt(r.get(f"val_{select}")), *(ci(key) for key, _ in shown),
             _fmt(r.get("seconds"), 0), _fmt(r.get("train_images_per_s"), 1),
             _fmt(r.get("inference_images_per_s"), 1)]) + " |")
     return "\n".join(lines) + "\n"
@@ -168,7 +203,12 @@ def caption(cfg: RunConfig) -> str:
     else:
         head = (f"Test metrics with {conf} bootstrap intervals at each model's validation-chosen threshold; "
                 "identical val/test splits for every variant.")
-    return (head + f" *Train and validation accuracy at the best epoch (by {cfg.train.monitor}), threshold 0.5. "
+    if cfg.model.task == "segmentation":
+        head += (" Footprints: pixel metrics micro-averaged over the test chips' pixels at the validation-chosen "
+                 "pixel threshold; object F1 matches each true landslide (connected component) at IoU >= 0.5 after "
+                 "the validation-chosen minimum footprint size; area ratio = predicted / true landslide area.")
+    return (head + f" *Train and validation accuracy at the best epoch (by {cfg.train.monitor}), threshold 0.5"
+            + (" (pixel accuracy for footprint models)" if cfg.model.task == "segmentation" else "") + ". "
             f"†Validation {cfg.experiment.select} at the chosen threshold (mean over runs): it picks the best "
             "variant; test metrics never do. Depth: layers with weights.")
 
@@ -179,21 +219,24 @@ def write_comparison(cfg: RunConfig, table: pd.DataFrame) -> dict[str, str]:
     kind = cfg.experiment.kind
     files = {"csv": storage.join(out, "comparison.csv"), "markdown": storage.join(out, "comparison.md")}
     storage.write_text(files["csv"], table.to_csv(index=False))
+    task = cfg.model.task
     storage.write_text(files["markdown"], f"# {TITLES[kind]}: {cfg.name}\n\n{caption(cfg)}\n\n"
-                       + markdown_table(table, cfg.experiment.select))
+                       + markdown_table(table, cfg.experiment.select, task))
     ok = table[table["status"] == "ok"] if "status" in table else table.iloc[0:0]
     if ok.empty:
         return files
-    files["plot"] = plots.metric_bars(ok, storage.join(out, "comparison.png"), TITLES[kind])
+    bars = _BARS.get(task)
+    files["plot"] = plots.metric_bars(ok, storage.join(out, "comparison.png"), TITLES[kind], bars)
     if kind == "finetune":
         depth = ok[ok["strategy"].isin(["last_blocks", "last_layers"])]
         if not depth.empty:
             files["depth_plot"] = plots.metric_lines(depth, "n", "strategy", storage.join(out, "finetune_depth.png"),
-                                                     "unfrozen blocks / layers (N)", "Metrics vs. unfrozen depth")
+                                                     "unfrozen blocks / layers (N)", "Metrics vs. unfrozen depth",
+                                                     bars)
     if kind == "data_size":
         files["learning_curve"] = plots.metric_lines(ok, "train_images", None,
                                                      storage.join(out, "learning_curve.png"),
-                                                     "training images", "Learning curve")
+                                                     "training images", "Learning curve", bars)
     return files
 
 

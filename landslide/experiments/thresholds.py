@@ -22,7 +22,7 @@ from landslide.config import RunConfig
 from landslide.evaluation.metrics import THRESHOLD_RULES, pooled_metrics, threshold_rules
 from landslide.experiments.plan import Variant
 from landslide.experiments.repeats import groups_of_runs, pooled_table
-from landslide.experiments.report import write_table
+from landslide.experiments.report import task_of, write_table
 
 KEYS = ("f1", "mcc", "accuracy", "precision", "recall")
 
@@ -30,6 +30,8 @@ KEYS = ("f1", "mcc", "accuracy", "precision", "recall")
 def rule_rows(cfg: RunConfig, variants: list[Variant], results: dict[str, dict]) -> pd.DataFrame:
     """One row per variant, rule and scheme: thresholds, n, metrics with ``_low``/``_high`` bounds."""
     rows = []
+    if task_of(variants) == "segmentation":  # pixel thresholds: chosen per run; chip rules do not apply
+        return pd.DataFrame()
     for base, runs in groups_of_runs(variants).items():
         test = pooled_table(runs, results)
         val = pooled_table(runs, results, "validation_predictions.csv")

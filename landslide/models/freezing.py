@@ -6,6 +6,11 @@
   (conv, batch-norm, linear), counted from the output backwards, like Keras layers with weights.
 - ``all``: everything trains (full fine-tuning).
 
+Footprint (segmentation) models freeze their encoder the same way: ``head`` trains the decoder and
+segmentation head on a frozen encoder (feature extraction); ``last_blocks`` counts the registry blocks the
+encoder has (a ``features_only`` encoder has no classifier head, e.g. no ``conv_head``); the decoder always
+trains.
+
 Frozen batch-norm layers are kept in inference mode during training (their running statistics are not
 updated), which is what Keras does for non-trainable layers and what small fine-tuning sets need.
 """
@@ -30,7 +35,9 @@ def _set(module: nn.Module, flag: bool) -> None:
 
 
 def apply_freezing(model: nn.Module, strategy: str, n: int = 0) -> dict:
-    """Set ``requires_grad`` on ``model`` (a LandslideClassifier) and return parameter counts."""
+    """Set ``requires_grad`` on ``model`` (a LandslideClassifier, or a LandslideSegmenter whose ``backbone`` is
+    its encoder) and return parameter counts. ConfigError for an unknown strategy or an ``n`` beyond the
+    backbone's blocks or layers."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"model.freeze.strategy={strategy!r}: choose one of {list(STRATEGIES)}")
     if strategy in ("last_blocks", "last_layers") and n < 1:
@@ -41,10 +48,13 @@ def apply_freezing(model: nn.Module, strategy: str, n: int = 0) -> dict:
         _set(backbone, False)
     unfrozen: list[str] = []
     if strategy == "last_blocks":
-        blocks = model.spec.blocks
-        if n > len(blocks):
-            raise ConfigError(f"model.freeze.n={n}: {model.spec.name} has only {len(blocks)} blocks")
         modules = dict(backbone.named_modules())
+        blocks = model.spec.blocks
+        if getattr(model, "task", "classification") == "segmentation":  # the encoder's blocks only
+            blocks = tuple(b for b in blocks if all(path in modules for path in b))
+        if n > len(blocks):
+            raise ConfigError(f"model.freeze.n={n}: {model.spec.name} has only {len(blocks)} blocks"
+                              + (" in its encoder" if getattr(model, "task", "") == "segmentation" else ""))
         for block in blocks[-n:]:
             for path in block:
                 if path not in modules:

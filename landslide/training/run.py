@@ -36,6 +36,7 @@ from landslide.evaluation.evaluate import evaluate_model, predict_manifest
 from landslide.evaluation.footprints import choose_min_object_px, choose_pixel_threshold, evaluate_footprints
 from landslide.evaluation.confounds import confound_check
 from landslide.evaluation.leakage import tag_leakage
+from landslide.evaluation.segmentation import summary_metrics
 from landslide.evaluation.metrics import (apply_temperature, binary_metrics, calibration_metrics, choose_threshold,
                                           fit_temperature, threshold_rules)
 from landslide.models.card import ModelCard
@@ -465,7 +466,9 @@ def run_summary(run: PreparedRun, result: FitResult, card: ModelCard, model_dir:
         best_epoch_metrics={k: v for k, v in best.items() if isinstance(v, (int, float))},
         train_images_per_s=float(sum(epoch_speed) / len(epoch_speed)) if epoch_speed else None,
         splits=card.training["splits"] if card.training else {}, inputs=card.inputs)
-    if "validation_metrics" in selection:  # at the chosen threshold: what experiments select models by
+    if cfg.model.task == "segmentation" and "validation_metrics" in selection:
+        summary.val_metrics = footprint_val_metrics(selection)
+    elif "validation_metrics" in selection:  # at the chosen threshold: what experiments select models by
         summary.val_metrics = {k: v for k, v in selection["validation_metrics"].items()
                                if isinstance(v, (int, float))}
     if run.leakage is not None:
@@ -473,6 +476,20 @@ def run_summary(run: PreparedRun, result: FitResult, card: ModelCard, model_dir:
     summary.threshold_rules = selection.get("rules")
     summary.confounds = _confound_summary(run.confounds)
     return summary
+
+
+def footprint_val_metrics(selection: dict) -> dict[str, float]:
+    """A footprint model's validation metrics under their summary names (``pixel_iou``, ``pixel_f1``,
+    ``pixel_precision``, ``pixel_recall`` at the chosen pixel threshold; ``object_f1@0.5`` at the chosen minimum
+    footprint size), from :func:`choose_pixel_threshold_for`'s selection: what experiments select by."""
+    pixel = selection["validation_metrics"]
+    out = {f"pixel_{k}": float(pixel[k]) for k in ("iou", "f1", "precision", "recall")
+           if isinstance(pixel.get(k), (int, float))}
+    size = selection.get("min_object_px") or {}
+    f1 = (size.get("object_f1") or {}).get(str(size.get("value")))
+    if f1 is not None:
+        out["object_f1@0.5"] = float(f1)
+    return out
 
 
 def evaluate_test(run: PreparedRun, result: FitResult, card: ModelCard, summary: RunSummary,
@@ -516,21 +533,6 @@ def evaluate_test(run: PreparedRun, result: FitResult, card: ModelCard, summary:
         card.metrics["test_size"] = summary.test_size_metrics
 
 
-FOOTPRINT_METRICS = {"pixel_iou": "iou", "pixel_f1": "f1", "pixel_precision": "precision",
-                     "pixel_recall": "recall", "object_f1@0.5": "object@0.5.f1", "object_f1@0.25": "object@0.25.f1",
-                     "area_ratio": "area_ratio"}
-"""Footprint models: summary test metric -> key in the footprint metrics (and their intervals)."""
-
-
-def _footprint_summary(metrics: dict) -> tuple[dict, dict]:
-    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    for t in ("0.5", "0.25"):
-        flat.update({f"object@{t}.{k}": v for k, v in metrics.get(f"object@{t}", {}).items()})
-    intervals = metrics.get("intervals", {})
-    return ({name: flat.get(key) for name, key in FOOTPRINT_METRICS.items()},
-            {name: intervals[key] for name, key in FOOTPRINT_METRICS.items() if key in intervals})
-
-
 def evaluate_test_footprints(run: PreparedRun, card: ModelCard, summary: RunSummary, device: torch.device) -> None:
     """Footprint models: the test evaluation (:func:`landslide.evaluation.footprints.evaluate_footprints`) into
     ``output_dir/eval``, its pixel and object metrics into ``summary`` and ``card``."""
@@ -540,13 +542,13 @@ def evaluate_test_footprints(run: PreparedRun, card: ModelCard, summary: RunSumm
                                   title=f"{cfg.name}: footprints on the test split",
                                   extra_report={"data": cfg.data.train, "split method": cfg.data.split.method},
                                   max_pixels=cfg.data.max_image_pixels)
-    summary.test_metrics, summary.test_intervals = _footprint_summary(metrics)
+    summary.test_metrics, summary.test_intervals = summary_metrics(metrics)
     summary.test_images = metrics["images"]
     card.metrics = {"test": summary.test_metrics, "test_intervals": summary.test_intervals}
     if "by_region" in metrics:
         summary.test_by_region = {}
         for region, m in metrics["by_region"].items():
-            values, intervals = _footprint_summary(m)
+            values, intervals = summary_metrics(m)
             summary.test_by_region[region] = {**values, "n": m["images"], "intervals": intervals}
         card.metrics["test_by_region"] = summary.test_by_region
 
