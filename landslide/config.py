@@ -627,6 +627,11 @@ class SweepFootprintConfig(_Strict):
     """Footprints smaller than this (geodesic m²) are left out (besides the card's minimum footprint size)."""
     block: int = Field(512, ge=64, le=8192)
     """Rows per block when stitching and tracing: memory holds about one block row of the scene."""
+    metatile: int = Field(8, ge=1, le=64)
+    """XYZ/TMS trees: tiles per side of a metatile, the unit mosaicked (in EPSG:3857), stitched, traced and
+    resumed like a scene; footprints are merged across metatile borders. Larger metatiles give windows more
+    context across tile borders and write fewer files; memory holds one metatile (8 x 8 tiles of 256 px:
+    16 MB)."""
 
 
 class SweepAdaptConfig(_Strict):

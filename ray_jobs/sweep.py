@@ -11,6 +11,10 @@ Grad-CAM overlays of positives -> the driver collects the small result rows and 
 tiles are in -> the library merges the shards into GeoParquet/GeoJSON and the summary. Killing the job loses
 only unfinished shards; submitting it again completes the sweep with no gaps and no duplicates.
 
+With a footprint model (card ``task: segmentation``) the unit is a scene (a GeoTIFF, an XYZ metatile or a listed
+tile): :func:`footprints_on_ray` sweeps the pending ones in an actor pool, each actor stitching, tracing and writing
+its scenes, and the driver merges their footprints across scene borders (streamed) into the inventory.
+
 Reads and inference are two Ray Data operators. Ray's optimizer would fuse a task stage into the following
 actor stage whenever their remote arguments match (as they do with the default 1 CPU each and no GPU), which
 puts reading back inside the actors; the actor stage names its own scheduling strategy so that never happens
@@ -149,6 +153,73 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     return finalize(plan, time.perf_counter() - started, processed)
 
 
+class FootprintActor:
+    """Ray Data actor for footprint sweeps: holds one FootprintPredictor (loaded once) and sweeps whole scenes or
+    tile groups (:func:`landslide.inventory.footprint_sweep.sweep_job`: stitched probability COG and footprints
+    written to the output, the scene's record returned)."""
+
+    def __init__(self, cfg: SweepConfig, settings: dict, device: str, threads: int):
+        from landslide.inference.footprints import FootprintPredictor
+
+        self.predictor = FootprintPredictor(cfg.model, device, cfg.threshold, num_threads=threads)
+        self.cfg, self.settings = cfg, settings
+
+    def __call__(self, batch: dict) -> dict:
+        import json
+
+        from landslide.inventory.footprint_sweep import SceneJob, sweep_job
+
+        records = []
+        for i in range(len(batch["key"])):
+            job = SceneJob.from_item({k: batch[k][i] for k in ("key", "uri", "crs", "zoom", "tiles")})
+            records.append(json.dumps(sweep_job(self.predictor, job, self.cfg, self.settings)))
+        return {"key": batch["key"], "record": records}
+
+
+def footprints_on_ray(cfg: SweepConfig, progress=print) -> dict:
+    """A footprint sweep through Ray Data: the driver plans the jobs (scenes, XYZ metatiles or listed tiles;
+    finished ones of an earlier run kept), an actor pool of :class:`FootprintActor` sweeps the rest one job per
+    call, each writing its own files, and the driver merges every job's footprints across their borders
+    (streamed) into the inventory. Killing the job loses only unfinished scenes."""
+    import json
+
+    import ray
+
+    from landslide.inference.footprints import FootprintPredictor
+    from landslide.inventory.footprint_sweep import finish_footprint_sweep, finished_record, plan_footprint_sweep
+
+    started = time.perf_counter()
+    ray_cfg = cfg.ray
+    check_resources(ray_cfg.inference_actors, {"CPU": ray_cfg.cpus_per_actor, "GPU": ray_cfg.gpus_per_actor},
+                    wait=False, what="sweep: {n} footprint actor(s)",
+                    fix="lower ray.inference_actors / cpus_per_actor / gpus_per_actor")
+    driver_model = FootprintPredictor(cfg.model, "cpu", cfg.threshold)
+    plan = plan_footprint_sweep(cfg, driver_model)
+    del driver_model
+    done = {job.key: finished_record(cfg, job, plan.settings) for job in plan.jobs}
+    pending = [job for job in plan.jobs if done[job.key] is None]
+    if len(pending) < len(plan.jobs):
+        progress(f"resuming: {len(plan.jobs) - len(pending)} of {len(plan.jobs)} scenes already swept")
+    progress(f"{len(plan.jobs)} scenes ({plan.source_format}) in the region, {len(pending)} to sweep")
+    if pending:
+        ds = ray.data.from_items([job.to_item() for job in pending], override_num_blocks=min(len(pending), 10_000))
+        ds = ds.map_batches(FootprintActor, batch_size=1, batch_format="numpy",
+                            fn_constructor_kwargs={"cfg": cfg, "settings": plan.settings,
+                                                   "device": "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu",
+                                                   "threads": max(1, math.ceil(ray_cfg.cpus_per_actor))},
+                            compute=ray.data.ActorPoolStrategy(size=ray_cfg.inference_actors),
+                            num_cpus=ray_cfg.cpus_per_actor, num_gpus=ray_cfg.gpus_per_actor or None)
+        swept = 0
+        for row in ds.iter_rows():
+            record = json.loads(row["record"])
+            done[record["scene"]] = record
+            swept += 1
+            state = f"FAILED: {record['error']}" if "error" in record else f"{record['footprints']} footprints"
+            progress(f"scene {swept}/{len(pending)} {record['scene']}: {state}")
+    records = [done[job.key] for job in plan.jobs]
+    return finish_footprint_sweep(cfg, plan, records, len(pending), started)
+
+
 def operators(stats: str) -> list[str]:
     """The operators Ray Data ran, from ``Dataset.stats()`` (``MapBatches(read_batch)``, or
     ``MapBatches(read_batch)->MapBatches(InferenceActor)`` where fused)."""
@@ -167,16 +238,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = load_config(args.config, parse_set(args.set), schema=SweepConfig)
-        if read_card(cfg.model).task == "segmentation":
-            raise ConfigError(f"{cfg.model} is a footprint model: footprint sweeps run in one process for now "
-                              "(landslide sweep --config ...); Ray Data sweeps take chip classifiers")
+        footprints = read_card(cfg.model).task == "segmentation"
         import ray
 
         ray.init(address=args.address, log_to_driver=True)
         ray.data.DataContext.get_current().enable_progress_bars = False
         print(f"landslide: Ray {ray.__version__}, cluster {ray.cluster_resources()}; output {cfg.output}",
               flush=True)
-        summary = sweep_on_ray(cfg, lambda line: print(f"landslide: {line}", flush=True))
+        run = footprints_on_ray if footprints else sweep_on_ray
+        summary = run(cfg, lambda line: print(f"landslide: {line}", flush=True))
         print(summary_lines(summary, cfg.output), flush=True)
         return 0
 

@@ -96,6 +96,33 @@ def footprint_run(tmp_path_factory) -> dict:
     return {**run_training(parse_config(footprint_config(manifest, out))), "manifest": manifest, "out": out}
 
 
+FOOTPRINT_TREE = (16, 51882, 27639)
+"""Zoom, column and row (XYZ) of the top-left tile of :func:`write_footprint_tree` (about 105.0 E, 27.1 N)."""
+
+
+def write_footprint_tree(root):
+    """An XYZ tree of 64-px PNG tiles, 3 columns x 2 rows from :data:`FOOTPRINT_TREE`, of dark noise with one
+    bright blob across the border of columns 1 and 2 (a metatile border for metatiles of 2); tile (0, 1) is
+    corrupt and tile (2, 1) missing. Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    z, x0, y0 = FOOTPRINT_TREE
+    world = np.random.default_rng(5).integers(40, 90, (128, 192, 3)).astype(np.uint8)
+    world[20:46, 108:150] = 210
+    for dx in range(3):
+        for dy in range(2):
+            if (dx, dy) == (2, 1):
+                continue
+            path = root / str(z) / str(x0 + dx) / f"{y0 + dy}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if (dx, dy) == (0, 1):
+                path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+            else:
+                Image.fromarray(np.ascontiguousarray(world[dy * 64:(dy + 1) * 64, dx * 64:(dx + 1) * 64])).save(path)
+    return root
+
+
 def write_tagged(manifest: str, name: str = "tagged.csv", leaky: bool = False, seed: int = 0) -> str:
     """A copy of ``manifest`` (same folder) with GLC-like tag columns, as ``landslide catalog join`` writes them:
     ``glc_setting`` (known for ~60% of chips of both classes, weakly related to the label), ``glc_category``

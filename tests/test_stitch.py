@@ -165,7 +165,7 @@ def test_footprint_sweep_merges_across_scenes_resumes_and_refuses_what_it_cannot
     from shapely.geometry import shape
 
     from landslide.config import SweepConfig, parse_config
-    from landslide.errors import ConfigError
+    from landslide.errors import StorageError
     from landslide.inventory.sweep import run_sweep, summary_lines
     from tests.test_cli import run_cli
 
@@ -203,8 +203,8 @@ def test_footprint_sweep_merges_across_scenes_resumes_and_refuses_what_it_cannot
     blob = shape(spanning[0]["geometry"])
     assert 104.9 < blob.centroid.x < 105.1 and spanning[0]["properties"]["area_m2"] > 200  # 60 x 50 px of 0.25 m²
     assert gj["features"][0]["properties"]["model_version"] == summary["model"]["version"]
-    # what a footprint sweep cannot read yet, and scenes without a CRS, are one-line errors
-    with pytest.raises(ConfigError, match="GeoTIFF/COG scenes"):
+    # a missing source and scenes without a CRS are one-line errors
+    with pytest.raises(StorageError, match="xyz: not found"):
         run_sweep(parse_config({**raw, "tiles": {"source": str(tmp_path / "xyz")}, "output": str(tmp_path / "o2")},
                                "sweep", schema=SweepConfig))
     nocrs = tmp_path / "nocrs"
@@ -276,3 +276,171 @@ def test_footprint_sweep_keeps_scene_names_apart_refuses_mixed_settings_and_filt
     assert gj["features"][0]["properties"]["area_m2"] == pytest.approx(4140 * 0.25, rel=0.01)
     with pytest.raises(ConfigError, match="other settings"):
         run_sweep(parse_config({**raw, "footprints": {"block": 64, "min_area_m2": 50}}, "sweep", schema=SweepConfig))
+
+
+def test_cross_scene_merge_streams_scene_by_scene_and_writes_whole_files(tmp_path):
+    """The cross-scene merge yields each scene's inner footprints as the scene is read (memory holds only the
+    parts along scene edges), joins edge parts at the end with the filters applied to the whole, and the writer
+    puts a GeoParquet + GeoJSON in place only when both are finished."""
+    import json
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import shapely
+
+    from landslide.inventory.footprint_sweep import FootprintWriter, merge_scenes
+
+    def frame(scene, rows):
+        return pd.DataFrame([{"scene": scene, "area_m2": a, "pixels": px, "mean_probability": mp,
+                              "max_probability": mp + 0.1, "edge": e, "min_px": 10.0,
+                              "wgs84_wkb": shapely.to_wkb(shapely.box(*b))} for b, a, px, mp, e in rows])
+
+    a = frame("a", [((10.0, 0.0, 10.001, 0.001), 100.0, 40, 0.8, False),     # inner
+                    ((10.009, 0.0, 10.010, 0.001), 60.0, 6, 0.6, True)])     # at a's east edge
+    b = frame("b", [((10.010, 0.0, 10.011, 0.001), 60.0, 6, 0.7, True),      # its continuation in b
+                    ((10.019, 0.005, 10.0195, 0.0055), 5.0, 3, 0.9, True)])  # alone at b's edge, too small
+    read = []
+
+    def frames():
+        for f in (a, b):
+            read.append(f["scene"].iloc[0])
+            yield f
+
+    batches = merge_scenes(frames())
+    first = next(batches)
+    assert read == ["a"] and [f["scenes"] for f in first] == ["a"] and first[0]["pixels"] == 40
+    assert next(batches) == [] and read == ["a", "b"]  # b has no inner footprint
+    (joined,) = next(batches)  # 6 + 6 px pass the 10-px minimum together; the 3-px part alone does not
+    assert joined["scenes"] == "a,b" and joined["pixels"] == 12 and joined["max_probability"] == pytest.approx(0.8)
+    assert joined["mean_probability"] == pytest.approx(0.65) and joined["geometry"].bounds[0] == pytest.approx(10.009)
+    with pytest.raises(StopIteration):
+        next(batches)
+
+    out = tmp_path / "inventory"
+    writer = FootprintWriter(str(out), "test sweep", {"name": "m", "version": "1"})
+    writer.write(first)
+    assert not (out / "footprints.parquet").exists()  # nothing in place before close
+    writer.write([joined])
+    writer.close()
+    table = pq.read_table(out / "footprints.parquet")
+    geo = json.loads(table.schema.metadata[b"geo"])
+    assert geo["primary_column"] == "geometry" and table.column("footprint_id").to_pylist() == [0, 1]
+    assert table.column("scenes").to_pylist() == ["a", "a,b"] and table.column("model_version").to_pylist()[1] == "1"
+    assert shapely.from_wkb(table.column("geometry").to_pylist()[1]).equals(joined["geometry"])
+    gj = json.loads((out / "footprints.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and gj["name"] == "test sweep"
+    assert [f["properties"]["footprint_id"] for f in gj["features"]] == [0, 1] and writer.count == 2
+    assert writer.area_m2 == pytest.approx(100.0 + joined["area_m2"])
+    empty = FootprintWriter(str(tmp_path / "none"), "empty", {"name": "m", "version": "1"})
+    empty.close()
+    assert json.loads((tmp_path / "none" / "footprints.geojson").read_text())["features"] == []
+    assert pq.read_table(tmp_path / "none" / "footprints.parquet").num_rows == 0
+
+
+def _png(path, rgb) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+
+
+def test_footprint_sweep_of_an_xyz_tree_by_metatiles(tmp_path, footprint_run):
+    """An XYZ tree swept with a footprint model: tiles grouped into metatiles (2 x 2 here), each mosaicked in
+    EPSG:3857 and stitched; a blob across a metatile border is one footprint; a corrupt tile is recorded and
+    left as nodata; re-running resumes; another metatile size in the same output is refused."""
+    import json
+
+    import mercantile
+    import pandas as pd
+    import rasterio
+
+    from landslide.config import SweepConfig, parse_config
+    from landslide.errors import ConfigError
+    from landslide.inventory.sweep import run_sweep
+
+    from conftest import FOOTPRINT_TREE, write_footprint_tree
+
+    tree = write_footprint_tree(tmp_path / "tree")
+    z, x0, y0 = FOOTPRINT_TREE
+    out = tmp_path / "sweep"
+    raw = {"model": footprint_run["model_dir"], "output": str(out), "tiles": {"source": str(tree), "zoom": z},
+           "region": {"bbox": [104.99, 27.08, 105.02, 27.11]}, "batch_size": 4,
+           "footprints": {"block": 64, "metatile": 2}}
+    cfg = parse_config(raw, "sweep", schema=SweepConfig)
+    summary = run_sweep(cfg)
+    assert summary["source_format"] == "xyz" and summary["scenes"] == 3  # the missing tile's metatile is empty
+    assert summary["tiles"] == 5 and summary["tiles_unreadable"] == 1
+    bad = [r for r in summary["per_scene"] if r["tiles_unreadable"]]
+    assert len(bad) == 1 and "tile_id" in bad[0]["tiles_unreadable"][0] and bad[0]["tiles_unreadable"][0]["reason"]
+    west_key, east_key = f"z{z}-m2-{x0 // 2}-{y0 // 2}", f"z{z}-m2-{(x0 + 2) // 2}-{y0 // 2}"
+    with rasterio.open(out / "scenes" / f"{west_key}.footprint_probability.tif") as ds:
+        assert ds.crs.to_epsg() == 3857 and (ds.width, ds.height) == (128, 64)
+        assert ds.bounds.left == pytest.approx(mercantile.xy_bounds(x0, y0, z).left)
+    table = pd.read_parquet(out / "footprints.parquet")
+    spanning = table[table["scenes"] == f"{west_key},{east_key}"]
+    assert len(spanning) == 1  # the blob's two halves are one footprint
+    gj = json.load(open(out / "footprints.geojson"))
+    feature = next(f for f in gj["features"] if f["properties"]["scenes"] == f"{west_key},{east_key}")
+    lons = [p[0] for ring in feature["geometry"]["coordinates"] for p in ring]
+    border = mercantile.bounds(x0 + 2, y0, z).west
+    assert min(lons) < border < max(lons)
+    metres_per_px = (mercantile.xy_bounds(x0, y0, z).right - mercantile.xy_bounds(x0, y0, z).left) / 64 * \
+        np.cos(np.radians(27.1))  # Web Mercator scale at 27° N
+    assert 0.5 < feature["properties"]["area_m2"] / (26 * 42 * metres_per_px ** 2) < 1.5
+    again = run_sweep(cfg)
+    assert again["scenes_swept_this_run"] == 0 and again["footprints"] == summary["footprints"]
+    with pytest.raises(ConfigError, match="other settings"):
+        run_sweep(parse_config({**raw, "footprints": {"block": 64, "metatile": 4}}, "sweep", schema=SweepConfig))
+
+
+def test_footprint_sweep_of_a_tile_manifest_across_the_antimeridian(tmp_path, footprint_run):
+    """Listed tiles (a manifest with lon/lat bounds) are scenes of their own in EPSG:4326: a blob across two
+    tiles that meet at 180° is one footprint cut at 180°, and a tile that itself spans 180° is read with east +
+    360 and its footprint cut there too."""
+    import json
+
+    from landslide.config import SweepConfig, parse_config
+    from landslide.inventory.sweep import run_sweep
+
+    rng = np.random.default_rng(7)
+    pair = rng.integers(40, 90, (64, 128, 3)).astype(np.uint8)
+    pair[20:44, 50:80] = 210  # across the 180° meridian between the two tiles
+    one = rng.integers(40, 90, (64, 64, 3)).astype(np.uint8)
+    one[20:44, 20:44] = 210  # in the middle of a tile that spans 180°
+    _png(tmp_path / "t" / "west.png", np.ascontiguousarray(pair[:, :64]))
+    _png(tmp_path / "t" / "east.png", np.ascontiguousarray(pair[:, 64:]))
+    _png(tmp_path / "t" / "across.png", one)
+    manifest = tmp_path / "t" / "tiles.csv"
+    manifest.write_text("path,west,south,east,north\n"
+                        "west.png,179.999,10.0,180.0,10.001\n"
+                        "east.png,-180.0,10.0,-179.999,10.001\n"
+                        "across.png,179.9995,10.002,-179.9995,10.003\n")
+    out = tmp_path / "sweep"
+    cfg = parse_config({"model": footprint_run["model_dir"], "output": str(out), "tiles": {"source": str(manifest)},
+                        "batch_size": 4, "footprints": {"block": 64}}, "sweep", schema=SweepConfig)
+    summary = run_sweep(cfg)
+    assert summary["source_format"] == "manifest" and summary["scenes"] == 3 and summary["tiles_unreadable"] == 0
+    features = json.load(open(out / "footprints.geojson"))["features"]
+    joined = [f for f in features if "," in f["properties"]["scenes"]]
+    assert len(joined) == 1 and joined[0]["geometry"]["type"] == "MultiPolygon"  # cut at 180°
+    lons = [p[0] for poly in joined[0]["geometry"]["coordinates"] for ring in poly for p in ring]
+    assert max(lons) == pytest.approx(180.0) and min(lons) == pytest.approx(-180.0)
+    px_m2 = (0.001 / 64 * 111_320) ** 2 * np.cos(np.radians(10.0005))
+    assert 0.5 < joined[0]["properties"]["area_m2"] / (24 * 30 * px_m2) < 1.5
+    across = [f for f in features if f["properties"]["scenes"] == next(
+        r["scene"] for r in summary["per_scene"] if r["first_tile"].endswith("across.png"))]
+    assert across and across[0]["geometry"]["type"] == "MultiPolygon"
+    assert all(-180 <= p[0] <= 180 for poly in across[0]["geometry"]["coordinates"] for ring in poly for p in ring)
+
+
+def test_source_kind_tells_year_folders_of_scenes_from_xyz_trees(tmp_path):
+    """A folder of numbered folders is an XYZ tree ({z}/{x}/{y}.png) unless the numbered folders hold GeoTIFF
+    scenes themselves (2023/x.tif): then it is a folder of scenes."""
+    from landslide.inventory.tiles import detect_format
+
+    years = tmp_path / "years"
+    (years / "2023").mkdir(parents=True)
+    _raster(years / "2023" / "x.tif", np.zeros((3, 16, 16), np.uint8), from_origin(500000, 3000000, 0.5, 0.5))
+    tree = tmp_path / "tree"
+    _png(tree / "3" / "1" / "2.png", np.zeros((8, 8, 3), np.uint8))
+    assert detect_format(str(years)) == "geotiff" and detect_format(str(tree)) == "xyz"

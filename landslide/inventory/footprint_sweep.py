@@ -22,7 +22,11 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -31,13 +35,14 @@ import shapely.affinity
 
 from landslide import lonlat, storage
 from landslide.config import SweepConfig
-from landslide.errors import ConfigError, DataError
+from landslide.errors import ConfigError, DataError, LandslideError, StorageError
 from landslide.inference.footprints import FootprintPredictor
 from landslide.inventory import geo
 from landslide.inventory.footprints import measure, simplify_lonlat, touching_groups
 from landslide.inventory.maps import _geoparquet_bytes
-from landslide.inventory.region import load_region
+from landslide.inventory.region import Region, load_region
 from landslide.inventory.scene_footprints import stitch_scene, trace_raster
+from landslide.inventory.tile_mosaic import TileGroup, listed_tiles, metatiles, write_mosaic
 from landslide.inventory.tiles import GEOTIFF_SUFFIXES, open_raster
 
 log = logging.getLogger(__name__)
@@ -85,11 +90,13 @@ def _scene_lonlat_box(uri: str) -> shapely.Geometry:
     return lonlat.footprints([west], [south], [east], [north])[0]
 
 
-def sweep_settings(cfg: SweepConfig, predictor: FootprintPredictor) -> dict:
-    """What a scene's footprints depend on besides the scene: recorded with each scene, checked on resume."""
+def sweep_settings(cfg: SweepConfig, predictor: FootprintPredictor, source_format: str = "geotiff") -> dict:
+    """What a scene's footprints depend on besides the scene: recorded with each scene, checked on resume
+    (the metatile size only for XYZ/TMS trees, where it decides what a scene is)."""
+    exclude = {"block"} if source_format == "xyz" else {"block", "metatile"}
     return {"model_version": predictor.info["version"], "threshold": predictor.threshold,
             "min_object_px": predictor.min_object_px, "chip_size": cfg.tiles.chip_size,
-            "bands": cfg.tiles.bands, "footprints": cfg.footprints.model_dump(exclude={"block"})}
+            "bands": cfg.tiles.bands, "footprints": cfg.footprints.model_dump(exclude=exclude)}
 
 
 def _done(path: str, settings: dict) -> dict | None:
@@ -110,7 +117,17 @@ def _done(path: str, settings: dict) -> dict | None:
     return record
 
 
-def sweep_scene(predictor: FootprintPredictor, uri: str, cfg: SweepConfig, key: str, settings: dict) -> dict:
+def _scene_frame(measured: list[dict], key: str, min_px: float) -> pd.DataFrame:
+    return pd.DataFrame([{"scene": key, "area_m2": f["area_m2"], "pixels": f["pixels"],
+                          "mean_probability": f["mean_probability"], "max_probability": f["max_probability"],
+                          "edge": f["edge"], "min_px": float(min_px),
+                          "wgs84_wkb": shapely.to_wkb(f["geometry_wgs84"])} for f in measured],
+                        columns=["scene", "area_m2", "pixels", "mean_probability", "max_probability", "edge",
+                                 "min_px", "wgs84_wkb"])
+
+
+def sweep_scene(predictor: FootprintPredictor, uri: str, cfg: SweepConfig, key: str, settings: dict,
+                extra: dict | None = None) -> dict:
     """One scene: stitched probabilities, footprints in its CRS (``scenes/KEY.footprints.parquet``, the last
     file written, so its presence means the scene is done). Footprints away from the scene's edges are
     filtered (the card's minimum size in scene pixels, ``footprints.min_area_m2``) and simplified here; those
@@ -135,16 +152,11 @@ def sweep_scene(predictor: FootprintPredictor, uri: str, cfg: SweepConfig, key: 
     inner = [f for f in traced if f["geometry"].distance(outline) >= half_pixel and f["pixels"] >= min_px]
     measured = ([{**f, "edge": False} for f in measure(inner, crs, fp.min_area_m2, fp.simplify_m)]
                 + [{**f, "edge": True} for f in measure(edge, crs)])
-    frame = pd.DataFrame([{"scene": key, "area_m2": f["area_m2"], "pixels": f["pixels"],
-                           "mean_probability": f["mean_probability"], "max_probability": f["max_probability"],
-                           "edge": f["edge"], "min_px": float(min_px),
-                           "wgs84_wkb": shapely.to_wkb(f["geometry_wgs84"])} for f in measured],
-                         columns=["scene", "area_m2", "pixels", "mean_probability", "max_probability", "edge",
-                                  "min_px", "wgs84_wkb"])
+    frame = _scene_frame(measured, key, min_px)
     record = {"scene": key, "uri": uri, "footprints": len(frame), "probability_raster": raster,
               "windows": stitched["windows"], "windows_nodata": stitched["windows_nodata"],
               "window_px": stitched["window_px"], "window_reason": stitched["reason"],
-              "min_footprint_px": math.ceil(min_px), "crs": stitched["crs"], "settings": settings}
+              "min_footprint_px": math.ceil(min_px), "crs": stitched["crs"], "settings": settings, **(extra or {})}
     data = _geoparquet_bytes(frame, [f["geometry"] for f in measured], crs) if measured else \
         _empty_parquet(frame)
     storage.write_bytes(storage.join(cfg.output, "scenes", f"{key}.footprints.parquet"), _with_metadata(data, record))
@@ -171,92 +183,319 @@ def _with_metadata(data: bytes, record: dict) -> bytes:
     return buf.getvalue()
 
 
-def merge_scenes(frames: list[pd.DataFrame], min_area_m2: float = 0.0, simplify_m: float = 0.0) -> list[dict]:
-    """Footprints of all scenes, merged where they touch or overlap across scene borders (in lon/lat): one dict
-    per footprint with ``geometry`` (lon/lat, cut at 180°), ``area_m2`` (geodesic), ``pixels`` (summed over the
-    scenes' parts), pixel-weighted ``mean_probability``, ``max_probability`` and the ``scenes`` it spans. Parts
-    kept exact at scene edges (``edge``) are filtered (minimum size in pixels, ``min_area_m2``) and simplified
-    (``simplify_m`` metres) only now, whole."""
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+FOOTPRINT_COLUMNS = ("area_m2", "pixels", "mean_probability", "max_probability", "scenes")
+"""The measured properties of every merged footprint (beside ``footprint_id``, model name and version)."""
+
+
+def merge_scenes(frames: Iterable[pd.DataFrame], min_area_m2: float = 0.0, simplify_m: float = 0.0
+                 ) -> Iterator[list[dict]]:
+    """Footprints of all scenes (each scene's ``scenes/NAME.footprints.parquet`` frame, in turn), merged where
+    they touch or overlap across scene borders (in lon/lat), as batches of dicts with ``geometry`` (lon/lat, cut
+    at 180°), ``area_m2`` (geodesic), ``pixels`` (summed over the scenes' parts), pixel-weighted
+    ``mean_probability``, ``max_probability`` and the ``scenes`` it spans.
+
+    Streaming: a footprint away from its scene's edges cannot continue in another scene, so each scene's inner
+    footprints are yielded as that scene is read; only the parts kept exact at scene edges (``edge``) wait for
+    the last batch, where they are joined, filtered (minimum size in pixels, ``min_area_m2``) and simplified
+    (``simplify_m`` metres) whole. Memory grows with the footprints along scene borders, not with the region's
+    footprints."""
+    edges = []
+    for frame in frames:
+        if frame.empty:
+            continue
+        edge = frame["edge"].to_numpy(bool) if "edge" in frame else np.zeros(len(frame), bool)
+        inner = frame[~edge]
+        yield [{"geometry": g, "area_m2": float(r.area_m2), "pixels": int(r.pixels),
+                "mean_probability": float(r.mean_probability), "max_probability": float(r.max_probability),
+                "scenes": r.scene} for g, r in zip(shapely.from_wkb(inner["wgs84_wkb"].to_numpy()),
+                                                   inner.itertuples(index=False))]
+        if edge.any():
+            edges.append(frame[edge])
+    rows = pd.concat(edges, ignore_index=True) if edges else pd.DataFrame()
     if rows.empty:
-        return []
+        return
     geoms = shapely.from_wkb(rows["wgs84_wkb"].to_numpy())
     scenes = rows["scene"].to_numpy()
-    edge = rows["edge"].to_numpy(bool) if "edge" in rows else np.zeros(len(rows), bool)
-    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
-    join = (scenes[left] != scenes[right]) & edge[left] & edge[right]  # only edge parts can continue elsewhere
+    left, right = _touching_pairs(geoms)
+    join = scenes[left] != scenes[right]  # parts of one scene were already joined within it
     out = []
     for members in touching_groups(len(rows), left[join], right[join]):
         part = rows.iloc[members]
         geom = geoms[members[0]] if len(members) == 1 else lonlat.fix_geometry(shapely.union_all(geoms[members]))
         pixels = int(part["pixels"].sum())
         area = float(part["area_m2"].iloc[0]) if len(members) == 1 else lonlat.geometry_area_km2(geom) * 1e6
-        if edge[members].any():  # the filters and simplification the scene left to the merge
-            if pixels < float(part["min_px"].max()) or area < min_area_m2:
-                continue
-            if simplify_m > 0:
-                geom = simplify_lonlat(geom, simplify_m)
-                area = lonlat.geometry_area_km2(geom) * 1e6
+        # the filters and simplification the scenes left to the merge
+        if pixels < float(part["min_px"].max()) or area < min_area_m2:
+            continue
+        if simplify_m > 0:
+            geom = simplify_lonlat(geom, simplify_m)
+            area = lonlat.geometry_area_km2(geom) * 1e6
         out.append({"geometry": geom, "area_m2": area, "pixels": pixels,
                     "max_probability": float(part["max_probability"].max()),
                     "mean_probability": float((part["mean_probability"] * part["pixels"]).sum() / max(pixels, 1)),
                     "scenes": ",".join(sorted(set(part["scene"])))})
-    out.sort(key=lambda f: -f["area_m2"])
-    return out
+    yield out
+
+
+def _touching_pairs(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs of lon/lat geometries that touch or overlap, across 180° too: parts that reach -180° are
+    also tested shifted by +360°, so a part ending at 180° meets its continuation beyond it."""
+    wraps = np.flatnonzero(shapely.bounds(geoms)[:, 0] <= -180.0 + 1e-9)
+    shifted = shapely.transform(geoms[wraps], lambda xy: xy + np.array([360.0, 0.0]))
+    owner = np.concatenate([np.arange(len(geoms)), wraps])
+    left, right = shapely.STRtree(np.concatenate([geoms, shifted])).query(geoms, predicate="intersects")
+    return left, owner[right]
+
+
+class FootprintWriter:
+    """Writes merged footprints as they come into ``footprints.parquet`` (GeoParquet 1.0, OGC:CRS84, one row
+    group per batch) and ``footprints.geojson`` (RFC 7946) in ``output``, through local temporary files that
+    are moved (or streamed up to remote storage) only when :meth:`close` finishes both: memory holds one batch,
+    and an interrupted merge leaves no half-written inventory. Each footprint gets ``footprint_id`` (0, 1, ...
+    in the order written) and the model's name and version."""
+
+    def __init__(self, output: str, name: str, model: dict):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.output, self.props = output, {"model_name": model["name"], "model_version": model["version"]}
+        self.count, self.area_m2 = 0, 0.0
+        self.workdir = tempfile.mkdtemp(prefix="landslide-footprints-")
+        self.schema = pa.schema([("footprint_id", pa.int64()), ("area_m2", pa.float64()), ("pixels", pa.int64()),
+                                 ("mean_probability", pa.float64()), ("max_probability", pa.float64()),
+                                 ("scenes", pa.string()), ("model_name", pa.string()),
+                                 ("model_version", pa.string())])
+        self._parquet = pq.ParquetWriter(os.path.join(self.workdir, "footprints.parquet"),
+                                         geo.geoparquet_schema(self.schema))
+        self._geojson = open(os.path.join(self.workdir, "footprints.geojson"), "w", encoding="utf-8")
+        head = json.dumps(geo.feature_collection([], name=name))
+        self._geojson.write(head[:head.rindex("[") + 1])  # '{"type": ..., "name": ..., "features": ['
+
+    def write(self, footprints: list[dict]) -> None:
+        import pyarrow as pa
+
+        if not footprints:
+            return
+        ids = range(self.count, self.count + len(footprints))
+        rows = [{"footprint_id": k, **{c: f[c] for c in FOOTPRINT_COLUMNS}, **self.props}
+                for k, f in zip(ids, footprints)]
+        table = pa.Table.from_pylist(rows, self.schema)
+        geoms = [f["geometry"] for f in footprints]
+        self._parquet.write_table(table.append_column("geometry", pa.array(shapely.to_wkb(geoms), pa.binary())))
+        for row, geom in zip(rows, geoms):
+            self._geojson.write(("," if row["footprint_id"] else "")
+                                + json.dumps(geo.feature(geom, row), separators=(",", ":")))
+        self.count += len(rows)
+        self.area_m2 += float(sum(f["area_m2"] for f in footprints))
+
+    def close(self) -> None:
+        """Finish both files and put them in place (each whole or not at all)."""
+        self._parquet.close()
+        self._geojson.write("]}")
+        self._geojson.close()
+        for name in ("footprints.parquet", "footprints.geojson"):
+            built, uri = os.path.join(self.workdir, name), storage.join(self.output, name)
+            if storage.is_remote(uri):
+                with open(built, "rb") as src, storage.open_uri(uri, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 8 << 20)
+            else:
+                storage.makedirs(self.output)
+                shutil.move(built, uri + ".partial")
+                os.replace(uri + ".partial", uri)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop the temporary files (after an error)."""
+        for handle in (self._parquet, self._geojson):
+            try:
+                handle.close()
+            except Exception:  # already closed or broken: nothing to keep
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _scene_frames(cfg: SweepConfig, records: list[dict]) -> Iterator[pd.DataFrame]:
+    for r in records:
+        table = storage.read_bytes(storage.join(cfg.output, "scenes", f"{r['scene']}.footprints.parquet"))
+        yield pd.read_parquet(io.BytesIO(table))
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """One unit of a footprint sweep: a GeoTIFF/COG scene (``uri``) or a group of tiles mosaicked into one
+    (``group``, :mod:`landslide.inventory.tile_mosaic`); ``key`` names its files in ``OUTPUT/scenes/``."""
+
+    key: str
+    uri: str = ""
+    group: TileGroup | None = None
+
+    def to_item(self) -> dict:
+        """The job as plain strings and numbers (a Ray Data row)."""
+        g = self.group
+        return {"key": self.key, "uri": self.uri, "crs": g.crs if g else "", "zoom": -1 if g is None or g.zoom is None
+                else g.zoom, "tiles": g.tiles.to_json(orient="records") if g else ""}
+
+    @classmethod
+    def from_item(cls, item: dict) -> "SceneJob":
+        if not item["tiles"]:
+            return cls(str(item["key"]), uri=str(item["uri"]))
+        zoom = int(item["zoom"])
+        group = TileGroup(str(item["key"]), pd.read_json(io.StringIO(str(item["tiles"])), orient="records",
+                                                          dtype={"tile_id": str, "uri": str}),
+                          str(item["crs"]), None if zoom < 0 else zoom)
+        return cls(str(item["key"]), group=group)
+
+
+@dataclass
+class FootprintPlan:
+    """What a footprint sweep will do: its jobs (pruned to the region), the settings each finished job must
+    record to be kept on resume, the region and the model."""
+
+    jobs: list[SceneJob]
+    settings: dict
+    region: Region
+    model: dict
+    source_format: str
+
+
+def plan_footprint_sweep(cfg: SweepConfig, predictor: FootprintPredictor) -> FootprintPlan:
+    """The jobs of a footprint sweep: every GeoTIFF/COG scene of ``cfg.tiles.source`` that meets the region, or
+    the region's tiles of an XYZ/TMS tree grouped into metatiles (``footprints.metatile``), or each tile of a
+    tile manifest / GeoJSON index. DataError when nothing of the source meets the region."""
+    from landslide.inventory.tiles import build_index, detect_format
+
+    region = load_region(cfg.region)
+    storage.check_writable(cfg.output)
+    fmt = detect_format(cfg.tiles.source) if cfg.tiles.format == "auto" else cfg.tiles.format
+    if fmt == "geotiff":
+        scenes = list_scenes(cfg.tiles.source, exclude=cfg.output)
+        if region.geometry is not None:
+            scenes = [s for s in scenes
+                      if shapely.area(shapely.intersection(region.geometry, _scene_lonlat_box(s))) > 0]
+        jobs = [SceneJob(scene_key(cfg.tiles.source, uri), uri=uri) for uri in scenes]
+    else:
+        if cfg.tiles.window_m or cfg.tiles.match_gsd or cfg.tiles.bands:
+            raise ConfigError(f"tiles.window_m, match_gsd and bands apply to GeoTIFF scenes; {cfg.tiles.source} "
+                              f"is a {fmt} source (its windows follow the model's GSD where tiles record one)")
+        index = region.select(build_index(cfg.tiles.source, fmt, cfg.tiles.zoom, bbox=region.boxes,
+                                          scheme=cfg.tiles.scheme)).reset_index(drop=True)
+        if index.empty:
+            raise DataError(f"no tiles of {cfg.tiles.source} intersect the region ({region.description})")
+        groups = metatiles(index, cfg.footprints.metatile) if fmt == "xyz" else listed_tiles(index)
+        jobs = [SceneJob(g.key, group=g) for g in groups]
+    if not jobs:
+        raise DataError(f"no scene of {cfg.tiles.source} meets the region ({region.description})")
+    settings = sweep_settings(cfg, predictor, fmt)
+    _check_output(cfg, {"source": cfg.tiles.source, "format": fmt, "settings": settings})
+    return FootprintPlan(jobs, settings, region, predictor.info, fmt)
+
+
+def _check_output(cfg: SweepConfig, record: dict) -> None:
+    """``OUTPUT/footprint_sweep.json`` records the source and settings of the footprint sweep in ``output``; a
+    later run with others (another source, model, threshold, metatile size ...) is refused rather than mixing
+    two sweeps' scenes in one folder."""
+    uri = storage.join(cfg.output, "footprint_sweep.json")
+    if storage.exists(uri):
+        try:
+            previous = storage.read_json(uri)
+        except (StorageError, ValueError):
+            previous = None
+        if previous is not None and {k: previous.get(k) for k in record} != record:
+            raise ConfigError(f"{cfg.output} holds a footprint sweep with other settings ({previous}; now {record}): "
+                              "sweep into another output, or delete it to start again")
+    storage.write_json(uri, record)
+
+
+def sweep_job(predictor: FootprintPredictor, job: SceneJob, cfg: SweepConfig, settings: dict) -> dict:
+    """Sweep one job (:func:`sweep_scene`; a tile group is first mosaicked into a temporary local GeoTIFF,
+    removed afterwards). Returns its record; a tile group none of whose tiles could be read is recorded with
+    its reasons and no footprints. A scene that cannot be swept (unreadable, no CRS, storage failing) gives
+    ``{scene, error}`` and writes nothing, so the next run tries it again; the others go on."""
+    try:
+        return _sweep_job(predictor, job, cfg, settings)
+    except LandslideError as exc:
+        log.warning("scene %s: %s", job.key, exc)
+        return {"scene": job.key, "uri": job.uri or cfg.tiles.source, "error": str(exc), "footprints": 0}
+
+
+def _sweep_job(predictor: FootprintPredictor, job: SceneJob, cfg: SweepConfig, settings: dict) -> dict:
+    if job.group is None:
+        return sweep_scene(predictor, job.uri, cfg, job.key, settings)
+    workdir = tempfile.mkdtemp(prefix="landslide-tiles-")
+    try:
+        path = os.path.join(workdir, f"{job.key}.tif")
+        mosaic = write_mosaic(job.group, path, cfg.read_threads)
+        source = {"tiles": mosaic["tiles"], "tiles_unreadable": mosaic["unreadable"], "tile_crs": job.group.crs,
+                  "first_tile": str(job.group.tiles["tile_id"].iloc[0])}
+        if not mosaic["width"]:
+            record = {"scene": job.key, "uri": cfg.tiles.source, "footprints": 0, "windows": 0,
+                      "windows_nodata": 0, "settings": settings, **source}
+            storage.write_bytes(storage.join(cfg.output, "scenes", f"{job.key}.footprints.parquet"),
+                                _with_metadata(_empty_parquet(_scene_frame([], job.key, 0.0)), record))
+            return record
+        record = sweep_scene(predictor, path, cfg, job.key, settings, extra={"uri": cfg.tiles.source, **source})
+        return record
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def finish_footprint_sweep(cfg: SweepConfig, plan: FootprintPlan, records: list[dict], swept: int,
+                           started: float) -> dict:
+    """Merge the finished jobs' footprints across their borders into ``footprints.parquet`` /
+    ``footprints.geojson`` (streamed, :func:`merge_scenes` and :class:`FootprintWriter`) and write
+    ``summary.json``; returns the summary."""
+    info = plan.model
+    failed = [{"scene": r["scene"], "error": r["error"]} for r in records if "error" in r]
+    records = [r for r in records if "error" not in r]
+    if failed and not records:
+        raise DataError(f"no scene of {cfg.tiles.source} could be swept ({len(failed)} failed); the first: "
+                        f"{failed[0]['error']}")
+    writer = FootprintWriter(cfg.output, f"{cfg.name} ({info['name']} {info['version']})", info)
+    try:
+        for batch in merge_scenes(_scene_frames(cfg, records), cfg.footprints.min_area_m2,
+                                  cfg.footprints.simplify_m):
+            writer.write(batch)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    unreadable = sum(len(r.get("tiles_unreadable", [])) for r in records)
+    summary = {"name": cfg.name, "kind": "footprints", "model": info, "region": plan.region.description,
+               "source_format": plan.source_format, "scenes": len(plan.jobs), "scenes_swept_this_run": swept,
+               "footprints": writer.count, "area_m2": writer.area_m2, "seconds": time.perf_counter() - started,
+               "files": {"footprints": "footprints.parquet", "geojson": "footprints.geojson", "scenes": "scenes/"}}
+    if plan.source_format != "geotiff":
+        summary["tiles"] = int(sum(r.get("tiles", 0) for r in records))
+        summary["tiles_unreadable"] = unreadable
+    summary["scenes_failed"] = failed
+    summary["per_scene"] = records
+    storage.write_json(storage.join(cfg.output, "summary.json"), summary)
+    return summary
+
+
+def finished_record(cfg: SweepConfig, job: SceneJob, settings: dict) -> dict | None:
+    """The record of a job finished by an earlier run with the same settings (None: sweep it); ConfigError when
+    its files were written with other settings."""
+    return _done(storage.join(cfg.output, "scenes", f"{job.key}.footprints.parquet"), settings)
 
 
 def run_footprint_sweep(cfg: SweepConfig, progress=None, stop_after_scenes: int | None = None) -> dict:
-    """Sweep every scene of ``cfg.tiles.source`` that meets the region with the footprint model ``cfg.model``;
-    re-running resumes (finished scenes are kept). ``stop_after_scenes`` (tests) stops early as an interruption
-    would. Returns the summary (also ``summary.json``)."""
+    """Sweep every scene (or tile group) of ``cfg.tiles.source`` that meets the region with the footprint model
+    ``cfg.model``; re-running resumes (finished ones are kept). ``stop_after_scenes`` (tests) stops early as an
+    interruption would. Returns the summary (also ``summary.json``)."""
     started = time.perf_counter()
     predictor = FootprintPredictor(cfg.model, cfg.device, cfg.threshold)
-    info = predictor.info
-    region = load_region(cfg.region)
-    scenes = list_scenes(cfg.tiles.source, exclude=cfg.output)
-    if region.geometry is not None:
-        scenes = [s for s in scenes if shapely.area(shapely.intersection(region.geometry, _scene_lonlat_box(s))) > 0]
-    storage.check_writable(cfg.output)
-    settings = sweep_settings(cfg, predictor)
+    plan = plan_footprint_sweep(cfg, predictor)
     records, swept = [], 0
-    for i, uri in enumerate(scenes):
-        key = scene_key(cfg.tiles.source, uri)
-        record = _done(storage.join(cfg.output, "scenes", f"{key}.footprints.parquet"), settings)
+    for i, job in enumerate(plan.jobs):
+        record = finished_record(cfg, job, plan.settings)
         if record is not None:
             records.append(record)
             continue
         if stop_after_scenes is not None and swept >= stop_after_scenes:
-            return {"interrupted": True, "scenes_done": len(records), "scenes": len(scenes)}
-        records.append(sweep_scene(predictor, uri, cfg, key, settings))
+            return {"interrupted": True, "scenes_done": len(records), "scenes": len(plan.jobs)}
+        records.append(sweep_job(predictor, job, cfg, plan.settings))
         swept += 1
         if progress:
-            progress(f"scene {i + 1}/{len(scenes)} {key}: {records[-1]['footprints']} footprints")
-    frames = []
-    for r in records:
-        table = storage.read_bytes(storage.join(cfg.output, "scenes", f"{r['scene']}.footprints.parquet"))
-        frames.append(pd.read_parquet(io.BytesIO(table)))
-    merged = merge_scenes(frames, cfg.footprints.min_area_m2, cfg.footprints.simplify_m)
-    name = f"{cfg.name} ({info['name']} {info['version']})"
-    props = {"model_name": info["name"], "model_version": info["version"]}
-    features = [geo.feature(f["geometry"], {"footprint_id": k, **{c: f[c] for c in ("area_m2", "pixels",
-                                            "mean_probability", "max_probability", "scenes")}, **props})
-                for k, f in enumerate(merged)]
-    storage.write_json(storage.join(cfg.output, "footprints.geojson"), geo.feature_collection(features, name=name))
-    table = pd.DataFrame([{"footprint_id": k, **{c: f[c] for c in ("area_m2", "pixels", "mean_probability",
-                                                                 "max_probability", "scenes")}, **props}
-                          for k, f in enumerate(merged)],
-                         columns=["footprint_id", "area_m2", "pixels", "mean_probability", "max_probability",
-                                  "scenes", "model_name", "model_version"])
-    from pyproj import CRS
-
-    wgs84 = CRS.from_epsg(4326)
-    storage.write_bytes(storage.join(cfg.output, "footprints.parquet"),
-                        _geoparquet_bytes(table, [f["geometry"] for f in merged], wgs84) if merged
-                        else _empty_parquet(table))
-    summary = {"name": cfg.name, "kind": "footprints", "model": info, "region": region.description,
-               "scenes": len(scenes), "scenes_swept_this_run": swept, "footprints": len(merged),
-               "area_m2": float(sum(f["area_m2"] for f in merged)), "seconds": time.perf_counter() - started,
-               "per_scene": records, "files": {"footprints": "footprints.parquet", "geojson": "footprints.geojson",
-                                               "scenes": "scenes/"}}
-    storage.write_json(storage.join(cfg.output, "summary.json"), summary)
-    return summary
+            progress(f"scene {i + 1}/{len(plan.jobs)} {job.key}: {records[-1]['footprints']} footprints")
+    return finish_footprint_sweep(cfg, plan, records, swept, started)

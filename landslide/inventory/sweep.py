@@ -561,6 +561,13 @@ def footprint_summary_lines(s: dict, output: str) -> str:
              f"{s['model']['version']}: {s['footprints']} footprints, {s['area_m2']:.0f} m² in all",
              f"  footprints: {output}/footprints.parquet, {output}/footprints.geojson; per scene: "
              f"{output}/scenes/ (probability COG and footprints in the scene's CRS)"]
+    if s.get("tiles_unreadable"):
+        lines.append(f"  {s['tiles_unreadable']} of {s['tiles']} tiles unreadable (left as nodata; reasons per "
+                     f"scene in {output}/summary.json)")
+    for bad in s.get("scenes_failed", [])[:5]:
+        lines.append(f"  FAILED scene {bad['scene']}: {bad['error']} (run again to retry)")
+    if len(s.get("scenes_failed", [])) > 5:
+        lines.append(f"  ... {len(s['scenes_failed']) - 5} more failed scenes in {output}/summary.json")
     return "\n".join(lines)
 
 

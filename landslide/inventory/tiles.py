@@ -67,7 +67,15 @@ def detect_format(source: str) -> str:
         raise StorageError(f"{source}: cannot list ({type(exc).__name__}: {exc})") from exc
     if any(n.lower().endswith(GEOTIFF_SUFFIXES) for n in names):
         return "geotiff"
-    if any(n.isdigit() for n in names):
+    digits = [n for n in names if n.isdigit()]
+    if digits:  # {z}/{x}/{y}.png, or folders of scenes named by year (2023/x.tif): look one level down
+        first = storage.join(source, digits[0])
+        try:
+            inner = [p.rsplit("/", 1)[-1] for p in fs.ls(storage.filesystem(first)[1], detail=False)]
+        except Exception:  # unlistable: keep the tree reading, which names the problem
+            inner = []
+        if not any(n.isdigit() for n in inner) and storage.list_files(first, GEOTIFF_SUFFIXES):
+            return "geotiff"
         return "xyz"
     raise ConfigError(f"tiles.source {source}: holds neither GeoTIFFs nor an XYZ tree ({{z}}/{{x}}/{{y}}.png); "
                       "set tiles.format or point to a tile manifest")
