@@ -444,3 +444,27 @@ def test_source_kind_tells_year_folders_of_scenes_from_xyz_trees(tmp_path):
     tree = tmp_path / "tree"
     _png(tree / "3" / "1" / "2.png", np.zeros((8, 8, 3), np.uint8))
     assert detect_format(str(years)) == "geotiff" and detect_format(str(tree)) == "xyz"
+
+
+def test_footprint_sweep_records_a_scene_it_cannot_read_and_goes_on(tmp_path, footprint_run):
+    """A corrupt scene among good ones is recorded with its reason (summary and command line), writes nothing
+    and is tried again by the next run; the good scene's footprints are kept."""
+    from landslide.config import SweepConfig, parse_config
+    from landslide.inventory.sweep import run_sweep, summary_lines
+
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    good = np.random.default_rng(3).integers(40, 90, (3, 64, 64)).astype(np.uint8)
+    good[:, 20:40, 20:40] = 210
+    _raster(folder / "good.tif", good, from_origin(500000, 3000000, 0.5, 0.5))
+    (folder / "bad.tif").write_bytes(b"II*\x00" + b"\x00" * 64)  # a TIFF header and nothing else
+    cfg = parse_config({"model": footprint_run["model_dir"], "output": str(tmp_path / "out"),
+                        "tiles": {"source": str(folder)}, "batch_size": 4, "footprints": {"block": 64}},
+                       "sweep", schema=SweepConfig)
+    summary = run_sweep(cfg)
+    assert summary["scenes"] == 2 and [r["scene"] for r in summary["per_scene"]] == ["good"]
+    assert [f["scene"] for f in summary["scenes_failed"]] == ["bad"] and "bad.tif" in summary["scenes_failed"][0]["error"]
+    assert "FAILED scene bad" in summary_lines(summary, cfg.output)
+    assert not (tmp_path / "out" / "scenes" / "bad.footprints.parquet").exists()
+    again = run_sweep(cfg)
+    assert again["scenes_swept_this_run"] == 1 and len(again["scenes_failed"]) == 1  # only the failed one again

@@ -1,18 +1,19 @@
-"""Footprint sweeps: a footprint model over every GeoTIFF/COG scene of a region -> a polygon inventory.
+"""Footprint sweeps: a footprint model over every scene of a region -> a polygon inventory.
 
-``landslide sweep`` runs this when its ``model`` is a footprint model (card ``task: segmentation``). Per scene
-(:mod:`landslide.inventory.scene_footprints`; ``NAME``: its path below the source, folders joined by ``__``):
-overlapping windows at the model's training scale, stitched into ``scenes/NAME.footprint_probability.tif`` (a Cloud-Optimized GeoTIFF aligned with the scene), traced block row by
-block row into footprints, the card's minimum footprint size applied (scaled to scene pixels), simplified and
-measured (``sweep.footprints``), written to ``scenes/NAME.footprints.parquet`` (GeoParquet in the scene's CRS).
-A scene is the unit of resumption: one whose footprints file records the same settings (model version,
-thresholds, window, bands, ``footprints``) is not swept again; other settings in the same output are refused.
-Then every scene's footprints are merged where they touch across scene borders, in lon/lat, into
-``footprints.parquet`` (GeoParquet, EPSG:4326) and ``footprints.geojson`` (RFC 7946, cut at 180°), each with
+``landslide sweep`` runs this when its ``model`` is a footprint model (card ``task: segmentation``);
+``ray_jobs.sweep`` runs the same jobs in a Ray Data actor pool. A job (:class:`SceneJob`) is a GeoTIFF/COG
+scene (``NAME``: its path below the source, folders joined by ``__``), an XYZ/TMS metatile or one listed tile
+(:mod:`landslide.inventory.tile_mosaic` mosaics them into a temporary GeoTIFF). Per job
+(:mod:`landslide.inventory.scene_footprints`): overlapping windows at the model's training scale, stitched into
+``scenes/NAME.footprint_probability.tif`` (a Cloud-Optimized GeoTIFF), traced block row by block row into
+footprints, the card's minimum footprint size applied (scaled to scene pixels), simplified and measured
+(``sweep.footprints``), written to ``scenes/NAME.footprints.parquet`` (GeoParquet in the scene's CRS). A job is
+the unit of resumption: one whose footprints file records the same settings is not swept again; a job that
+fails is recorded and tried again next time; another source or settings in the same output are refused.
+Then the jobs' footprints are merged where they touch across borders (and 180°), in lon/lat, streamed into
+``footprints.parquet`` (GeoParquet, OGC:CRS84) and ``footprints.geojson`` (RFC 7946, cut at 180°), each with
 ``area_m2`` (geodesic, WGS84), mean and max probability, pixels, scenes, model name and version; and
 ``summary.json``.
-
-Not yet: XYZ/TMS tile trees and tile manifests (footprints need georeferenced scenes here), Ray Data.
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def list_scenes(source: str, exclude: str | None = None) -> list[str]:
             raise DataError(f"{source}: not found")
         return [source]
     if not storage.isdir(source):
-        raise ConfigError(f"tiles.source {source}: footprint sweeps read GeoTIFF/COG scenes (a .tif or a folder of "
-                          "them); XYZ trees and tile manifests are not supported for footprint models yet")
+        raise ConfigError(f"tiles.source {source}: not a GeoTIFF/COG scene or a folder of them")
     def norm(uri: str) -> str:
         return uri.rstrip("/") if storage.is_remote(uri) else os.path.abspath(uri)
 
