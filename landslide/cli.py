@@ -173,7 +173,7 @@ def _evaluate_footprints(args) -> int:
         raise ConfigError("--cam-threshold: a footprint model's pixel threshold is in its model card (or chosen "
                           "again with --choose-on)")
     model, card = load_checkpoint(args.model, task=task)
-    everything = manifest_lib.load(args.data)
+    everything = manifest_lib.load(args.data, ambiguous=True)  # footprints: every chip's mask is its truth
     if "mask_uri" not in everything.frame.columns:
         raise ConfigError(f"{args.data}: footprints are scored against masks; the manifest needs a mask_path "
                           "column (a run's splits.csv carries it)")
@@ -411,10 +411,14 @@ def cmd_labels(args) -> int:
 def cmd_data_merge(args) -> int:
     from landslide.data.manifest import merge
 
-    merged = merge(args.manifests, args.out, args.region, args.sensor, args.gsd_m)
+    merged = merge(args.manifests, args.out, args.region, args.sensor, args.gsd_m,
+                   keep_ambiguous=args.keep_ambiguous)
     summary = merged.summary()
+    kept = int(merged.frame["ambiguous"].sum()) if "ambiguous" in merged.frame else 0
     print(f"{summary['samples']} chips from {len(args.manifests)} manifests -> {args.out} "
-          f"({summary['classes']['landslide']} landslide, {summary['classes']['non_landslide']} non_landslide)")
+          f"({summary['classes']['landslide']} landslide"
+          + (f" of which {kept} ambiguous (kept)" if args.keep_ambiguous else "")
+          + f", {summary['classes']['non_landslide']} non_landslide)")
     for region, counts in summary.get("regions", {}).items():
         print(f"  region {region}: {counts['samples']} chips, {counts['landslide']} landslide")
     if "regions" not in summary:
@@ -637,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensor", nargs="+", help="sensor name(s), as --region")
     p.add_argument("--gsd-m", nargs="+", type=float, help="ground sampling distance(s) in metres per pixel, "
                                                           "as --region")
+    p.add_argument("--keep-ambiguous", action="store_true",
+                   help="keep chips labelled ambiguous (small landslides under the mask rule's threshold), for "
+                        "footprint models trained with data.ambiguous: keep; classifiers skip them at load")
     p.set_defaults(func=cmd_data_merge)
     p = data_sub.add_parser("confounds", help="do file properties (size, aspect, format) give the label away? "
                                               "(exit 1 if so)")

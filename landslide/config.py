@@ -89,6 +89,11 @@ class DataConfig(_Strict):
     train_regions: list[str] | None = Field(None, min_length=1)
     """Train and validate only on chips of these regions (``region`` column); the test split keeps every
     region, and the test report breaks metrics down by region: cross-region accuracy, threshold included."""
+    ambiguous: Literal["skip", "keep"] = "skip"
+    """Chips labelled ``ambiguous`` (a landslide share between the mask rule's classes, e.g. a sliver at the
+    edge): ``skip`` them (counted), or ``keep`` them with their masks — footprint models only, whose truth is
+    the mask; they are then landslide chips in splits and sampling, and the small landslides count in every
+    footprint metric."""
 
 
 class FreezeConfig(_Strict):
@@ -521,6 +526,9 @@ class RunConfig(_Strict):
         if not pixels and monitor == "val_iou":
             raise ValueError("train.monitor val_iou is a pixel metric of segmentation models; a classifier reports "
                              "val_loss, val_f1, val_accuracy and val_auc")
+        if not pixels and self.data.ambiguous == "keep":
+            raise ValueError("data.ambiguous keep: ambiguous chips have no chip class; only footprint models "
+                             "(model.task: segmentation) can learn from their masks")
         exp = self.experiment
         if pixels and exp.kind in ("study", "modality"):
             raise ValueError(f"experiment kind {exp.kind!r} does not take footprint (segmentation) models: "

@@ -136,6 +136,16 @@ def test_merge_manifests_of_two_regions(tmp_path, capsys):
     assert "4 chips from 2 manifests" in printed and "region plateau: 2 chips, 1 landslide" in printed
     assert manifest_lib.load(str(tmp_path / "cli.parquet")).frame["gsd_m"].tolist() == [0.5] * 4
 
+    # ambiguous chips kept on request (footprint models): labelled so in the file, landslide chips when loaded
+    # with ambiguous=True, skipped otherwise
+    assert main(["data", "merge", str(tmp_path / "uav" / "labels.csv"), "--out", str(tmp_path / "amb.csv"),
+                 "--keep-ambiguous"]) == 0
+    assert "3 chips from 1 manifests" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "amb.csv")["label"].tolist() == ["landslide", "non_landslide", "ambiguous"]
+    kept = manifest_lib.load(str(tmp_path / "amb.csv"), ambiguous=True).frame
+    assert kept["target"].tolist() == [1, 0, 1] and kept["ambiguous"].tolist() == [False, False, True]
+    assert manifest_lib.load(str(tmp_path / "amb.csv")).skipped == {"label:ambiguous": 1}
+
     with pytest.raises(DataError, match="appear in more than one source"):
         manifest_lib.merge([str(tmp_path / "sat"), str(tmp_path / "sat")], str(tmp_path / "twice.csv"))
     with pytest.raises(DataError, match="--region: give one value for all 2 manifests or one per manifest"):

@@ -346,6 +346,9 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(footp
     with pytest.raises(ConfigError, match="pixel_iou is a footprint metric"):
         parse_config({**cfg, "model": {"backbone": "baseline_cnn"}, "train": {"monitor": "val_f1"},
                       "experiment": {"kind": "compare", "backbones": ["baseline_cnn"], "select": "pixel_iou"}})
+    with pytest.raises(ConfigError, match="ambiguous chips have no chip class"):
+        parse_config({**cfg, "model": {"backbone": "baseline_cnn"}, "train": {"monitor": "val_f1"},
+                      "data": {**cfg["data"], "ambiguous": "keep"}})
     with pytest.raises(ConfigError, match="kind 'study' does not take footprint"):
         parse_config({**cfg, "experiment": {"kind": "study", "parts": [{"name": "a", "kind": "single"}]}})
 
@@ -543,3 +546,29 @@ def test_footprint_experiments_compare_by_pixel_metrics_and_export_the_best(tmp_
     result = json.load(open(tmp_path / "rx" / "experiment_summary.json"))
     assert {r["variant"] for r in result["rows"]} == {"only-north", "only-south"}
     assert all(r["estimate"] == "out-of-fold" and r["test_images"] == 24 for r in result["rows"])
+
+
+def test_footprint_models_may_keep_ambiguous_chips(tmp_path):
+    """Chips labelled ambiguous (small landslides under the chip rule's threshold) are skipped by default and,
+    with data.ambiguous keep, trained and scored as landslide chips with their masks."""
+    import pandas as pd
+    from conftest import footprint_config, write_footprint_data
+
+    from landslide.config import parse_config
+    from landslide.training.run import run_training
+
+    manifest = write_footprint_data(tmp_path, n=24)
+    frame = pd.read_csv(manifest, keep_default_na=False)
+    frame.loc[[0, 2], "label"] = "ambiguous"
+    frame.to_csv(manifest, index=False)
+    base = footprint_config(manifest, str(tmp_path / "skip"))
+    base["train"]["epochs"] = 1
+    skipped = run_training(parse_config(base))
+    assert skipped["splits"]["train"]["samples"] + skipped["splits"]["val"]["samples"] \
+        + skipped["splits"]["test"]["samples"] == 22
+    kept = run_training(parse_config({**base, "output_dir": str(tmp_path / "keep"),
+                                      "data": {**base["data"], "ambiguous": "keep"}}))
+    splits = pd.read_csv(tmp_path / "keep" / "splits.csv")
+    assert len(splits) == 24 and splits.loc[splits["label"] == "ambiguous", "target"].tolist() == [1, 1]
+    assert kept["splits"]["train"]["landslide"] + kept["splits"]["val"]["landslide"] \
+        + kept["splits"]["test"]["landslide"] == 12

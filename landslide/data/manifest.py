@@ -2,7 +2,9 @@
 
 Labels: ``landslide`` / ``non_landslide`` (also ``non-landslide``), or the study's digits where
 ``0`` = landslide and ``1`` = non-landslide. Internally the target is 1 for landslide, 0 otherwise.
-Rows with any other label (``ambiguous``, blanks) are skipped and counted, never guessed.
+Rows with any other label (``ambiguous``, blanks) are skipped and counted, never guessed. Footprint models
+may keep ``ambiguous`` chips (``ambiguous=True``: a sliver of landslide under the chip rule's threshold, whose
+mask is the truth): they then count as landslide chips (target 1) and carry ``ambiguous`` = True.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def _read_table(uri: str) -> pd.DataFrame:
     raise DataError(f"{uri}: unsupported manifest format (use .csv or .parquet)")
 
 
-def from_table(uri: str, check_files: bool = True) -> Manifest:
+def from_table(uri: str, check_files: bool = True, ambiguous: bool = False) -> Manifest:
     """Load a CSV/Parquet manifest; relative paths are resolved against the manifest's folder."""
     frame = _read_table(uri)
     missing = [c for c in ("path", "label") if c not in frame.columns]
@@ -122,7 +124,7 @@ def from_table(uri: str, check_files: bool = True) -> Manifest:
     if "mask_path" in frame.columns:  # landslide masks (footprints), resolved like the images; blank = none
         frame["mask_uri"] = [storage.resolve(str(p), base) if isinstance(p, str) and p.strip() else None
                              for p in frame["mask_path"]]
-    return _finish(frame, uri, check_files)
+    return _finish(frame, uri, check_files, ambiguous)
 
 
 def from_folder(uri: str, check_files: bool = True) -> Manifest:
@@ -144,10 +146,18 @@ def from_folder(uri: str, check_files: bool = True) -> Manifest:
     return _finish(frame, uri, check_files=False)
 
 
-def _finish(frame: pd.DataFrame, source: str, check_files: bool) -> Manifest:
+AMBIGUOUS = "ambiguous"
+"""The label of chips whose landslide share is between the mask rule's classes (:mod:`landslide.data.masks`)."""
+
+
+def _finish(frame: pd.DataFrame, source: str, check_files: bool, ambiguous: bool = False) -> Manifest:
     skipped: Counter = Counter()
     examples: list[dict] = []
     targets = [parse_label(v) for v in frame["label"]]
+    if ambiguous:  # kept as landslide chips (they hold some landslide); their masks are the truth
+        flag = frame["label"].astype(str).str.strip().str.lower() == AMBIGUOUS
+        targets = [1 if f else t for t, f in zip(targets, flag)]
+        frame["ambiguous"] = flag.to_numpy()
     frame["target"] = pd.array(targets, dtype="Int64")
     unknown = frame["target"].isna()
     for value in frame.loc[unknown, "label"]:
@@ -204,14 +214,16 @@ def _is_table(uri: str) -> bool:
     return uri.lower().rstrip("/").endswith((".csv", ".txt", ".parquet", ".pq"))
 
 
-def load(source: str, check_files: bool = True) -> Manifest:
-    """Load a manifest file or a class-folder tree from a local path or URI."""
+def load(source: str, check_files: bool = True, ambiguous: bool = False) -> Manifest:
+    """Load a manifest file or a class-folder tree from a local path or URI. ``ambiguous``: keep rows labelled
+    ``ambiguous`` as landslide chips with ``ambiguous`` = True (footprint models, whose truth is the mask);
+    otherwise they are skipped and counted."""
     lower = source.lower().rstrip("/")
     try:
         if _is_table(lower):
             if not storage.exists(source):
                 raise DataError(f"{source}: manifest not found")
-            return from_table(source, check_files)
+            return from_table(source, check_files, ambiguous)
         if not storage.exists(source):
             raise DataError(f"{source}: data folder not found")
         return from_folder(source, check_files)
@@ -230,14 +242,15 @@ def _per_source(values: list | None, n: int, name: str) -> list:
 
 
 def merge(sources: list[str], out: str, regions: list[str] | None = None, sensors: list[str] | None = None,
-          gsd_m: list[float] | None = None, check_files: bool = True) -> Manifest:
+          gsd_m: list[float] | None = None, check_files: bool = True, keep_ambiguous: bool = False) -> Manifest:
     """Combine manifests (or class folders) of several regions/sensors into one manifest written to ``out``
     (CSV or Parquet).
 
     ``regions``/``sensors``/``gsd_m``: one value for every source or one per source; each fills its column
     where that source has none or a blank cell (a source's own values are kept). Paths are written relative
     to ``out``'s folder when both are local, else as URIs; labels as ``landslide``/``non_landslide`` (rows
-    without a known class are left out, as loading would skip them); ``group`` values are prefixed with the
+    without a known class are left out, as loading would skip them, except ``ambiguous`` ones with
+    ``keep_ambiguous``, for footprint models); ``group`` values are prefixed with the
     region (``baige:B_r2_c2``) so groups of different sources never merge, and a source without groups gets
     one group per chip. DataError: a chip in two sources (it could land in train and test), bad values."""
     if len(sources) < 1:
@@ -248,7 +261,7 @@ def merge(sources: list[str], out: str, regions: list[str] | None = None, sensor
         raise DataError(f"--gsd-m: ground sampling distances must be positive metres per pixel, got {gsd_m}")
     frames = []
     for i, source in enumerate(sources):
-        frame = load(source, check_files).frame.copy()
+        frame = load(source, check_files, keep_ambiguous).frame.copy()
         for column, value in (("region", regions[i]), ("sensor", sensors[i]), ("gsd_m", gsd_m[i])):
             if value is None:
                 continue
@@ -280,10 +293,12 @@ def merge(sources: list[str], out: str, regions: list[str] | None = None, sensor
     for column in [c for c in merged.columns if c.endswith("_path")]:
         merged[column] = [relative(v) for v in merged[column]]
     merged["label"] = merged["target"].map({1: "landslide", 0: "non_landslide"})
-    table = merged.drop(columns=[c for c in ("uri", "target", "mask_uri") if c in merged.columns])
+    if keep_ambiguous:
+        merged.loc[merged["ambiguous"].fillna(False).astype(bool), "label"] = AMBIGUOUS
+    table = merged.drop(columns=[c for c in ("uri", "target", "mask_uri", "ambiguous") if c in merged.columns])
     first = ["path", "label", *[c for c in ("split", "group", *REGION_COLUMNS) if c in table]]
     table = table[first + [c for c in table.columns if c not in first]]
     if not out.lower().endswith((".parquet", ".pq", ".csv")):
         raise DataError(f"{out}: write the merged manifest as .csv or .parquet")
     storage.write_table(table, out)
-    return load(out, check_files)
+    return load(out, check_files, keep_ambiguous)

@@ -56,12 +56,13 @@ log = logging.getLogger(__name__)
 def prepare_data(cfg: RunConfig) -> Manifest:
     """Load the data and attach train/val/test splits (separate val/test sources are used as given)."""
     data = cfg.data
-    train = manifest_lib.load(data.train)
+    keep = data.ambiguous == "keep"
+    train = manifest_lib.load(data.train, ambiguous=keep)
     if data.val or data.test:
         parts = [train.frame.assign(split="train")]
         for name, source in (("val", data.val), ("test", data.test)):
             if source:
-                parts.append(manifest_lib.load(source).frame.assign(split=name))
+                parts.append(manifest_lib.load(source, ambiguous=keep).frame.assign(split=name))
         import pandas as pd
         frame = pd.concat(parts, ignore_index=True)
         return Manifest(frame, data.train, train.skipped, train.skipped_examples)
