@@ -53,7 +53,7 @@ def test_raster_gsd_in_any_crs():
     from affine import Affine
     from rasterio.crs import CRS
 
-    from landslide.data.gsd import raster_gsd_m
+    from landslide.data.gsd import raster_gsd_m, xyz_gsd_m
 
     assert raster_gsd_m(CRS.from_epsg(32647), Affine(0.5, 0, 500000, 0, -0.5, 3300000), 100, 100) == 0.5
     feet = raster_gsd_m(CRS.from_epsg(2229), Affine(2.0, 0, 6e6, 0, -2.0, 2e6), 100, 100)  # US survey feet
@@ -62,6 +62,14 @@ def test_raster_gsd_in_any_crs():
     geo = raster_gsd_m(CRS.from_epsg(4326), Affine(1e-5, 0, 10.0, 0, -1e-5, 60.0005), 100, 100)
     assert geo == pytest.approx(np.sqrt(0.5583 * 1.1166), rel=2e-3)
     assert raster_gsd_m(None, Affine.identity(), 1, 1) is None
+    # Web Mercator (XYZ tiles): ground size, not the nominal metres that grow as 1/cos(latitude)
+    import mercantile
+
+    for lat in (0.0, 60.0):
+        box = mercantile.xy_bounds(mercantile.tile(105.0, lat, 16))
+        px = (box.right - box.left) / 256
+        gsd = raster_gsd_m(CRS.from_epsg(3857), Affine(px, 0, box.left, 0, -px, box.top), 256, 256)
+        assert gsd == pytest.approx(xyz_gsd_m(16, lat), rel=0.005)
 
 
 def test_xyz_gsd_follows_zoom_and_latitude():

@@ -145,6 +145,8 @@ def test_merge_manifests_of_two_regions(tmp_path, capsys):
     kept = manifest_lib.load(str(tmp_path / "amb.csv"), ambiguous=True).frame
     assert kept["target"].tolist() == [1, 0, 1] and kept["ambiguous"].tolist() == [False, False, True]
     assert manifest_lib.load(str(tmp_path / "amb.csv")).skipped == {"label:ambiguous": 1}
+    folders = manifest_lib.merge([str(tmp_path / "sat")], str(tmp_path / "folders.csv"), keep_ambiguous=True)
+    assert len(folders) == 2  # class folders hold no ambiguous chips
 
     with pytest.raises(DataError, match="appear in more than one source"):
         manifest_lib.merge([str(tmp_path / "sat"), str(tmp_path / "sat")], str(tmp_path / "twice.csv"))

@@ -40,6 +40,24 @@ def test_segmenter_on_a_registry_encoder_with_the_classifier_s_offline_weights()
     assert fpn.weights_info == {"source": "none"} and fpn(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
 
 
+def test_freezing_a_footprint_model_s_encoder():
+    """Feature extraction trains the decoder only; last_blocks counts the encoder's blocks (paths as timm's
+    features_only encoder names them, e.g. densenet's flattened ones); the decoder always trains."""
+    from landslide.models.freezing import apply_freezing
+    from landslide.models.segmentation import build_segmenter
+
+    seg = build_segmenter("mobilenetv2_100", "unet")
+    head = apply_freezing(seg, "head")
+    assert not any(p.requires_grad for p in seg.encoder.parameters())
+    assert all(p.requires_grad for p in seg.net.decoder.parameters())
+    two = apply_freezing(seg, "last_blocks", 2)
+    assert two["unfrozen"] == ["blocks.5", "blocks.6"] and head["trainable_params"] < two["trainable_params"]
+    dense = build_segmenter("densenet121", "unet")
+    assert apply_freezing(dense, "last_blocks", 2)["unfrozen"] == ["features_denseblock4", "features_norm5"]
+    with pytest.raises(ConfigError, match="blocks in its encoder"):
+        apply_freezing(seg, "last_blocks", 99)
+
+
 def _blobs(shape, boxes):
     mask = np.zeros(shape, bool)
     for r0, r1, c0, c1 in boxes:
@@ -346,6 +364,13 @@ def test_footprint_model_trains_chooses_a_pixel_threshold_and_is_evaluated(footp
     with pytest.raises(ConfigError, match="pixel_iou is a footprint metric"):
         parse_config({**cfg, "model": {"backbone": "baseline_cnn"}, "train": {"monitor": "val_f1"},
                       "experiment": {"kind": "compare", "backbones": ["baseline_cnn"], "select": "pixel_iou"}})
+    with pytest.raises(ConfigError, match="mix model.task"):  # a comparison of chip and pixel metrics
+        from landslide.experiments.plan import plan
+
+        plan(parse_config({**cfg, "model": {"backbone": "baseline_cnn", "image_size": 32}, "train": {"monitor": "val_f1"},
+                           "experiment": {"kind": "compare", "backbones": ["baseline_cnn", "mobilenetv2_100"],
+                                          "model_overrides": {"mobilenetv2_100": {"task": "segmentation",
+                                                                                  "image_size": 64}}}}))
     with pytest.raises(ConfigError, match="ambiguous chips have no chip class"):
         parse_config({**cfg, "model": {"backbone": "baseline_cnn"}, "train": {"monitor": "val_f1"},
                       "data": {**cfg["data"], "ambiguous": "keep"}})

@@ -443,7 +443,11 @@ def test_source_kind_tells_year_folders_of_scenes_from_xyz_trees(tmp_path):
     _raster(years / "2023" / "x.tif", np.zeros((3, 16, 16), np.uint8), from_origin(500000, 3000000, 0.5, 0.5))
     tree = tmp_path / "tree"
     _png(tree / "3" / "1" / "2.png", np.zeros((8, 8, 3), np.uint8))
+    months = tmp_path / "months"
+    (months / "2023" / "01").mkdir(parents=True)
+    _raster(months / "2023" / "01" / "x.tif", np.zeros((3, 16, 16), np.uint8), from_origin(500000, 3000000, 0.5, 0.5))
     assert detect_format(str(years)) == "geotiff" and detect_format(str(tree)) == "xyz"
+    assert detect_format(str(months)) == "geotiff"
 
 
 def test_footprint_sweep_records_a_scene_it_cannot_read_and_goes_on(tmp_path, footprint_run):
@@ -458,9 +462,10 @@ def test_footprint_sweep_records_a_scene_it_cannot_read_and_goes_on(tmp_path, fo
     good[:, 20:40, 20:40] = 210
     _raster(folder / "good.tif", good, from_origin(500000, 3000000, 0.5, 0.5))
     (folder / "bad.tif").write_bytes(b"II*\x00" + b"\x00" * 64)  # a TIFF header and nothing else
+    # with a region too: the bad scene cannot say where it lies, yet planning goes on and records it
     cfg = parse_config({"model": footprint_run["model_dir"], "output": str(tmp_path / "out"),
-                        "tiles": {"source": str(folder)}, "batch_size": 4, "footprints": {"block": 64}},
-                       "sweep", schema=SweepConfig)
+                        "tiles": {"source": str(folder)}, "batch_size": 4, "footprints": {"block": 64},
+                        "region": {"bbox": [104.9, 27.0, 105.1, 27.2]}}, "sweep", schema=SweepConfig)
     summary = run_sweep(cfg)
     assert summary["scenes"] == 2 and [r["scene"] for r in summary["per_scene"]] == ["good"]
     assert [f["scene"] for f in summary["scenes_failed"]] == ["bad"] and "bad.tif" in summary["scenes_failed"][0]["error"]
@@ -468,3 +473,77 @@ def test_footprint_sweep_records_a_scene_it_cannot_read_and_goes_on(tmp_path, fo
     assert not (tmp_path / "out" / "scenes" / "bad.footprints.parquet").exists()
     again = run_sweep(cfg)
     assert again["scenes_swept_this_run"] == 1 and len(again["scenes_failed"]) == 1  # only the failed one again
+
+
+def test_footprint_sweeps_of_tiles_retry_what_they_could_not_fetch_and_follow_the_region(tmp_path, footprint_run,
+                                                                                          monkeypatch):
+    """A tile that cannot be fetched (or is over the byte limit) fails its scene, which the next run sweeps
+    again; a metatile swept for a smaller region is swept again when the region grows; the most common tile
+    size sets a metatile's grid; options a footprint sweep does not use are refused; the same source spelled
+    otherwise resumes."""
+    import json
+
+    import mercantile
+
+    from conftest import FOOTPRINT_TREE, write_footprint_tree
+
+    from landslide import storage
+    from landslide.config import SweepConfig, parse_config
+    from landslide.errors import ConfigError, DataError, StorageError
+    from landslide.inventory.sweep import run_sweep
+
+    tree = write_footprint_tree(tmp_path / "tree")
+    z, x0, y0 = FOOTPRINT_TREE
+    first = mercantile.bounds(x0, y0, z)
+    raw = {"model": footprint_run["model_dir"], "output": str(tmp_path / "out"), "batch_size": 4,
+           "tiles": {"source": str(tree), "zoom": z}, "footprints": {"block": 64, "metatile": 2},
+           "region": {"bbox": [first.west + 1e-5, first.south + 1e-5, first.east - 1e-5, first.north - 1e-5]}}
+    real = storage.read_bytes
+    flaky = f"{x0}/{y0}.png"
+
+    def unreachable(uri, *a, **k):
+        if uri.endswith(flaky):
+            raise StorageError(f"{uri}: connection reset")
+        return real(uri, *a, **k)
+
+    monkeypatch.setattr(storage, "read_bytes", unreachable)
+    with pytest.raises(DataError, match="connection reset"):  # the only scene failed: an error, nothing kept
+        run_sweep(parse_config(raw, "sweep", schema=SweepConfig))
+    monkeypatch.setattr(storage, "read_bytes", real)
+    small = run_sweep(parse_config(raw, "sweep", schema=SweepConfig))
+    assert small["scenes"] == 1 and small["scenes_swept_this_run"] == 1 and small["tiles"] == 1
+    # the region grows to the whole tree: the metatile now holds two tiles and is swept again, with its neighbours
+    wide = run_sweep(parse_config({**raw, "region": {}}, "sweep", schema=SweepConfig))
+    assert wide["scenes"] == 3 and wide["scenes_swept_this_run"] == 3 and wide["tiles"] == 5
+    # the same source spelled otherwise resumes; options footprint sweeps do not use are refused
+    again = run_sweep(parse_config({**raw, "region": {}, "tiles": {"source": str(tree) + "/", "zoom": z}},
+                                   "sweep", schema=SweepConfig))
+    assert again["scenes_swept_this_run"] == 0
+    for tiles, message in (({"index": str(tmp_path / "i.parquet")}, "tiles.index"),
+                           ({"overlap": 0.5}, "footprints.overlap")):
+        with pytest.raises(ConfigError, match=message):
+            run_sweep(parse_config({**raw, "output": str(tmp_path / "o"), "tiles": {**raw["tiles"], **tiles}},
+                                   "sweep", schema=SweepConfig))
+    # the sweep's byte limit applies to tiles: here every scene fails, naming the limit
+    with pytest.raises(DataError, match="exceeds the limit of 100 bytes"):
+        run_sweep(parse_config({**raw, "region": {}, "output": str(tmp_path / "lim"), "max_tile_bytes": 100},
+                               "sweep", schema=SweepConfig))
+    # tiles of two sizes in one metatile: the common size wins
+    from landslide.inventory.tile_mosaic import TileGroup, write_mosaic
+    from landslide.inventory.tiles import xyz_index
+
+    index = xyz_index(str(tree), z)
+    _png(tree / str(z) / str(x0 + 1) / f"{y0}.png", np.zeros((1, 1, 3), np.uint8))  # a 1-px placeholder
+    group = TileGroup("g", index.assign(x=[int(t.split("/")[1]) for t in index["tile_id"]],
+                                        y=[int(t.split("/")[2]) for t in index["tile_id"]]), "EPSG:3857", z)
+    out = write_mosaic(group, str(tmp_path / "m.tif"))
+    assert (out["width"], out["height"]) == (3 * 64, 2 * 64) and len(out["unreadable"]) == 1
+    assert json.loads((tmp_path / "out" / "footprint_sweep.json").read_text())["format"] == "xyz"
+    # a tree whose every tile is corrupt is an error, not an empty inventory
+    bad = tmp_path / "bad"
+    for y in (y0, y0 + 1):
+        (bad / str(z) / str(x0)).mkdir(parents=True, exist_ok=True)
+        (bad / str(z) / str(x0) / f"{y}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(DataError, match="none of the 2 tiles"):
+        run_sweep(parse_config({**raw, "region": {}, "output": str(tmp_path / "bad-out"),
+                                "tiles": {"source": str(bad), "zoom": z}}, "sweep", schema=SweepConfig))

@@ -120,24 +120,36 @@ def input_gsd_summary(frame, input_size: int) -> dict | None:
 def raster_gsd_m(crs, transform, width: int, height: int) -> float | None:
     """A raster's GSD in metres per pixel (geometric mean of the two axes) from its ``rasterio`` CRS and affine
     ``transform``: in a projected CRS the pixel size times the CRS's linear unit (metres, US survey feet, ...);
-    in a geographic CRS the geodesic size on the WGS84 ellipsoid (pyproj) of the centre pixel. None without a
-    CRS or for a degenerate transform."""
+    in a geographic CRS, and in Mercator projections (Web Mercator EPSG:3857 of XYZ/TMS tiles, whose scale
+    grows as 1/cos(latitude): a nominal 1 m pixel covers 0.5 m of ground at 60°), the geodesic size on the
+    WGS84 ellipsoid (pyproj) of the centre pixel. None without a CRS or for a degenerate transform."""
     if crs is None:
         return None
     a, b, d, e = transform.a, transform.b, transform.d, transform.e
-    if crs.is_projected:
+    if crs.is_projected and not _mercator(crs):
         factor = crs.linear_units_factor[1]
         area = abs(a * e - b * d)
         return math.sqrt(area) * factor if area > 0 else None
-    from pyproj import Geod
+    from pyproj import Geod, Transformer
 
-    geod = Geod(ellps="WGS84")
     x, y = transform * (width / 2, height / 2)
     x1, y1 = transform * (width / 2 + 1, height / 2)
     x2, y2 = transform * (width / 2, height / 2 + 1)
+    if crs.is_projected:  # a Mercator: measure the centre pixel on the ellipsoid
+        to_lonlat = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True)
+        (x, x1, x2), (y, y1, y2) = to_lonlat.transform([x, x1, x2], [y, y1, y2])
+    geod = Geod(ellps="WGS84")
     dx = geod.inv(x, y, x1, y1)[2]
     dy = geod.inv(x, y, x2, y2)[2]
     return math.sqrt(dx * dy) if dx > 0 and dy > 0 else None
+
+
+def _mercator(crs) -> bool:
+    """A projected CRS whose projection is a Mercator (EPSG:3857, EPSG:3395, ...)."""
+    from pyproj import CRS
+
+    op = CRS.from_wkt(crs.to_wkt()).coordinate_operation
+    return op is not None and "mercator" in op.method_name.lower() and "transverse" not in op.method_name.lower()
 
 
 WEB_MERCATOR_GSD0_M = 2 * math.pi * 6378137.0 / 256

@@ -293,7 +293,7 @@ def merge(sources: list[str], out: str, regions: list[str] | None = None, sensor
     for column in [c for c in merged.columns if c.endswith("_path")]:
         merged[column] = [relative(v) for v in merged[column]]
     merged["label"] = merged["target"].map({1: "landslide", 0: "non_landslide"})
-    if keep_ambiguous:
+    if keep_ambiguous and "ambiguous" in merged:  # class folders have no ambiguous chips
         merged.loc[merged["ambiguous"].fillna(False).astype(bool), "label"] = AMBIGUOUS
     table = merged.drop(columns=[c for c in ("uri", "target", "mask_uri", "ambiguous") if c in merged.columns])
     first = ["path", "label", *[c for c in ("split", "group", *REGION_COLUMNS) if c in table]]

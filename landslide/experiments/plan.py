@@ -89,6 +89,10 @@ def plan(cfg: RunConfig) -> list[Variant]:
     variants = PLANNERS[exp.kind](cfg, exp)
     if exp.kind == "study":  # its parts plan (and repeat) themselves
         return variants
+    tasks = {v.cfg.model.task for v in variants}
+    if len(tasks) > 1:
+        raise ConfigError(f"experiment {exp.kind!r}: its variants mix model.task {sorted(tasks)}; chip and pixel "
+                          "metrics cannot be compared in one table (set model.task for the whole experiment)")
     tags = repeat_tags(cfg)
     if tags:
         variants = _repeat(cfg, variants, tags)
@@ -206,7 +210,11 @@ def _plan_regions(cfg: RunConfig, exp: RegionsExperiment) -> list[Variant]:
 def _plan_study(cfg: RunConfig, exp: StudyExperiment) -> list[Variant]:
     variants = []
     for part in exp.parts:
-        for v in plan(part_config(cfg, part)):
+        pcfg = part_config(cfg, part)
+        if pcfg.model.task != "classification":
+            raise ConfigError(f"study part {part.name!r}: a study's report is about chip classifiers; run footprint "
+                              "models as experiments of their own (compare, finetune, transfer, data_size, regions)")
+        for v in plan(pcfg):
             v.name, v.part = f"{part.name}/{v.name}", part.name
             v.depends_on = f"{part.name}/{v.depends_on}" if v.depends_on else None
             v.base = f"{part.name}/{v.base}" if v.base else None

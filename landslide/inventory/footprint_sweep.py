@@ -43,8 +43,8 @@ from landslide.inventory.footprints import measure, simplify_lonlat, touching_gr
 from landslide.inventory.maps import _geoparquet_bytes
 from landslide.inventory.region import Region, load_region
 from landslide.inventory.scene_footprints import stitch_scene, trace_raster
-from landslide.inventory.tile_mosaic import TileGroup, listed_tiles, metatiles, write_mosaic
-from landslide.inventory.tiles import GEOTIFF_SUFFIXES, open_raster
+from landslide.inventory.tile_mosaic import TileGroup, fingerprint, listed_tiles, metatiles, write_mosaic
+from landslide.inventory.tiles import GEOTIFF_SUFFIXES, open_raster, same_source
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,17 @@ def _scene_lonlat_box(uri: str) -> shapely.Geometry:
             raise DataError(f"{uri}: the scene has no CRS; footprints need georeferenced scenes")
         west, south, east, north = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
     return lonlat.footprints([west], [south], [east], [north])[0]
+
+
+def _meets(region: Region, uri: str) -> bool:
+    """Whether the scene meets the region; a scene that cannot be read is kept, so that sweeping it records why
+    (one bad scene never stops the planning of the others)."""
+    try:
+        box = _scene_lonlat_box(uri)
+    except LandslideError as exc:
+        log.warning("%s: %s (recorded when its turn comes)", uri, exc)
+        return True
+    return shapely.area(shapely.intersection(region.geometry, box)) > 0
 
 
 def sweep_settings(cfg: SweepConfig, predictor: FootprintPredictor, source_format: str = "geotiff") -> dict:
@@ -370,10 +381,12 @@ def plan_footprint_sweep(cfg: SweepConfig, predictor: FootprintPredictor) -> Foo
     if fmt == "geotiff":
         scenes = list_scenes(cfg.tiles.source, exclude=cfg.output)
         if region.geometry is not None:
-            scenes = [s for s in scenes
-                      if shapely.area(shapely.intersection(region.geometry, _scene_lonlat_box(s))) > 0]
+            scenes = [s for s in scenes if _meets(region, s)]
         jobs = [SceneJob(scene_key(cfg.tiles.source, uri), uri=uri) for uri in scenes]
     else:
+        if cfg.tiles.index:
+            raise ConfigError(f"tiles.index: footprint sweeps group {cfg.tiles.source}'s tiles into scenes "
+                              "themselves; drop tiles.index")
         if cfg.tiles.window_m or cfg.tiles.match_gsd or cfg.tiles.bands:
             raise ConfigError(f"tiles.window_m, match_gsd and bands apply to GeoTIFF scenes; {cfg.tiles.source} "
                               f"is a {fmt} source (its windows follow the model's GSD where tiles record one)")
@@ -385,8 +398,14 @@ def plan_footprint_sweep(cfg: SweepConfig, predictor: FootprintPredictor) -> Foo
         jobs = [SceneJob(g.key, group=g) for g in groups]
     if not jobs:
         raise DataError(f"no scene of {cfg.tiles.source} meets the region ({region.description})")
+    if cfg.tiles.overlap:
+        raise ConfigError("tiles.overlap: footprint sweeps overlap their windows by footprints.overlap; set that "
+                          "instead")
+    if fmt == "geotiff" and cfg.tiles.index:
+        raise ConfigError("tiles.index: footprint sweeps read GeoTIFF scenes whole; drop tiles.index")
     settings = sweep_settings(cfg, predictor, fmt)
-    _check_output(cfg, {"source": cfg.tiles.source, "format": fmt, "settings": settings})
+    _check_output(cfg, {"source": cfg.tiles.source, "format": fmt, "zoom": cfg.tiles.zoom,
+                        "scheme": cfg.tiles.scheme, "settings": settings})
     return FootprintPlan(jobs, settings, region, predictor.info, fmt)
 
 
@@ -400,7 +419,9 @@ def _check_output(cfg: SweepConfig, record: dict) -> None:
             previous = storage.read_json(uri)
         except (StorageError, ValueError):
             previous = None
-        if previous is not None and {k: previous.get(k) for k in record} != record:
+        same = previous is not None and same_source(str(previous.get("source")), record["source"]) and all(
+            previous.get(k) == v for k, v in record.items() if k != "source")
+        if previous is not None and not same:
             raise ConfigError(f"{cfg.output} holds a footprint sweep with other settings ({previous}; now {record}): "
                               "sweep into another output, or delete it to start again")
     storage.write_json(uri, record)
@@ -424,9 +445,9 @@ def _sweep_job(predictor: FootprintPredictor, job: SceneJob, cfg: SweepConfig, s
     workdir = tempfile.mkdtemp(prefix="landslide-tiles-")
     try:
         path = os.path.join(workdir, f"{job.key}.tif")
-        mosaic = write_mosaic(job.group, path, cfg.read_threads)
+        mosaic = write_mosaic(job.group, path, cfg.read_threads, cfg.max_image_pixels, cfg.max_tile_bytes)
         source = {"tiles": mosaic["tiles"], "tiles_unreadable": mosaic["unreadable"], "tile_crs": job.group.crs,
-                  "first_tile": str(job.group.tiles["tile_id"].iloc[0])}
+                  "first_tile": str(job.group.tiles["tile_id"].iloc[0]), "tiles_fingerprint": fingerprint(job.group)}
         if not mosaic["width"]:
             record = {"scene": job.key, "uri": cfg.tiles.source, "footprints": 0, "windows": 0,
                       "windows_nodata": 0, "settings": settings, **source}
@@ -450,6 +471,11 @@ def finish_footprint_sweep(cfg: SweepConfig, plan: FootprintPlan, records: list[
     if failed and not records:
         raise DataError(f"no scene of {cfg.tiles.source} could be swept ({len(failed)} failed); the first: "
                         f"{failed[0]['error']}")
+    tiles = sum(r.get("tiles", 0) for r in records)
+    bad = [t for r in records for t in r.get("tiles_unreadable", [])]
+    if plan.source_format != "geotiff" and tiles and len(bad) == tiles and not failed:
+        raise DataError(f"none of the {tiles} tiles of {cfg.tiles.source} in the region could be read; the first: "
+                        f"{bad[0]['tile_id']}: {bad[0]['reason']}")
     writer = FootprintWriter(cfg.output, f"{cfg.name} ({info['name']} {info['version']})", info)
     try:
         for batch in merge_scenes(_scene_frames(cfg, records), cfg.footprints.min_area_m2,
@@ -459,13 +485,13 @@ def finish_footprint_sweep(cfg: SweepConfig, plan: FootprintPlan, records: list[
     except BaseException:
         writer.abort()
         raise
-    unreadable = sum(len(r.get("tiles_unreadable", [])) for r in records)
+    unreadable = len(bad)
     summary = {"name": cfg.name, "kind": "footprints", "model": info, "region": plan.region.description,
                "source_format": plan.source_format, "scenes": len(plan.jobs), "scenes_swept_this_run": swept,
                "footprints": writer.count, "area_m2": writer.area_m2, "seconds": time.perf_counter() - started,
                "files": {"footprints": "footprints.parquet", "geojson": "footprints.geojson", "scenes": "scenes/"}}
     if plan.source_format != "geotiff":
-        summary["tiles"] = int(sum(r.get("tiles", 0) for r in records))
+        summary["tiles"] = int(tiles)
         summary["tiles_unreadable"] = unreadable
     summary["scenes_failed"] = failed
     summary["per_scene"] = records
@@ -474,9 +500,13 @@ def finish_footprint_sweep(cfg: SweepConfig, plan: FootprintPlan, records: list[
 
 
 def finished_record(cfg: SweepConfig, job: SceneJob, settings: dict) -> dict | None:
-    """The record of a job finished by an earlier run with the same settings (None: sweep it); ConfigError when
-    its files were written with other settings."""
-    return _done(storage.join(cfg.output, "scenes", f"{job.key}.footprints.parquet"), settings)
+    """The record of a job finished by an earlier run with the same settings (None: sweep it: also a tile group
+    that now holds other tiles, e.g. after the region grew); ConfigError when its files were written with
+    other settings."""
+    record = _done(storage.join(cfg.output, "scenes", f"{job.key}.footprints.parquet"), settings)
+    if record is not None and job.group is not None and record.get("tiles_fingerprint") != fingerprint(job.group):
+        return None
+    return record
 
 
 def run_footprint_sweep(cfg: SweepConfig, progress=None, stop_after_scenes: int | None = None) -> dict:
@@ -497,5 +527,7 @@ def run_footprint_sweep(cfg: SweepConfig, progress=None, stop_after_scenes: int 
         records.append(sweep_job(predictor, job, cfg, plan.settings))
         swept += 1
         if progress:
-            progress(f"scene {i + 1}/{len(plan.jobs)} {job.key}: {records[-1]['footprints']} footprints")
+            state = (f"FAILED: {records[-1]['error']}" if "error" in records[-1]
+                     else f"{records[-1]['footprints']} footprints")
+            progress(f"scene {i + 1}/{len(plan.jobs)} {job.key}: {state}")
     return finish_footprint_sweep(cfg, plan, records, swept, started)

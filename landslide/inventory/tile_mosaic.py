@@ -5,8 +5,9 @@ A footprint sweep stitches overlapping windows over a georeferenced raster and t
 
 - **XYZ/TMS trees**: the tiles of one zoom are grouped into *metatiles* of ``size`` x ``size`` tiles (the unit
   of rendering in map-tile servers, here the unit of work and resumption). A metatile's tiles are mosaicked
-  into a temporary RGBA GeoTIFF in EPSG:3857 (Web Mercator, the tree's own CRS) on the tile grid; missing or
-  unreadable tiles are transparent (nodata), so windows over them are skipped. Windows see across the tile
+  into a temporary RGBA GeoTIFF in EPSG:3857 (Web Mercator, the tree's own CRS) on the tile grid; absent and
+  corrupt tiles are transparent (nodata), so windows over them are skipped; a tile that cannot be fetched
+  fails the metatile, which the next run tries again. Windows see across the tile
   borders inside a metatile; footprints cut by a metatile's border are merged afterwards like footprints
   across scene borders.
 - **Tile manifests and GeoJSON indexes**: each listed tile is a scene of its own, georeferenced from its
@@ -20,13 +21,17 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from landslide.errors import ImageError, StorageError
+from landslide.errors import ImageError
 from landslide.inventory.tiles import load_tile
+
+log = logging.getLogger(__name__)
 
 WEB_MERCATOR_HALF = 20037508.342789244
 """Half the side of the Web Mercator square in metres (EPSG:3857: pi x 6378137)."""
@@ -77,18 +82,29 @@ def listed_tiles(index: pd.DataFrame) -> list[TileGroup]:
 
 
 def _read(row: pd.Series, max_pixels: int, max_bytes: int | None):
+    """A tile decoded, or its reason: an ImageError (corrupt, too large, not an image) is the tile's own
+    problem and leaves nodata; a StorageError (missing, unreachable) is raised, so the group is retried."""
     try:
         return load_tile(row["uri"], "", max_pixels, max_bytes), None
-    except (ImageError, StorageError) as exc:
+    except ImageError as exc:
         return None, str(exc)
+
+
+def fingerprint(group: TileGroup) -> str:
+    """A short hash of the group's tile ids: a metatile swept with other tiles (a wider region) is not the same
+    job, so a rerun sweeps it again rather than keep it."""
+    ids = "\n".join(sorted(str(t) for t in group.tiles["tile_id"]))
+    return hashlib.sha1(ids.encode()).hexdigest()[:16]
 
 
 def write_mosaic(group: TileGroup, path: str, threads: int = 4, max_pixels: int = 64_000_000,
                  max_bytes: int | None = None) -> dict:
     """Mosaic ``group``'s tiles into an RGBA GeoTIFF at the local ``path`` (alpha 0 = nodata: transparent,
-    missing or unreadable tiles). Tiles are read in ``threads`` threads. An XYZ tile of another size than the
-    metatile's first readable tile is resized to it. Returns ``{tiles, unreadable: [{tile_id, reason}],
-    width, height, crs}``; a group with no readable tile writes nothing and returns ``width`` 0."""
+    absent or corrupt tiles). Tiles are read in ``threads`` threads, within ``max_pixels`` / ``max_bytes``. An
+    XYZ tile of another size than the metatile's most common tile side is resized to it (logged).
+    StorageError when a tile cannot be fetched (a missing file, storage unreachable): nothing is written and
+    the caller records the group as failed. Returns ``{tiles, unreadable: [{tile_id, reason}], width, height,
+    crs}``; a group with no readable tile writes nothing and returns ``width`` 0."""
     import rasterio
     from rasterio.enums import ColorInterp
     from rasterio.transform import from_bounds
@@ -106,7 +122,10 @@ def write_mosaic(group: TileGroup, path: str, threads: int = 4, max_pixels: int 
     if not ok:
         return result
     if group.crs == "EPSG:3857":
-        side = ok[0][1].rgb.shape[0]
+        sides = Counter(max(d.rgb.shape[:2]) for _, d in ok)
+        side = max(sides, key=lambda v: (sides[v], v))  # the most common side; the larger on ties
+        if len(sides) > 1:
+            log.warning("metatile %s: tiles of %s px; resized to %d px", group.key, sorted(sides), side)
         x0, y0 = int(group.tiles["x"].min()), int(group.tiles["y"].min())
         cols, nrows = int(group.tiles["x"].max()) - x0 + 1, int(group.tiles["y"].max()) - y0 + 1
         width, height = cols * side, nrows * side

@@ -68,14 +68,19 @@ def detect_format(source: str) -> str:
     if any(n.lower().endswith(GEOTIFF_SUFFIXES) for n in names):
         return "geotiff"
     digits = [n for n in names if n.isdigit()]
-    if digits:  # {z}/{x}/{y}.png, or folders of scenes named by year (2023/x.tif): look one level down
-        first = storage.join(source, digits[0])
-        try:
-            inner = [p.rsplit("/", 1)[-1] for p in fs.ls(storage.filesystem(first)[1], detail=False)]
-        except Exception:  # unlistable: keep the tree reading, which names the problem
-            inner = []
-        if not any(n.isdigit() for n in inner) and storage.list_files(first, GEOTIFF_SUFFIXES):
-            return "geotiff"
+    if digits:  # {z}/{x}/{y}.png, or scenes in dated folders (2023/x.tif, 2023/01/x.tif): look two levels down
+        folder = storage.join(source, digits[0])
+        for _ in range(2):
+            try:
+                inner = [p.rsplit("/", 1)[-1] for p in fs.ls(storage.filesystem(folder)[1], detail=False)]
+            except Exception:  # unlistable: keep the tree reading, which names the problem
+                break
+            if any(n.lower().endswith(GEOTIFF_SUFFIXES) for n in inner):
+                return "geotiff"
+            numbered = [n for n in inner if n.isdigit()]
+            if not numbered:
+                break
+            folder = storage.join(folder, numbered[0])
         return "xyz"
     raise ConfigError(f"tiles.source {source}: holds neither GeoTIFFs nor an XYZ tree ({{z}}/{{x}}/{{y}}.png); "
                       "set tiles.format or point to a tile manifest")

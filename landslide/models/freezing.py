@@ -51,6 +51,12 @@ def apply_freezing(model: nn.Module, strategy: str, n: int = 0) -> dict:
         modules = dict(backbone.named_modules())
         blocks = model.spec.blocks
         if getattr(model, "task", "classification") == "segmentation":  # the encoder's blocks only
+            # timm's features_only encoder flattens some paths (densenet: features.denseblock4 ->
+            # features_denseblock4), as the encoder's weights are loaded (landslide.models.segmentation)
+            def encoder_path(path: str) -> str:
+                return path if path in modules else path.replace(".", "_", 1)
+
+            blocks = tuple(tuple(encoder_path(p) for p in b) for b in blocks)
             blocks = tuple(b for b in blocks if all(path in modules for path in b))
         if n > len(blocks):
             raise ConfigError(f"model.freeze.n={n}: {model.spec.name} has only {len(blocks)} blocks"
