@@ -411,6 +411,23 @@ class TransferExperiment(_ExperimentBase):
     stages: list[StageConfig] = Field(min_length=2)
 
 
+class VariantsExperiment(_ExperimentBase):
+    """Named variants of the same run, each with its own dotted overrides, compared on the same data, splits and
+    budget: what the other kinds do not vary (input size, decoder, loss, epochs, sampling...)."""
+
+    kind: Literal["variants"]
+    variants: list[StageConfig] = Field(min_length=2)
+    """Each ``{name, set}``: e.g. ``{name: s256, set: {model.image_size: 256}}``."""
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct(cls, value: list[StageConfig]) -> list[StageConfig]:
+        names = [v.name for v in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names repeat: {names}")
+        return value
+
+
 class DataSizeExperiment(_ExperimentBase):
     """Growing training subsets (fractions or named sets) against fixed validation and test splits."""
 
@@ -491,14 +508,15 @@ class StudyExperiment(_ExperimentBase):
 EXPERIMENT_KINDS: dict[str, type[_ExperimentBase]] = {
     "single": SingleExperiment, "compare": CompareExperiment, "finetune": FinetuneExperiment,
     "transfer": TransferExperiment, "data_size": DataSizeExperiment, "modality": ModalityExperiment,
-    "regions": RegionsExperiment, "study": StudyExperiment}
+    "regions": RegionsExperiment, "study": StudyExperiment, "variants": VariantsExperiment}
 """Experiment kinds by ``kind`` (see :mod:`landslide.experiments.plan`)."""
 
 ExperimentConfig = Annotated[
     Union[Annotated[SingleExperiment, Tag("single")], Annotated[CompareExperiment, Tag("compare")],
           Annotated[FinetuneExperiment, Tag("finetune")], Annotated[TransferExperiment, Tag("transfer")],
           Annotated[DataSizeExperiment, Tag("data_size")], Annotated[ModalityExperiment, Tag("modality")],
-          Annotated[RegionsExperiment, Tag("regions")], Annotated[StudyExperiment, Tag("study")]],
+          Annotated[RegionsExperiment, Tag("regions")], Annotated[StudyExperiment, Tag("study")],
+          Annotated[VariantsExperiment, Tag("variants")]],
     Discriminator(_experiment_kind,
                   custom_error_type="experiment_kind",
                   custom_error_message="unknown experiment kind: choose single, compare, finetune, transfer, "

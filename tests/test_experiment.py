@@ -47,6 +47,14 @@ def test_plan_compare_finetune_transfer_data_size(synth_manifest, tmp_path):
     assert [x.name for x in v] == ["fraction-0.5", "fraction-1", "two-blocks"]
     assert v[2].cfg.data.train_filter == {"group": ["blk_0_0", "blk_1_1"]}
 
+    v = plan(_cfg(synth_manifest, tmp_path, kind="variants", variants=[
+        {"name": "small", "set": {"model.image_size": 32}}, {"name": "large input", "set": {"model.image_size": 64,
+                                                                                          "train.lr": 0.01}}]))
+    assert [x.name for x in v] == ["small", "large-input"] and v[1].cfg.model.image_size == 64
+    assert v[1].cfg.train.lr == 0.01 and v[1].params == {"model.image_size": 64, "train.lr": 0.01}
+    with pytest.raises(ConfigError, match="variant names repeat"):
+        _cfg(synth_manifest, tmp_path, kind="variants", variants=[{"name": "a"}, {"name": "a"}])
+
 
 def test_experiment_config_errors_name_the_field(synth_manifest, tmp_path):
     with pytest.raises(ConfigError, match="experiment.*backbones"):

@@ -9,6 +9,7 @@ Kinds (``experiment.kind``), after the study's experiments:
 - ``data_size``: growing training subsets (fractions or named sets) against fixed val/test splits.
 - ``modality``: image-only vs. the multi-modal model on the same splits.
 - ``regions``: the train x test region matrix (each region alone, all but one, all; tested on every region).
+- ``variants``: named variants, each with its own overrides (input size, decoder, loss, ...).
 - ``study``: several of the above (``parts``) on the same data, with one report
   (:mod:`landslide.experiments.study`).
 
@@ -24,8 +25,7 @@ from typing import Any, Callable
 from landslide import storage
 from landslide.config import (CompareExperiment, DataSizeExperiment, FinetuneExperiment, ModalityExperiment,
                               PartConfig, RegionsExperiment, RunConfig, SingleExperiment, StudyExperiment,
-                              TransferExperiment,
-                              parse_config)
+                              TransferExperiment, VariantsExperiment, parse_config)
 from landslide.errors import ConfigError
 from landslide.models.registry import get_spec
 
@@ -207,6 +207,12 @@ def _plan_regions(cfg: RunConfig, exp: RegionsExperiment) -> list[Variant]:
             for name, (kind, regions) in sets.items()]
 
 
+def _plan_variants(cfg: RunConfig, exp: VariantsExperiment) -> list[Variant]:
+    return [Variant(_slug(v.name), _derive(cfg, _slug(v.name), dict(v.set)),
+                    {k: (x if isinstance(x, (int, float, str, bool)) else str(x)) for k, x in v.set.items()})
+            for v in exp.variants]
+
+
 def _plan_study(cfg: RunConfig, exp: StudyExperiment) -> list[Variant]:
     variants = []
     for part in exp.parts:
@@ -224,6 +230,7 @@ def _plan_study(cfg: RunConfig, exp: StudyExperiment) -> list[Variant]:
 
 PLANNERS: dict[str, Callable[[RunConfig, Any], list[Variant]]] = {
     "single": _plan_single, "compare": _plan_compare, "finetune": _plan_finetune, "transfer": _plan_transfer,
-    "data_size": _plan_data_size, "modality": _plan_modality, "regions": _plan_regions, "study": _plan_study}
+    "data_size": _plan_data_size, "modality": _plan_modality, "regions": _plan_regions, "study": _plan_study,
+    "variants": _plan_variants}
 """The planner of each experiment kind (:data:`landslide.config.EXPERIMENT_KINDS`): config -> runs, before
 repeats. A new kind is its config class plus one entry here."""

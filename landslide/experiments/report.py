@@ -186,7 +186,7 @@ def markdown_table(table: pd.DataFrame, select: str = "mcc", task: str = "classi
 
 TITLES = {"single": "Repeated run", "compare": "Backbone comparison", "finetune": "Fine-tuning scenarios",
           "transfer": "Weight transfer", "data_size": "Training data size", "modality": "Image-only vs. multi-modal",
-          "regions": "Across regions"}
+          "regions": "Across regions", "variants": "Variants"}
 
 
 def caption(cfg: RunConfig) -> str:
