@@ -39,12 +39,16 @@ def test_mosaic_blends_overlapping_windows_without_seams_and_marks_nodata(tmp_pa
     field = (0.5 + 0.4 * np.sin(xx / 40) * np.cos(yy / 55)).astype(np.float32)
     transform = from_origin(500000, 3000000, 0.5, 0.5)
     weights = blend_weights(size, overlap)
-    with ProbabilityMosaic(width, height, transform, "EPSG:32648", block=128) as mosaic:
+    handed = []  # block rows handed on as soon as no later window reaches them: memory of a band, not a scene
+    with ProbabilityMosaic(width, height, transform, "EPSG:32648", block=128,
+                           on_block=lambda top, rows: handed.append((top, rows))) as mosaic:
         for r in window_offsets(height, size, overlap):
             for c in window_offsets(width, size, overlap):
                 mosaic.add(c, r, field[r:r + size, c:c + size], weights[:min(size, height - r), :min(size, width - c)])
+            assert len(mosaic._sum) <= 2 * 128  # the rolling band
         out = np.concatenate([block for _, block in mosaic.blocks()])
         assert np.allclose(out, field, atol=1e-5)
+        assert [top for top, _ in handed] == [0, 128, 256] and np.allclose(np.concatenate([b for _, b in handed]), out)
         uri = mosaic.write_cog(str(tmp_path / "out" / "scene.probability.tif"))
     with rasterio.open(uri) as ds:
         assert ds.crs.to_epsg() == 32648 and ds.transform == transform and ds.nodata == NODATA
@@ -60,6 +64,9 @@ def test_mosaic_blends_overlapping_windows_without_seams_and_marks_nodata(tmp_pa
         nan = np.full((20, 20), np.nan, np.float32)
         mosaic.add(175, 40, nan, np.ones((20, 20), np.float32))  # nodata in: nothing added
         mosaic.add(-50, -50, np.full((10, 10), 0.5, np.float32), np.ones((10, 10), np.float32))  # outside: ignored
+        mosaic.finish()
+        with pytest.raises(ValueError, match="row order"):  # rows already handed on
+            mosaic.add(0, 0, np.full((10, 10), 0.5, np.float32), np.ones((10, 10), np.float32))
         out = np.concatenate([block for _, block in mosaic.blocks()])
     assert out[50, 20] == pytest.approx(0.9) and out[50, 140] == pytest.approx(0.1)
     assert 0.1 < out[50, 80] < 0.9 and (out[:, 160:] == NODATA).all()
@@ -142,7 +149,8 @@ def test_a_scene_is_stitched_at_the_model_scale_and_traced(tmp_path, footprint_r
     predictor = FootprintPredictor(footprint_run["model_dir"], device="cpu")
     grid = scene_grid(predictor, 0.5)
     assert grid.window_px == predictor.input_size and "no GSD" in grid.reason
-    out = stitch_scene(predictor, uri, str(tmp_path / "scene.probability.tif"), batch_size=4, block=64)
+    out = stitch_scene(predictor, uri, str(tmp_path / "scene.probability.tif"), batch_size=4, block=64,
+                       threshold=predictor.threshold)
     assert out["windows"] == len(window_offsets(150, 64, 16)) * len(window_offsets(230, 64, 16))
     with rasterio.open(out["uri"]) as ds:
         assert (ds.width, ds.height, ds.transform, ds.crs.to_epsg()) == (230, 150, transform, 32648)
@@ -151,6 +159,10 @@ def test_a_scene_is_stitched_at_the_model_scale_and_traced(tmp_path, footprint_r
     assert prob[40:50, 50:65].mean() > prob[5:20, 100:140].mean()  # the blob is more landslide than grass
     found = trace_raster(out["uri"], predictor.threshold, block=64)
     assert found and all(f["geometry"].is_valid for f in found)
+    # traced while stitching, block row by block row: the same footprints as tracing the written COG
+    assert [(f["pixels"], round(f["mean_probability"], 6)) for f in out["footprints"]] == \
+        [(f["pixels"], round(f["mean_probability"], 6)) for f in found]
+    assert all(a["geometry"].equals(b["geometry"]) for a, b in zip(out["footprints"], found))
     minx, miny, maxx, maxy = found[0]["geometry"].bounds
     assert 500000 <= minx < maxx <= 500000 + 230 * 0.5 and 3000000 - 150 * 0.5 <= miny < maxy <= 3000000
 
@@ -222,16 +234,6 @@ def _yaml(tmp_path, cfg: dict) -> str:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
-
-
-def test_ray_sweep_refuses_a_footprint_model_in_one_line(tmp_path, footprint_run, capsys):
-    pytest.importorskip("ray")
-    from ray_jobs.sweep import main
-
-    code = main(["--config", _yaml(tmp_path, {"model": footprint_run["model_dir"], "output": str(tmp_path / "o"),
-                                              "tiles": {"source": str(tmp_path)}})])
-    err = capsys.readouterr().err
-    assert code == 2 and "footprint model" in err and "landslide sweep" in err and "Traceback" not in err
 
 
 def test_footprint_sweep_keeps_scene_names_apart_refuses_mixed_settings_and_filters_after_merging(

@@ -42,7 +42,7 @@ from landslide.inventory import geo
 from landslide.inventory.footprints import measure, simplify_lonlat, touching_groups
 from landslide.inventory.maps import _geoparquet_bytes
 from landslide.inventory.region import Region, load_region
-from landslide.inventory.scene_footprints import stitch_scene, trace_raster
+from landslide.inventory.scene_footprints import stitch_scene
 from landslide.inventory.tile_mosaic import TileGroup, fingerprint, listed_tiles, metatiles, write_mosaic
 from landslide.inventory.tiles import GEOTIFF_SUFFIXES, open_raster, same_source
 
@@ -151,14 +151,14 @@ def sweep_scene(predictor: FootprintPredictor, uri: str, cfg: SweepConfig, key: 
     raster = storage.join(cfg.output, "scenes", f"{key}.footprint_probability.tif")
     fp = cfg.footprints
     stitched = stitch_scene(predictor, uri, raster, cfg.tiles.chip_size, fp.overlap, cfg.batch_size,
-                            cfg.tiles.bands, block=fp.block, workdir=None)
+                            cfg.tiles.bands, block=fp.block, workdir=None, threshold=predictor.threshold)
     scale = (stitched["window_px"] / predictor.input_size) ** 2  # input pixels -> scene pixels
     min_px = predictor.min_object_px * scale
     outline = shapely.affinity.affine_transform(
         shapely.box(0, 0, width, height).boundary,
         [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f])
     half_pixel = 0.5 * min(abs(transform.a), abs(transform.e))
-    traced = trace_raster(raster, predictor.threshold, fp.block)
+    traced = stitched["footprints"]
     edge = [f for f in traced if f["geometry"].distance(outline) < half_pixel]
     inner = [f for f in traced if f["geometry"].distance(outline) >= half_pixel and f["pixels"] >= min_px]
     measured = ([{**f, "edge": False} for f in measure(inner, crs, fp.min_area_m2, fp.simplify_m)]

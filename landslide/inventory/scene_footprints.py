@@ -8,6 +8,7 @@ on it.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from landslide.errors import ConfigError
 from landslide.inference.footprints import FootprintPredictor
 from landslide.inventory.footprints import touching_groups, trace
 from landslide.inventory.stitch import NODATA, ProbabilityMosaic, blend_weights, window_offsets
-from landslide.inventory.tiles import NoDataError, open_raster, read_window
+from landslide.inventory.tiles import NoDataError, open_raster, read_window_from
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,83 @@ def scene_grid(predictor: FootprintPredictor, gsd_m: float | None, window_px: in
     return SceneGrid(window_px, int(round(window_px * overlap)), gsd_m, reason)
 
 
+def _window_batches(predictor: FootprintPredictor, uri: str, windows: list[tuple[int, int]], size: int, bands,
+                    batch_size: int):
+    """Batches of windows read from the scene (opened once) and prepared for the model:
+    ``(images, valid masks, (col, row) offsets, windows without data)``."""
+    from landslide.data.rasters import band_plan
+
+    with open_raster(uri) as ds:
+        plan = band_plan(ds, bands, uri)
+        for start in range(0, len(windows), batch_size):
+            images, valid, where, skipped = [], [], [], 0
+            for c, r in windows[start:start + batch_size]:
+                try:
+                    tile = read_window_from(ds, uri, f"{c},{r},{size},{size}", plan)
+                except NoDataError:
+                    skipped += 1
+                    continue
+                images.append(predictor.prepare(tile.rgb))
+                valid.append(tile.valid)
+                where.append((c, r))
+            yield images, valid, where, skipped
+
+
+def prefetch(items, depth: int = 2):
+    """Iterate ``items`` (a generator) in a background thread, up to ``depth`` items ahead, so that reading and
+    decoding overlap the model; its exceptions are raised here, and stopping early stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # handed to the consumer
+            put(("error", exc))
+        finally:
+            items.close()
+
+    thread = threading.Thread(target=run, name="landslide-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
 def stitch_scene(predictor: FootprintPredictor, uri: str, out_uri: str, window_px: int | None = None,
                  overlap: float = 0.25, batch_size: int = 8, bands=None, workdir: str | None = None,
-                 block: int = 512) -> dict:
+                 block: int = 512, threshold: float | None = None) -> dict:
     """Predict every window of the GeoTIFF/COG scene at ``uri`` (:func:`scene_grid`), blend the windows'
     probabilities (brought back to scene pixels, nodata pixels left out) into one raster aligned with the scene
     and write it to ``out_uri`` as a Cloud-Optimized GeoTIFF (nodata :data:`landslide.inventory.stitch.NODATA`
-    where no data was read). Returns ``{uri, windows, windows_nodata, window_px, overlap_px, gsd_m, reason,
-    width, height, crs}``."""
+    where no data was read). Windows are read (the scene opened once) and prepared in a background thread
+    while the model runs. With a pixel ``threshold``, footprints are traced block row by block row as the rows
+    are finished (:class:`RowTracer`; the same as :func:`trace_raster` on the written COG). Returns ``{uri,
+    windows, windows_nodata, window_px, overlap_px, gsd_m, reason, width, height, crs}``, and ``footprints``
+    with a threshold."""
     import torch
     import torch.nn.functional as F
 
@@ -75,69 +145,100 @@ def stitch_scene(predictor: FootprintPredictor, uri: str, out_uri: str, window_p
     size, ov = grid.window_px, grid.overlap_px
     weights = blend_weights(size, ov)
     windows = [(c, r) for r in window_offsets(height, size, ov) for c in window_offsets(width, size, ov)]
+    tracer = RowTracer(threshold, width, height, transform) if threshold is not None else None
+    # finished block rows are traced in a thread of their own (in order), beside the model
+    tracing = cf.ThreadPoolExecutor(1, thread_name_prefix="landslide-trace") if tracer else None
+    traced: list[cf.Future] = []
     skipped = 0
-    with ProbabilityMosaic(width, height, transform, crs, workdir, block) as mosaic:
-        for start in range(0, len(windows), batch_size):
-            images, valid, where = [], [], []
-            for c, r in windows[start:start + batch_size]:
-                try:
-                    tile = read_window(uri, f"{c},{r},{size},{size}", bands)
-                except NoDataError:
-                    skipped += 1
+    try:
+        with ProbabilityMosaic(width, height, transform, crs, workdir, block,
+                               on_block=(lambda top, rows: traced.append(tracing.submit(tracer.add, top, rows)))
+                               if tracer else None) as mosaic:
+            for images, valid, where, empty in prefetch(_window_batches(predictor, uri, windows, size, bands,
+                                                                        batch_size)):
+                skipped += empty
+                if not images:
                     continue
-                images.append(predictor.prepare(tile.rgb))
-                valid.append(tile.valid)
-                where.append((c, r))
-            if not images:
-                continue
-            probs = torch.from_numpy(predictor.predict(np.stack(images)))[:, None]
-            if size != predictor.input_size:
-                probs = F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)
-            for (c, r), p, ok in zip(where, probs[:, 0].numpy(), valid):
-                if ok is not None:
-                    p = np.where(ok, p, np.nan)
-                mosaic.add(c, r, p, weights)
-        mosaic.write_cog(out_uri)
-    return {"uri": out_uri, "windows": len(windows), "windows_nodata": skipped, "window_px": size,
-            "overlap_px": ov, "gsd_m": grid.gsd_m, "reason": grid.reason, "width": width, "height": height,
-            "crs": crs.to_string() if crs else None}
+                probs = torch.from_numpy(predictor.predict(np.stack(images)))[:, None]
+                if size != predictor.input_size:
+                    probs = F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)
+                for (c, r), p, ok in zip(where, probs[:, 0].numpy(), valid):
+                    if ok is not None:
+                        p = np.where(ok, p, np.nan)
+                    mosaic.add(c, r, p, weights)
+            mosaic.finish()
+            for future in traced:  # tracing errors surface here
+                future.result()
+            mosaic.write_cog(out_uri)
+    finally:
+        if tracing is not None:
+            tracing.shutdown(wait=True, cancel_futures=True)
+    out = {"uri": out_uri, "windows": len(windows), "windows_nodata": skipped, "window_px": size,
+           "overlap_px": ov, "gsd_m": grid.gsd_m, "reason": grid.reason, "width": width, "height": height,
+           "crs": crs.to_string() if crs else None}
+    if tracer is not None:
+        out["footprints"] = tracer.finish()
+    return out
+
+
+class RowTracer:
+    """Footprints of a probability raster fed block row by block row, top to bottom (:meth:`add`), merged
+    across the rows' seams as if traced whole (8-connected, as :func:`landslide.inventory.footprints.trace`).
+    Blocks are traced and joined in pixel coordinates (exact on the seams whatever the georeference) and each
+    footprint is mapped through ``transform`` once (:meth:`finish`); a footprint is final once it does not
+    reach the seam below its row, so memory holds one block row and the footprints crossing a seam."""
+
+    def __init__(self, threshold: float, width: int, height: int, transform, nodata: float = NODATA):
+        self.threshold, self.width, self.height, self.nodata = threshold, width, height, nodata
+        self.to_crs = [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
+        self.done: list[dict] = []
+        self.open_parts: list[dict] = []  # footprints reaching the seam above the next row
+        self.next_top = 0
+
+    def add(self, top: int, probability: np.ndarray) -> None:
+        """The rows from ``top`` (``(rows, width)`` probabilities); ValueError out of order."""
+        from rasterio.transform import Affine
+
+        if top != self.next_top:
+            raise ValueError(f"rows from {top}: expected rows from {self.next_top} (top to bottom)")
+        rows = probability.shape[0]
+        traced = trace(probability, self.threshold, Affine.translation(0, top), self.nodata)
+        seam_above = _seam(top, self.width) if top > 0 else None
+        seam_below = _seam(top + rows, self.width) if top + rows < self.height else None
+        for f in traced:
+            f["_below"] = seam_below is not None and f["geometry"].intersects(seam_below)
+        upper = [f for f in traced if seam_above is not None and f["geometry"].intersects(seam_above)]
+        rest = [f for f in traced if not any(f is u for u in upper)]
+        groups = _merge_across(self.open_parts, upper)
+        self.open_parts = []
+        for f in groups + rest:
+            (self.open_parts if f.pop("_below", False) else self.done).append(f)
+        self.next_top = top + rows
+
+    def finish(self) -> list[dict]:
+        """Every footprint, the most pixels first: ``geometry`` (shapely, in the raster's CRS), ``pixels``,
+        ``mean_probability``, ``max_probability``."""
+        done = self.done + self.open_parts
+        self.done, self.open_parts = [], []
+        for f in done:
+            f.pop("_below", None)
+            f["geometry"] = shapely.affinity.affine_transform(f["geometry"], self.to_crs)
+        done.sort(key=lambda f: -f["pixels"])
+        return done
 
 
 def trace_raster(uri: str, threshold: float, block: int = 512) -> list[dict]:
     """Footprints of a probability raster (a stitched COG) traced block row by block row and merged across the
-    rows' seams, as if traced whole (8-connected, as :func:`landslide.inventory.footprints.trace`): one dict
-    per footprint, the most pixels first, ``geometry`` (shapely, in the raster's CRS), ``pixels``,
-    ``mean_probability``, ``max_probability``. Blocks are traced and joined in pixel coordinates (exact on the
-    seams whatever the georeference) and each footprint is mapped to the CRS once; a footprint is final once it
-    does not reach the seam below its row, so memory holds one block row and the footprints crossing a seam."""
-    from rasterio.transform import Affine
+    rows' seams, as if traced whole (:class:`RowTracer`): one dict per footprint, the most pixels first,
+    ``geometry`` (shapely, in the raster's CRS), ``pixels``, ``mean_probability``, ``max_probability``."""
     from rasterio.windows import Window
 
-    done: list[dict] = []
-    open_parts: list[dict] = []  # footprints reaching the seam above the current row
     with open_raster(uri) as ds:
-        nodata = ds.nodata if ds.nodata is not None else NODATA
-        to_crs = [ds.transform.a, ds.transform.b, ds.transform.d, ds.transform.e, ds.transform.c, ds.transform.f]
+        tracer = RowTracer(threshold, ds.width, ds.height, ds.transform,
+                           ds.nodata if ds.nodata is not None else NODATA)
         for top in range(0, ds.height, block):
-            rows = min(block, ds.height - top)
-            traced = trace(ds.read(1, window=Window(0, top, ds.width, rows)), threshold,
-                           Affine.translation(0, top), nodata)
-            seam_above = _seam(top, ds.width) if top > 0 else None
-            seam_below = _seam(top + rows, ds.width) if top + rows < ds.height else None
-            for f in traced:
-                f["_below"] = seam_below is not None and f["geometry"].intersects(seam_below)
-            upper = [f for f in traced if seam_above is not None and f["geometry"].intersects(seam_above)]
-            rest = [f for f in traced if not any(f is u for u in upper)]
-            groups = _merge_across(open_parts, upper)
-            open_parts = []
-            for f in groups + rest:
-                (open_parts if f.pop("_below", False) else done).append(f)
-    done.extend(open_parts)
-    for f in done:
-        f.pop("_below", None)
-        f["geometry"] = shapely.affinity.affine_transform(f["geometry"], to_crs)
-    done.sort(key=lambda f: -f["pixels"])
-    return done
+            tracer.add(top, ds.read(1, window=Window(0, top, ds.width, min(block, ds.height - top))))
+    return tracer.finish()
 
 
 def _seam(row: int, width: int) -> shapely.LineString:

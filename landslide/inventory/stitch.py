@@ -8,10 +8,11 @@ weighted mean favours the window that sees a pixel in its interior, and seams va
 "smooth tiling" of segmentation inference (e.g. Huang et al., "Tiling and stitching segmentation output for
 remote sensing", IGARSS 2018).
 
-:class:`ProbabilityMosaic` accumulates weighted sums and weights in two tiled float32 GeoTIFFs on local disk,
-one window at a time (read, add, write back: GDAL's block cache bounds the memory), and writes the result as
-a Cloud-Optimized GeoTIFF block by block (:meth:`ProbabilityMosaic.write_cog`), so a scene of any size needs
-about the memory of one window and one block row.
+:class:`ProbabilityMosaic` accumulates weighted sums and weights in memory for the rows that windows still
+reach, and hands each block row on (to a plain GeoTIFF on local disk, and to a callback such as the footprint
+tracer) as soon as no later window can touch it. Windows come in row order (as a sweep reads them), so memory
+holds about one block row plus one window row of the scene's width however tall the scene is; the result is
+written as a Cloud-Optimized GeoTIFF at the end (:meth:`ProbabilityMosaic.write_cog`).
 """
 
 from __future__ import annotations
@@ -63,28 +64,34 @@ def blend_weights(size: int, overlap: int) -> np.ndarray:
 
 
 class ProbabilityMosaic:
-    """One scene's stitched probability raster, accumulated window by window on local disk.
+    """One scene's stitched probability raster, blended window by window in a rolling in-memory band and
+    written block row by block row to local disk.
 
     ``width`` x ``height`` pixels georeferenced by the affine ``transform`` in ``crs``; ``workdir`` holds the
-    two accumulation rasters (a fresh temporary folder by default, removed by :meth:`close`). Use as a
-    context manager."""
+    plain stitched GeoTIFF (a fresh temporary folder by default, removed by :meth:`close`). Windows must come
+    in row order: a window may not start above a block row already handed on (ValueError); windows of one row
+    may come in any order. ``on_block(top, probability)`` is called with each finished block row (``(rows,
+    width)`` float32, :data:`NODATA` where no window reached), top to bottom. Use as a context manager."""
 
-    def __init__(self, width: int, height: int, transform, crs, workdir: str | None = None, block: int = 512):
+    def __init__(self, width: int, height: int, transform, crs, workdir: str | None = None, block: int = 512,
+                 on_block=None):
         import rasterio
 
         if width < 1 or height < 1:
             raise ValueError(f"mosaic size must be positive, got {width} x {height}")
         self.width, self.height, self.transform, self.crs = width, height, transform, crs
-        self.block = block
+        self.block, self.on_block = block, on_block
         self._own = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="landslide-mosaic-")
         os.makedirs(self.workdir, exist_ok=True)
+        self._plain_path = os.path.join(self.workdir, "stitched.tif")
         profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "float32",
-                   "crs": crs, "transform": transform, "tiled": True, "blockxsize": block, "blockysize": block,
-                   "sparse_ok": True}
-        # sums and weights start at 0 (sparse: blocks never written read as 0 and take no disk)
-        self._sum = rasterio.open(os.path.join(self.workdir, "sum.tif"), "w+", **profile)
-        self._weight = rasterio.open(os.path.join(self.workdir, "weight.tif"), "w+", **profile)
+                   "crs": crs, "transform": transform, "nodata": NODATA, "tiled": True, "blockxsize": 256,
+                   "blockysize": 256}
+        self._plain = rasterio.open(self._plain_path, "w", **profile)
+        self._top = 0  # the first row not yet handed on: row 0 of the band
+        self._sum = np.zeros((2 * block, width), np.float32)  # the band: rows _top .. _top + len (grows if a
+        self._weight = np.zeros((2 * block, width), np.float32)  # window is taller than a block)
         self.windows = 0
 
     def __enter__(self) -> "ProbabilityMosaic":
@@ -93,12 +100,40 @@ class ProbabilityMosaic:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _grow(self, rows: int) -> None:
+        if rows > len(self._sum):
+            extra = rows - len(self._sum)
+            self._sum = np.vstack([self._sum, np.zeros((extra, self.width), np.float32)])
+            self._weight = np.vstack([self._weight, np.zeros((extra, self.width), np.float32)])
+
+    def _shift(self, rows: int) -> None:
+        """Drop the band's first ``rows`` rows (handed on): the rest moves up, the freed rows are zeroed."""
+        keep = len(self._sum) - rows
+        for band in (self._sum, self._weight):
+            band[:keep] = band[rows:]
+            band[keep:] = 0
+
+    def _flush(self, upto: int) -> None:
+        """Hand on every whole block row above ``upto`` (and the last, partial one at the scene's end)."""
+        from rasterio.windows import Window
+
+        while self._top < self.height and (self._top + self.block <= upto or upto >= self.height):
+            rows = min(self.block, self.height - self._top)
+            self._grow(rows)
+            total, weight = self._sum[:rows], self._weight[:rows]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                prob = np.where(weight > 0, total / weight, NODATA).astype(np.float32)
+            self._plain.write(prob, 1, window=Window(0, self._top, self.width, rows))
+            if self.on_block is not None:
+                self.on_block(self._top, prob)
+            self._shift(rows)
+            self._top += rows
+
     def add(self, col_off: int, row_off: int, probability: np.ndarray, weights: np.ndarray) -> None:
         """Blend one window in: ``probability`` and ``weights`` are ``(h, w)`` arrays whose top-left pixel is
         the scene's (``row_off``, ``col_off``); the parts outside the scene and the non-finite probabilities
-        (nodata) are ignored. ValueError when the shapes differ."""
-        from rasterio.windows import Window
-
+        (nodata) are ignored. Block rows above this window's top are handed on first. ValueError when the
+        shapes differ or the window reaches rows already handed on."""
         prob = np.asarray(probability, np.float32)
         w = np.asarray(weights, np.float32)
         if prob.shape != w.shape or prob.ndim != 2:
@@ -107,43 +142,47 @@ class ProbabilityMosaic:
         r1, c1 = min(row_off + prob.shape[0], self.height), min(col_off + prob.shape[1], self.width)
         if r0 >= r1 or c0 >= c1:
             return
+        if r0 < self._top:
+            raise ValueError(f"window at row {row_off}: rows above {self._top} are already written; add windows "
+                             "in row order")
+        self._flush(r0)
         prob = prob[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off]
         w = np.where(np.isfinite(prob), w[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off], 0).astype(np.float32)
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        total = self._sum.read(1, window=window) + np.nan_to_num(prob) * w
-        weight = self._weight.read(1, window=window) + w
-        self._sum.write(total, 1, window=window)
-        self._weight.write(weight, 1, window=window)
+        self._grow(r1 - self._top)
+        a, b = r0 - self._top, r1 - self._top
+        self._sum[a:b, c0:c1] += np.nan_to_num(prob) * w
+        self._weight[a:b, c0:c1] += w
         self.windows += 1
+
+    def finish(self) -> None:
+        """Hand on every remaining row (no window may be added afterwards)."""
+        self._flush(self.height)
 
     def blocks(self):
         """``(window, probability)`` per block row of the stitched raster: the weighted mean, :data:`NODATA`
-        where no window reached."""
+        where no window reached (after :meth:`finish`, read back from disk)."""
+        import rasterio
         from rasterio.windows import Window
 
-        for r in range(0, self.height, self.block):
-            window = Window(0, r, self.width, min(self.block, self.height - r))
-            total, weight = self._sum.read(1, window=window), self._weight.read(1, window=window)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                yield window, np.where(weight > 0, total / weight, NODATA).astype(np.float32)
+        self.finish()
+        if not self._plain.closed:
+            self._plain.close()
+        with rasterio.open(self._plain_path) as ds:
+            for r in range(0, self.height, self.block):
+                window = Window(0, r, self.width, min(self.block, self.height - r))
+                yield window, ds.read(1, window=window)
 
     def write_cog(self, uri: str) -> str:
         """Write the stitched probabilities to ``uri`` (local or remote) as a float32 Cloud-Optimized GeoTIFF
-        (deflate, internal tiles, overviews, nodata :data:`NODATA`), block row by block row."""
-        import rasterio
+        (deflate, internal tiles, overviews, nodata :data:`NODATA`), from the plain raster on disk."""
         from rasterio.shutil import copy as rio_copy
 
-        plain = os.path.join(self.workdir, "stitched.tif")
-        profile = {"driver": "GTiff", "width": self.width, "height": self.height, "count": 1, "dtype": "float32",
-                   "crs": self.crs, "transform": self.transform, "nodata": NODATA, "tiled": True,
-                   "blockxsize": self.block, "blockysize": self.block, "compress": "deflate"}
-        with rasterio.open(plain, "w", **profile) as out:
-            for window, data in self.blocks():
-                out.write(data, 1, window=window)
+        self.finish()
+        if not self._plain.closed:
+            self._plain.close()
         built = os.path.join(self.workdir, "cog.tif")
-        rio_copy(plain, built, driver="COG", compress="deflate", blocksize=256, overview_resampling="average",
-                 predictor=3)
-        os.remove(plain)
+        rio_copy(self._plain_path, built, driver="COG", compress="deflate", blocksize=256,
+                 overview_resampling="average", predictor=3)
         # the finished file appears whole or not at all: moved into place locally, streamed up otherwise
         if storage.is_remote(uri):
             with open(built, "rb") as src, storage.open_uri(uri, "wb") as dst:
@@ -156,9 +195,9 @@ class ProbabilityMosaic:
         return uri
 
     def close(self) -> None:
-        """Close the accumulation rasters; remove the temporary folder this mosaic made."""
-        for ds in (getattr(self, "_sum", None), getattr(self, "_weight", None)):
-            if ds is not None and not ds.closed:
-                ds.close()
+        """Close the plain raster; remove the temporary folder this mosaic made."""
+        plain = getattr(self, "_plain", None)
+        if plain is not None and not plain.closed:
+            plain.close()
         if self._own:
             shutil.rmtree(self.workdir, ignore_errors=True)

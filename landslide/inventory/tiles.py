@@ -587,20 +587,31 @@ def read_window(uri: str, window: str, bands=None) -> Decoded:
     :func:`~landslide.data.rasters.band_plan` chooses (``bands``: 1-based, else the colour interpretation),
     padded with nodata (black) beyond the scene's edge, and its valid-pixel mask (nodata value, alpha, mask
     band and non-finite values are nodata). A window that is all nodata is a :class:`NoDataError`."""
+    try:
+        with open_raster(uri) as ds:
+            return read_window_from(ds, uri, window, band_plan(ds, bands, uri))
+    except (ImageError, StorageError, ConfigError):
+        raise
+    except Exception as exc:  # rasterio/GDAL raise several types for corrupt blocks
+        raise ImageError(uri, f"unreadable GeoTIFF window ({window}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
+def read_window_from(ds, uri: str, window: str, plan) -> Decoded:
+    """:func:`read_window` on an already open dataset ``ds`` (of ``uri``) with its
+    :func:`~landslide.data.rasters.band_plan`: for many windows of one scene, opened once."""
     from rasterio.windows import Window
 
     col_off, row_off, width, height = (int(v) for v in window.split(","))
     try:
-        with open_raster(uri) as ds:
-            plan = band_plan(ds, bands, uri)
-            # read the part inside the scene and pad by hand: rasterio's boundless reads reopen the scene
-            # through a VRT, which its Python-opener plugin (remote scenes) does not survive
-            c0, r0 = max(col_off, 0), max(row_off, 0)
-            c1, r1 = min(col_off + width, ds.width), min(row_off + height, ds.height)
-            data = np.ma.masked_all((len(plan.indexes), height, width), dtype=ds.dtypes[plan.indexes[0] - 1])
-            if c1 > c0 and r1 > r0:
-                part = ds.read(list(plan.indexes), window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
-                data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = part
+        # read the part inside the scene and pad by hand: rasterio's boundless reads reopen the scene
+        # through a VRT, which its Python-opener plugin (remote scenes) does not survive
+        c0, r0 = max(col_off, 0), max(row_off, 0)
+        c1, r1 = min(col_off + width, ds.width), min(row_off + height, ds.height)
+        data = np.ma.masked_all((len(plan.indexes), height, width), dtype=ds.dtypes[plan.indexes[0] - 1])
+        if c1 > c0 and r1 > r0:
+            part = ds.read(list(plan.indexes), window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+            data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = part
     except (ImageError, StorageError, ConfigError):
         raise
     except Exception as exc:  # rasterio/GDAL raise several types for corrupt blocks
@@ -629,5 +640,5 @@ def read_tile(uri: str, window: str = "", max_pixels: int = 64_000_000, max_byte
 
 
 __all__ = ["INDEX_COLUMNS", "TILE_SCHEMES", "IndexRecord", "build_index", "index_order", "index_record", "detect_format", "flip_rows", "geotiff_index",
-           "geojson_index", "load_tile", "manifest_index", "read_index", "read_tile", "tile_scheme", "write_index",
-           "xyz_index"]
+           "geojson_index", "load_tile", "manifest_index", "read_index", "read_tile", "read_window",
+           "read_window_from", "tile_scheme", "write_index", "xyz_index"]
