@@ -8,8 +8,9 @@ Arms, on the same model, batch size and scene (one GeoTIFF of synthetic terrain 
 
 The model is a U-Net trained for a few epochs on synthetic chips with true footprints (so it draws
 landslide-shaped footprints on the scene, as a real model would). Throughput is in windows per second. Rounds interleave the arms and ratios are taken within a round. Memory:
-the sweep runs in a child process over scenes of ``--memory-windows`` windows (default 1000 and 10000) and
-reports its peak RSS (VmHWM).
+the sweep runs in a child process over regions of ``--memory-windows`` windows (default 1000 and 10000), made
+of touching scenes of about 1000 windows each (a region grows by scenes), and reports its peak RSS (VmHWM).
+Within a scene, memory grows with the scene's width (a band of rows), not its height.
 
     python -m benchmarks.footprint_sweep [--windows 1024] [--image-size 128] [--gpu]
 """
@@ -30,9 +31,11 @@ import numpy as np
 from benchmarks.common import REPO, model_only_rate, write_result
 
 
-def make_scene(path: Path, windows: int, size: int, overlap: float, seed: int = 0) -> tuple[str, int]:
-    """A GeoTIFF (UTM 48N, 0.5 m) whose window grid at ``size`` px and ``overlap`` has about ``windows``
-    windows, tiled with synthetic chips (a third with landslides); returns (URI, windows in the grid)."""
+def make_scene(path: Path, windows: int, size: int, overlap: float, seed: int = 0, east_m: float = 0.0
+               ) -> tuple[str, int]:
+    """A GeoTIFF (UTM 48N, 0.5 m, its west edge ``east_m`` metres east of 500 km E) whose window grid at
+    ``size`` px and ``overlap`` has about ``windows`` windows, tiled with synthetic chips (a third with
+    landslides); returns (URI, windows in the grid)."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -45,7 +48,7 @@ def make_scene(path: Path, windows: int, size: int, overlap: float, seed: int = 
     rng = np.random.default_rng(seed)
     pool = [make_chip(rng, i % 3 == 0, size)[0] for i in range(24)]
     profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "crs": "EPSG:32648",
-               "transform": from_origin(500000, 3000000, 0.5, 0.5), "tiled": True, "blockxsize": 256,
+               "transform": from_origin(500000 + east_m, 3000000, 0.5, 0.5), "tiled": True, "blockxsize": 256,
                "blockysize": 256, "compress": "deflate"}
     from rasterio.windows import Window
 
@@ -101,15 +104,33 @@ def footprint_sweep(model: str, scene: str, out: str, args) -> tuple[float, dict
     return scene_record["windows"] / seconds, {"footprints": summary["footprints"], "seconds": seconds}
 
 
+def make_region(folder: Path, windows: int, per_scene: int, size: int, overlap: float) -> tuple[str, int]:
+    """A region of scenes of about ``per_scene`` windows each, side by side (west to east, touching), about
+    ``windows`` windows in all: how a region grows. Returns (folder, windows in the grids)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    total, east = 0, 0.0
+    for i in range(max(1, round(windows / per_scene))):
+        uri, n = make_scene(folder / f"scene{i:03d}.tif", min(per_scene, windows), size, overlap, seed=i,
+                            east_m=east)
+        import rasterio
+
+        with rasterio.open(uri) as ds:
+            east += ds.width * 0.5
+        total += n
+    return str(folder), total
+
+
 def peak_rss_child(model: str, n: int, work: Path, args) -> dict:
-    """Peak RSS (MiB) of a child process that sweeps a scene of about ``n`` windows."""
-    scene, windows = make_scene(work / f"mem{n}.tif", n, args.memory_image_size, args.overlap)
+    """Peak RSS (MiB) of a child process that sweeps a region of about ``n`` windows in scenes of
+    ``--memory-scene-windows`` windows each (one scene for the smallest region)."""
+    scene, windows = make_region(work / f"mem{n}", n, args.memory_scene_windows, args.memory_image_size,
+                                 args.overlap)
     code = ("import json,re,sys,time;from landslide.config import SweepConfig,parse_config;"
             "from landslide.inventory.sweep import run_sweep;cfg=parse_config(json.loads(sys.argv[1]),'m',"
             "schema=SweepConfig);t=time.perf_counter();s=run_sweep(cfg);"
             "hwm=int(re.search(r'VmHWM:\\s+(\\d+)',open('/proc/self/status').read()).group(1));"
-            "print(json.dumps({'windows':s['per_scene'][0]['windows'],'seconds':time.perf_counter()-t,"
-            "'footprints':s['footprints'],'peak_rss_mib':hwm/1024}))")
+            "print(json.dumps({'windows':sum(r['windows'] for r in s['per_scene']),'scenes':s['scenes'],"
+            "'seconds':time.perf_counter()-t,'footprints':s['footprints'],'peak_rss_mib':hwm/1024}))")
     cfg = sweep_config(model, scene, str(work / f"mem{n}-out"), args)
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
                           cwd=REPO, check=True)
@@ -128,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--memory-windows", type=int, nargs="*", default=[1000, 10000])
     p.add_argument("--memory-image-size", type=int, default=64, help="a small input keeps the 10k run short")
+    p.add_argument("--memory-scene-windows", type=int, default=1000,
+                   help="windows per scene of the memory regions (a region grows by scenes)")
     p.add_argument("--out")
     args = p.parse_args(argv)
 
