@@ -144,26 +144,53 @@ def makedirs(uri: str) -> None:
     _call(uri, "makedirs", exist_ok=True)
 
 
+def _into_place(uri: str, fill) -> None:
+    """A local file written whole or not at all: ``fill(tmp)`` makes a temporary file beside the target, which
+    then replaces it; StorageError naming ``uri`` (and no temporary left) when that fails."""
+    target = uri[len("file://"):] if uri.startswith("file://") else uri
+    tmp = f"{target}.tmp-{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        fill(tmp)
+        os.replace(tmp, target)
+    except OSError as exc:  # a parent that is a file, a folder in the way, no space, read-only, ...
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise _write_error(uri, exc) from None
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write an object atomically where the backend allows it (local: temp file + rename)."""
     if not is_remote(uri):
-        target = uri[len("file://"):] if uri.startswith("file://") else uri
-        tmp = f"{target}.tmp-{os.getpid()}"
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        def fill(tmp: str) -> None:
             with open(tmp, "wb") as fh:
                 fh.write(data)
-            os.replace(tmp, target)
-        except OSError as exc:  # a parent that is a file, a folder in the way, no space, read-only, ...
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise _write_error(uri, exc) from None
+
+        _into_place(uri, fill)
         return
     fs, path = filesystem(uri)
     try:
         fs.pipe_file(path, data)
     except Exception as exc:
         raise _wrap(uri, exc) from exc
+
+
+def put_file(local_path: str, uri: str) -> None:
+    """Put a finished local file at ``uri``, whole or not at all: moved into place locally (as
+    :func:`write_bytes` writes), streamed up in 8 MiB pieces to object storage; the local file is gone
+    afterwards. StorageError naming ``uri`` when it cannot be written."""
+    import shutil
+
+    if not is_remote(uri):
+        _into_place(uri, lambda tmp: shutil.move(local_path, tmp))
+        return
+    fs, path = filesystem(uri)
+    try:
+        with open(local_path, "rb") as src, fs.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+    except Exception as exc:
+        raise _wrap(uri, exc) from exc
+    os.remove(local_path)
 
 
 def write_text(uri: str, text: str) -> None:

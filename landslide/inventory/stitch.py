@@ -185,15 +185,7 @@ class ProbabilityMosaic:
         # and readable by every GDAL/QGIS (ZSTD would be faster still, but not every reader has it)
         rio_copy(self._plain_path, built, driver="COG", compress="deflate", level=1, blocksize=256,
                  overview_resampling="average", predictor=3)
-        # the finished file appears whole or not at all: moved into place locally, streamed up otherwise
-        if storage.is_remote(uri):
-            with open(built, "rb") as src, storage.open_uri(uri, "wb") as dst:
-                shutil.copyfileobj(src, dst, 8 << 20)
-            os.remove(built)
-        else:
-            storage.makedirs(storage.parent(uri))
-            shutil.move(built, uri + ".partial")
-            os.replace(uri + ".partial", uri)
+        storage.put_file(built, uri)  # whole or not at all
         return uri
 
     def close(self) -> None:
