@@ -186,7 +186,8 @@ def footprints_on_ray(cfg: SweepConfig, progress=print) -> dict:
     import ray
 
     from landslide.inference.footprints import FootprintPredictor
-    from landslide.inventory.footprint_sweep import finish_footprint_sweep, finished_record, plan_footprint_sweep
+    from landslide.inventory.footprint_sweep import (finish_footprint_sweep, finished_record, plan_footprint_sweep,
+                                                     scene_state)
 
     started = time.perf_counter()
     ray_cfg = cfg.ray
@@ -214,8 +215,7 @@ def footprints_on_ray(cfg: SweepConfig, progress=print) -> dict:
             record = json.loads(row["record"])
             done[record["scene"]] = record
             swept += 1
-            state = f"FAILED: {record['error']}" if "error" in record else f"{record['footprints']} footprints"
-            progress(f"scene {swept}/{len(pending)} {record['scene']}: {state}")
+            progress(f"scene {swept}/{len(pending)} {record['scene']}: {scene_state(record)}")
     records = [done[job.key] for job in plan.jobs]
     return finish_footprint_sweep(cfg, plan, records, len(pending), started)
 

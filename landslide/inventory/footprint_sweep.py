@@ -159,8 +159,9 @@ def sweep_scene(predictor: FootprintPredictor, uri: str, cfg: SweepConfig, key: 
         [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f])
     half_pixel = 0.5 * min(abs(transform.a), abs(transform.e))
     traced = stitched["footprints"]
-    edge = [f for f in traced if f["geometry"].distance(outline) < half_pixel]
-    inner = [f for f in traced if f["geometry"].distance(outline) >= half_pixel and f["pixels"] >= min_px]
+    at_edge = [f["geometry"].distance(outline) < half_pixel for f in traced]
+    edge = [f for f, e in zip(traced, at_edge) if e]
+    inner = [f for f, e in zip(traced, at_edge) if not e and f["pixels"] >= min_px]
     measured = ([{**f, "edge": False} for f in measure(inner, crs, fp.min_area_m2, fp.simplify_m)]
                 + [{**f, "edge": True} for f in measure(edge, crs)])
     frame = _scene_frame(measured, key, min_px)
@@ -305,14 +306,7 @@ class FootprintWriter:
         self._geojson.write("]}")
         self._geojson.close()
         for name in ("footprints.parquet", "footprints.geojson"):
-            built, uri = os.path.join(self.workdir, name), storage.join(self.output, name)
-            if storage.is_remote(uri):
-                with open(built, "rb") as src, storage.open_uri(uri, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 8 << 20)
-            else:
-                storage.makedirs(self.output)
-                shutil.move(built, uri + ".partial")
-                os.replace(uri + ".partial", uri)
+            storage.put_file(os.path.join(self.workdir, name), storage.join(self.output, name))
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def abort(self) -> None:
@@ -375,6 +369,12 @@ def plan_footprint_sweep(cfg: SweepConfig, predictor: FootprintPredictor) -> Foo
     tile manifest / GeoJSON index. DataError when nothing of the source meets the region."""
     from landslide.inventory.tiles import build_index, detect_format
 
+    if cfg.tiles.index:
+        raise ConfigError(f"tiles.index: footprint sweeps read {cfg.tiles.source} themselves (scenes whole, tiles "
+                          "grouped into scenes); drop tiles.index")
+    if cfg.tiles.overlap:
+        raise ConfigError("tiles.overlap: footprint sweeps overlap their windows by footprints.overlap; set that "
+                          "instead")
     region = load_region(cfg.region)
     storage.check_writable(cfg.output)
     fmt = detect_format(cfg.tiles.source) if cfg.tiles.format == "auto" else cfg.tiles.format
@@ -384,9 +384,6 @@ def plan_footprint_sweep(cfg: SweepConfig, predictor: FootprintPredictor) -> Foo
             scenes = [s for s in scenes if _meets(region, s)]
         jobs = [SceneJob(scene_key(cfg.tiles.source, uri), uri=uri) for uri in scenes]
     else:
-        if cfg.tiles.index:
-            raise ConfigError(f"tiles.index: footprint sweeps group {cfg.tiles.source}'s tiles into scenes "
-                              "themselves; drop tiles.index")
         if cfg.tiles.window_m or cfg.tiles.match_gsd or cfg.tiles.bands:
             raise ConfigError(f"tiles.window_m, match_gsd and bands apply to GeoTIFF scenes; {cfg.tiles.source} "
                               f"is a {fmt} source (its windows follow the model's GSD where tiles record one)")
@@ -398,11 +395,6 @@ def plan_footprint_sweep(cfg: SweepConfig, predictor: FootprintPredictor) -> Foo
         jobs = [SceneJob(g.key, group=g) for g in groups]
     if not jobs:
         raise DataError(f"no scene of {cfg.tiles.source} meets the region ({region.description})")
-    if cfg.tiles.overlap:
-        raise ConfigError("tiles.overlap: footprint sweeps overlap their windows by footprints.overlap; set that "
-                          "instead")
-    if fmt == "geotiff" and cfg.tiles.index:
-        raise ConfigError("tiles.index: footprint sweeps read GeoTIFF scenes whole; drop tiles.index")
     settings = sweep_settings(cfg, predictor, fmt)
     _check_output(cfg, {"source": cfg.tiles.source, "format": fmt, "zoom": cfg.tiles.zoom,
                         "scheme": cfg.tiles.scheme, "settings": settings})
@@ -454,8 +446,7 @@ def _sweep_job(predictor: FootprintPredictor, job: SceneJob, cfg: SweepConfig, s
             storage.write_bytes(storage.join(cfg.output, "scenes", f"{job.key}.footprints.parquet"),
                                 _with_metadata(_empty_parquet(_scene_frame([], job.key, 0.0)), record))
             return record
-        record = sweep_scene(predictor, path, cfg, job.key, settings, extra={"uri": cfg.tiles.source, **source})
-        return record
+        return sweep_scene(predictor, path, cfg, job.key, settings, extra={"uri": cfg.tiles.source, **source})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -499,6 +490,11 @@ def finish_footprint_sweep(cfg: SweepConfig, plan: FootprintPlan, records: list[
     return summary
 
 
+def scene_state(record: dict) -> str:
+    """A swept job in a few words, for progress lines: its footprints, or why it failed."""
+    return f"FAILED: {record['error']}" if "error" in record else f"{record['footprints']} footprints"
+
+
 def finished_record(cfg: SweepConfig, job: SceneJob, settings: dict) -> dict | None:
     """The record of a job finished by an earlier run with the same settings (None: sweep it: also a tile group
     that now holds other tiles, e.g. after the region grew); ConfigError when its files were written with
@@ -527,7 +523,5 @@ def run_footprint_sweep(cfg: SweepConfig, progress=None, stop_after_scenes: int 
         records.append(sweep_job(predictor, job, cfg, plan.settings))
         swept += 1
         if progress:
-            state = (f"FAILED: {records[-1]['error']}" if "error" in records[-1]
-                     else f"{records[-1]['footprints']} footprints")
-            progress(f"scene {i + 1}/{len(plan.jobs)} {job.key}: {state}")
+            progress(f"scene {i + 1}/{len(plan.jobs)} {job.key}: {scene_state(records[-1])}")
     return finish_footprint_sweep(cfg, plan, records, swept, started)
