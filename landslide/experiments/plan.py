@@ -44,6 +44,16 @@ class Variant:
     """Transfer: the run starts from the model of ``depends_on`` (so each fold starts from the same fold)."""
 
 
+def task_of(variants: list[Variant]) -> str:
+    """The task (``classification`` or ``segmentation``) of an experiment's runs; ConfigError when they mix
+    (a comparison of chip metrics with pixel metrics means nothing)."""
+    tasks = {v.cfg.model.task for v in variants} or {"classification"}
+    if len(tasks) > 1:
+        raise ConfigError(f"the experiment's variants mix model.task {sorted(tasks)}; chip and pixel metrics "
+                          "cannot be compared in one table (set model.task for the whole experiment)")
+    return tasks.pop()
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "variant"
 
@@ -89,10 +99,7 @@ def plan(cfg: RunConfig) -> list[Variant]:
     variants = PLANNERS[exp.kind](cfg, exp)
     if exp.kind == "study":  # its parts plan (and repeat) themselves
         return variants
-    tasks = {v.cfg.model.task for v in variants}
-    if len(tasks) > 1:
-        raise ConfigError(f"experiment {exp.kind!r}: its variants mix model.task {sorted(tasks)}; chip and pixel "
-                          "metrics cannot be compared in one table (set model.task for the whole experiment)")
+    task_of(variants)  # one task per experiment, refused now rather than after every variant has trained
     tags = repeat_tags(cfg)
     if tags:
         variants = _repeat(cfg, variants, tags)

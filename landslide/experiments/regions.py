@@ -19,9 +19,9 @@ from __future__ import annotations
 import pandas as pd
 
 from landslide.config import RunConfig
-from landslide.experiments.plan import Variant
+from landslide.experiments.plan import Variant, task_of
 from landslide.experiments.repeats import groups_of_runs, pooled_scores, pooled_table
-from landslide.experiments.report import FOOTPRINT_METRICS, task_of, write_table
+from landslide.experiments.report import FOOTPRINT_METRICS, write_table
 
 MATRIX_METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc")
 """The metrics of a classifier's cells; a footprint model's are :data:`FOOTPRINT_METRICS`."""

@@ -27,8 +27,8 @@ from landslide.config import RunConfig
 from landslide.errors import DataError, StorageError
 from landslide.evaluation.metrics import across_runs, pooled_metrics
 from landslide.evaluation.segmentation import IOU_THRESHOLDS, segmentation_metrics, summary_metrics
-from landslide.experiments.plan import Variant
-from landslide.experiments.report import metrics_for, task_of
+from landslide.experiments.plan import Variant, task_of
+from landslide.experiments.report import metrics_for
 
 log = logging.getLogger(__name__)
 _RUN_KEYS = ("fold", "seed")

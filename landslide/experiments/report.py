@@ -11,10 +11,10 @@ import pandas as pd
 
 from landslide import storage
 from landslide.config import RunConfig
-from landslide.errors import ConfigError, DataError, StorageError
+from landslide.errors import DataError, StorageError
 from landslide.evaluation import plots
 from landslide.evaluation.segmentation import SUMMARY_METRICS
-from landslide.experiments.plan import Variant
+from landslide.experiments.plan import Variant, task_of
 from landslide.training.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,6 @@ _COLUMNS = {"classification": [("accuracy", "accuracy"), ("precision", "precisio
                              ("object_f1@0.5", "object F1 @0.5"), ("area_ratio", "area ratio")]}
 _BARS = {"segmentation": (("pixel_iou", "pixel IoU"), ("pixel_f1", "pixel F1"), ("object_f1@0.5", "object F1 @0.5"),
                           ("object_f1@0.25", "object F1 @0.25"))}
-
-
-def task_of(variants: list[Variant]) -> str:
-    """The task (``classification`` or ``segmentation``) of an experiment's runs; ConfigError when they mix
-    (a comparison of chip metrics with pixel metrics means nothing)."""
-    tasks = {v.cfg.model.task for v in variants} or {"classification"}
-    if len(tasks) > 1:
-        raise ConfigError(f"an experiment's variants must share model.task; these mix {sorted(tasks)}")
-    return tasks.pop()
 
 
 def metrics_for(task: str) -> tuple[str, ...]:

@@ -20,9 +20,9 @@ import pandas as pd
 
 from landslide.config import RunConfig
 from landslide.evaluation.metrics import THRESHOLD_RULES, pooled_metrics, threshold_rules
-from landslide.experiments.plan import Variant
+from landslide.experiments.plan import Variant, task_of
 from landslide.experiments.repeats import groups_of_runs, pooled_table
-from landslide.experiments.report import task_of, write_table
+from landslide.experiments.report import write_table
 
 KEYS = ("f1", "mcc", "accuracy", "precision", "recall")
 
