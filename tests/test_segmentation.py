@@ -246,6 +246,33 @@ def test_vectorize_gives_footprints_with_areas_holes_and_probabilities():
         vectorize(np.zeros((2, 4, 4)), utm, "EPSG:32647")
 
 
+def test_traced_footprints_match_scipy_statistics_and_cover_their_pixels_exactly():
+    """Noisy rasters (many groups joined only at corners, holes, holes in holes): every footprint is a valid
+    polygonal geometry whose area is its pixel count, with scipy.ndimage's count, mean and max."""
+    from scipy import ndimage
+
+    from landslide.inventory.footprints import trace
+
+    rng = np.random.default_rng(7)
+    for k in range(12):
+        prob = rng.random((int(rng.integers(1, 50)), int(rng.integers(1, 50)))).astype(np.float32)
+        if k % 2:
+            prob = ndimage.uniform_filter(prob, 3)
+        mask = prob >= 0.55
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        found = trace(prob, 0.55)
+        assert len(found) == n and sum(f["pixels"] for f in found) == mask.sum()
+        expected = sorted(zip(ndimage.sum_labels(mask, labels, range(1, n + 1)),
+                              ndimage.mean(prob, labels, range(1, n + 1)),
+                              ndimage.maximum(prob, labels, range(1, n + 1))))
+        got = sorted((f["pixels"], f["mean_probability"], f["max_probability"]) for f in found)
+        assert np.allclose(np.array(got, float), np.array(expected, float), rtol=1e-9, atol=0)
+        for f in found:
+            g = f["geometry"]
+            assert g.is_valid and g.geom_type in ("Polygon", "MultiPolygon")
+            assert g.area == pytest.approx(f["pixels"])
+
+
 def test_vectorize_in_lon_lat_and_across_the_antimeridian():
     from affine import Affine
 

@@ -88,24 +88,64 @@ def trace(probability: np.ndarray, threshold: float = 0.5, transform=None, nodat
     labels, n = ndimage.label(mask, structure=_EIGHT)
     if n == 0:
         return []
-    index = np.arange(1, n + 1)
-    pixels = ndimage.sum_labels(mask, labels, index).astype(int)
-    means = ndimage.mean(prob, labels, index)
-    maxima = ndimage.maximum(prob, labels, index)
+    pixels, means, maxima = _label_stats(labels, prob, n)
+    values, polygons = _polygons(features.shapes(labels.astype(np.int32), mask=mask, connectivity=8,
+                                                 transform=transform if transform is not None
+                                                 else Affine.identity()))
     parts: dict[int, list] = {}
-    for geom, value in features.shapes(labels.astype(np.int32), mask=mask, connectivity=8,
-                                       transform=transform if transform is not None else Affine.identity()):
-        parts.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    for value, polygon in zip(values.tolist(), polygons):
+        parts.setdefault(value, []).append(polygon)
     out = []
     for label, geoms in parts.items():
         geom = shapely.union_all(geoms) if len(geoms) > 1 else geoms[0]
         if not geom.is_valid:  # pixels joined only at a corner: GDAL traces one self-touching ring
-            geom = shapely.make_valid(geom)
+            geom = make_valid_rings(geom)
         i = label - 1
         out.append({"geometry": geom, "pixels": int(pixels[i]), "mean_probability": float(means[i]),
                     "max_probability": float(maxima[i])})
     out.sort(key=lambda f: -f["pixels"])
     return out
+
+
+def _polygons(shapes) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, polygons)`` of GDAL's polygonizer output (``rasterio.features.shapes``: GeoJSON-like polygons
+    with their raster values), the polygons built in one vectorised call (shell first, then holes, as GeoJSON
+    orders them) rather than one shapely object per ring."""
+    values, rings, ring_polygon = [], [], []
+    for geom, value in shapes:
+        for ring in geom["coordinates"]:
+            rings.append(np.asarray(ring, dtype=np.float64))
+            ring_polygon.append(len(values))
+        values.append(int(value))
+    if not values:
+        return np.zeros(0, int), np.empty(0, dtype=object)
+    lengths = np.array([len(r) for r in rings])
+    linear = shapely.linearrings(np.concatenate(rings), indices=np.repeat(np.arange(len(rings)), lengths))
+    return np.asarray(values), shapely.polygons(linear, indices=np.asarray(ring_polygon))
+
+
+def _label_stats(labels: np.ndarray, prob: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel count, mean and max of ``prob`` per label ``1..n`` of ``labels`` (0: background), each ``(n,)``:
+    the same as scipy.ndimage's ``sum_labels``/``mean``/``maximum`` over ``index=1..n``, in one pass over the
+    labelled pixels (bincount and a max-reduce over the pixels sorted by label) instead of three."""
+    flat = labels.ravel()
+    inside = flat > 0
+    lab = flat[inside] - 1
+    values = prob.ravel()[inside].astype(np.float64)
+    pixels = np.bincount(lab, minlength=n)
+    means = np.bincount(lab, weights=values, minlength=n) / pixels
+    order = np.argsort(lab, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(pixels)[:-1]])  # every label 1..n has at least one pixel
+    maxima = np.maximum.reduceat(values[order], starts)
+    return pixels.astype(int), means, maxima
+
+
+def make_valid_rings(geom: shapely.Geometry) -> shapely.Geometry:
+    """A polygon traced from pixels made valid: GDAL's polygonizer traces pixels that touch only at a corner
+    as one self-touching ring (invalid under OGC rules). Shapely's "structure" method (GEOS >= 3.10) rebuilds
+    the polygon from its rings as shells and holes, which is what such rings are; it gives the same polygons
+    as the default "linework" method on them, about ten times faster."""
+    return shapely.make_valid(geom, method="structure", keep_collapsed=False)
 
 
 def measure(footprints: list[dict], crs, min_area_m2: float = 0.0, simplify_m: float = 0.0) -> list[dict]:

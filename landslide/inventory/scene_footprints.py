@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-import shapely.affinity
 
 from landslide.data.gsd import MAX_RESAMPLING, raster_gsd_m
 from landslide.errors import ConfigError
@@ -220,9 +219,13 @@ class RowTracer:
         ``mean_probability``, ``max_probability``."""
         done = self.done + self.open_parts
         self.done, self.open_parts = [], []
-        for f in done:
+        a, b, d, e, xoff, yoff = self.to_crs
+        matrix, offset = np.array([[a, d], [b, e]]), np.array([xoff, yoff])
+        mapped = shapely.transform(np.array([f["geometry"] for f in done], dtype=object),
+                                   lambda xy: xy @ matrix + offset)  # all footprints in one call
+        for f, geom in zip(done, mapped):
             f.pop("_below", None)
-            f["geometry"] = shapely.affinity.affine_transform(f["geometry"], self.to_crs)
+            f["geometry"] = geom
         done.sort(key=lambda f: -f["pixels"])
         return done
 

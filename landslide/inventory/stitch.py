@@ -63,6 +63,14 @@ def blend_weights(size: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class ProbabilityMosaic:
     """One scene's stitched probability raster, blended window by window in a rolling in-memory band and
     written block row by block row to local disk.
@@ -182,9 +190,10 @@ class ProbabilityMosaic:
             self._plain.close()
         built = os.path.join(self.workdir, "cog.tif")
         # deflate at level 1: a third faster than the default level on probability maps, about the same size,
-        # and readable by every GDAL/QGIS (ZSTD would be faster still, but not every reader has it)
+        # and readable by every GDAL/QGIS (ZSTD would be faster still, but not every reader has it); tiles are
+        # compressed on every CPU this process may use (the model is idle while the COG is written)
         rio_copy(self._plain_path, built, driver="COG", compress="deflate", level=1, blocksize=256,
-                 overview_resampling="average", predictor=3)
+                 overview_resampling="average", predictor=3, num_threads=str(_cpus()))
         storage.put_file(built, uri)  # whole or not at all
         return uri
 

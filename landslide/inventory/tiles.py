@@ -604,14 +604,20 @@ def read_window_from(ds, uri: str, window: str, plan) -> Decoded:
 
     col_off, row_off, width, height = (int(v) for v in window.split(","))
     try:
-        # read the part inside the scene and pad by hand: rasterio's boundless reads reopen the scene
-        # through a VRT, which its Python-opener plugin (remote scenes) does not survive
         c0, r0 = max(col_off, 0), max(row_off, 0)
         c1, r1 = min(col_off + width, ds.width), min(row_off + height, ds.height)
-        data = np.ma.masked_all((len(plan.indexes), height, width), dtype=ds.dtypes[plan.indexes[0] - 1])
-        if c1 > c0 and r1 > r0:
-            part = ds.read(list(plan.indexes), window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
-            data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = part
+        if (c0, r0, c1 - c0, r1 - r0) == (col_off, row_off, width, height):
+            # inside the scene (most windows of a sweep): one read, masked only where the bands can have
+            # invalid pixels (nodata, a mask band, alpha)
+            data = ds.read(list(plan.indexes), window=Window(col_off, row_off, width, height),
+                           masked=not plan.all_valid)
+        else:
+            # read the part inside the scene and pad by hand: rasterio's boundless reads reopen the scene
+            # through a VRT, which its Python-opener plugin (remote scenes) does not survive
+            data = np.ma.masked_all((len(plan.indexes), height, width), dtype=ds.dtypes[plan.indexes[0] - 1])
+            if c1 > c0 and r1 > r0:
+                part = ds.read(list(plan.indexes), window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = part
     except (ImageError, StorageError, ConfigError):
         raise
     except Exception as exc:  # rasterio/GDAL raise several types for corrupt blocks
