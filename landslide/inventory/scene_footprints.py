@@ -189,7 +189,7 @@ class RowTracer:
 
     def __init__(self, threshold: float, width: int, height: int, transform, nodata: float = NODATA):
         self.threshold, self.width, self.height, self.nodata = threshold, width, height, nodata
-        self.to_crs = [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
+        self.transform = transform
         self.done: list[dict] = []
         self.open_parts: list[dict] = []  # footprints reaching the seam above the next row
         self.next_top = 0
@@ -219,8 +219,8 @@ class RowTracer:
         ``mean_probability``, ``max_probability``."""
         done = self.done + self.open_parts
         self.done, self.open_parts = [], []
-        a, b, d, e, xoff, yoff = self.to_crs
-        matrix, offset = np.array([[a, d], [b, e]]), np.array([xoff, yoff])
+        t = self.transform  # pixel (col, row) -> CRS (x, y) = (a col + b row + c, d col + e row + f)
+        matrix, offset = np.array([[t.a, t.d], [t.b, t.e]]), np.array([t.c, t.f])
         mapped = shapely.transform(np.array([f["geometry"] for f in done], dtype=object),
                                    lambda xy: xy @ matrix + offset)  # all footprints in one call
         for f, geom in zip(done, mapped):
