@@ -6,9 +6,11 @@ import os
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import f1_score, matthews_corrcoef, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (average_precision_score, f1_score, matthews_corrcoef, precision_score, recall_score,
+                             roc_auc_score)
 
-from landslide.evaluation.metrics import binary_metrics, bootstrap_intervals, choose_threshold
+from landslide.evaluation.metrics import (binary_metrics, bootstrap_intervals, choose_threshold, cluster_bootstrap,
+                                         resample_counts, resample_metrics)
 from landslide.explain.attention_stats import aggregate, dominant_region, region_shares
 from landslide.explain.gradcam import CamExplainer
 from landslide.models.checkpoint import load_checkpoint
@@ -28,6 +30,34 @@ def test_metrics_match_sklearn():
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
     c = m["confusion"]
     assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == 300
+
+
+def test_vectorised_resample_metrics_equal_sklearn_on_each_resampled_set():
+    """Every bootstrap resample scored at once equals scikit-learn (and binary_metrics) on the resampled rows:
+    tied scores, group resampling, resamples with one class (AUCs undefined) and chunked scoring included."""
+    rng = np.random.default_rng(3)
+    n = 90
+    y = rng.integers(0, 2, n)
+    y[:6], y[6:16] = 1, 0  # a group of positives and one of negatives: some group resamples hold one class
+    p = np.round(np.clip(y * 0.3 + rng.random(n) * 0.7, 0, 1), 1)  # rounded: many ties
+    pred = (p >= 0.5).astype(int)
+    groups = np.r_[np.zeros(6, int), np.ones(10, int), np.full(n - 16, 2)]
+    for g in (None, groups):
+        counts = resample_counts(g, n, 60, seed=5)
+        got = resample_metrics(y, pred, p, counts, chunk_cells=7 * n)  # 7 resamples per chunk
+        one_class = 0
+        for b, idx in enumerate(cluster_bootstrap(g, n, 60, seed=5)):
+            assert np.array_equal(np.bincount(idx, minlength=n), counts[b])
+            ref = binary_metrics(y[idx], p[idx], 0.5)
+            for key in ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "balanced_accuracy"):
+                assert got[key][b] == pytest.approx(ref[key], abs=1e-12, nan_ok=True), key
+            if len(np.unique(y[idx])) < 2:
+                one_class += 1
+                assert np.isnan(got["roc_auc"][b]) and np.isnan(got["pr_auc"][b])
+            else:
+                assert got["roc_auc"][b] == pytest.approx(roc_auc_score(y[idx], p[idx]), abs=1e-12)
+                assert got["pr_auc"][b] == pytest.approx(average_precision_score(y[idx], p[idx]), abs=1e-12)
+        assert (one_class > 0) == (g is not None)
 
 
 def test_bootstrap_intervals_bracket_the_estimate():

@@ -113,14 +113,6 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
         assert shapely.hausdorff_distance(shapely.geometry.shape(f["geometry"]), box) < 1e-7
         assert fs.exists(f"{bucket}/sweeps/a/{f['properties']['cam']}")
 
-    # fused on purpose (ray.fuse_reads): one operator, the same inventory
-    fused = ray_submit(ray_cluster, "ray_jobs.sweep", *args, "--set", "ray.fuse_reads=true", "--set",
-                       f"output=gs://{bucket}/sweeps/fused", env_vars=env_vars)
-    assert fused.returncode == 0, fused.stdout[-4000:] + fused.stderr[-2000:]
-    assert "Ray Data operators: FromPandas | MapBatches(InferenceActor)" in fused.stdout
-    pd.testing.assert_frame_equal(_parquet(fs, f"{bucket}/sweeps/fused/inventory.parquet").drop(columns="geometry"),
-                                  inv.drop(columns="geometry"), atol=1e-6)
-
     # the same sweep in one process, without Ray, gives the same inventory
     local = parse_config({**raw, "output": str(tmp_path / "local")}, "local", schema=SweepConfig)
     run_sweep(local)
@@ -128,11 +120,13 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     pd.testing.assert_frame_equal(ref.drop(columns="geometry"), inv.drop(columns="geometry"), atol=1e-6)
 
     # adapted without labels (AdaBN on the driver, actors load the adapted model from the bucket; prior shift
-    # when the inventory is written): the same inventory as the local sweep with the same options
-    adapt = ["--set", "adapt.batchnorm=true", "--set", "adapt.batchnorm_tiles=12", "--set", "adapt.prior=true",
+    # when the inventory is written), with reads fused into the actors on purpose (ray.fuse_reads: one
+    # operator): the same inventory as the local sweep with the same options
+    adapt = ["--set", "ray.fuse_reads=true", "--set", "adapt.batchnorm=true", "--set", "adapt.batchnorm_tiles=12", "--set", "adapt.prior=true",
              "--set", "threshold=null", "--set", f"output=gs://{bucket}/sweeps/adapted"]
     adapted = ray_submit(ray_cluster, "ray_jobs.sweep", *args, *adapt, env_vars=env_vars)
     assert adapted.returncode == 0, adapted.stdout[-4000:] + adapted.stderr[-2000:]
+    assert "Ray Data operators: FromPandas | MapBatches(InferenceActor)" in adapted.stdout
     card = json.loads(fs.cat(f"{bucket}/sweeps/adapted/adapted_model/model_card.json"))
     # 12 tiles drawn, the corrupt ones among them unreadable
     assert card["adaptation"]["sample_tiles"] == 12 and 10 <= card["adaptation"]["images"] <= 12

@@ -118,34 +118,61 @@ def test_killed_worker_is_replaced_and_training_resumes(ray_cluster, synth_manif
     assert card.training["epochs_run"] == epochs
 
 
-def test_bad_configs_fail_before_any_worker_starts(ray_cluster, synth_manifest, tmp_path):
-    def check(proc, *needles):
-        text = proc.stderr + proc.stdout
-        assert proc.returncode == 2, text[-3000:]
-        assert "Traceback" not in text
-        assert "preflight ok" not in text and "RayTrainWorker" not in text
-        for needle in needles:
-            assert needle in proc.stderr, proc.stderr[-2000:]
+# runs the job's entry point on several argument lists in one interpreter (imports paid once), each with its
+# own captured stdout/stderr and a fresh connection to the cluster; what `ray job submit` would run, in a loop
+_ENTRY_POINT_LOOP = r"""
+import contextlib, io, json, os, sys, traceback
+import ray
+from ray_jobs.train import main
+results = []
+for case in json.loads(sys.argv[1]):
+    os.environ.update(case["env"])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(case["argv"])
+        except BaseException:
+            traceback.print_exc()
+            code = None
+    ray.shutdown()
+    for key in case["env"]:
+        os.environ.pop(key)
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print("RESULTS " + json.dumps(results))
+"""
 
+
+def test_bad_configs_fail_before_any_worker_starts(ray_cluster, synth_manifest, tmp_path):
     def write(name, **sections):
         cfg = tiny_config(synth_manifest, str(tmp_path / name), **sections)
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
         return str(tmp_path / f"{name}.yaml")
 
-    check(_direct(ray_cluster, "--config", write("bb", model={"backbone": "resnet9000"})),
-          "model.backbone", "resnet9000")
-    check(_direct(ray_cluster, "--config", write("res", ray={"num_workers": 8})), "cannot be placed",
-          "CPU: need 8")
-    check(_direct(ray_cluster, "--config", write("gpu", ray={"use_gpu": True})), "GPU")
     leaky = write_tagged(synth_manifest, "leaky-ray.csv", leaky=True)
-    check(_direct(ray_cluster, "--config", write("leak", data={"train": leaky},
-                                                 model={"tags": {"categorical": ["glc_trigger"]}})),
-          "tags leak the label", "glc_trigger")
-    check(_direct(ray_cluster, "--config", write("data", data={"train": str(tmp_path / "missing.csv")})),
-          "missing.csv", "not found")
     closed = f"http://127.0.0.1:{_free_port()}"
-    check(_direct(ray_cluster, "--config", write("bucket"), "--storage-path", "gs://nowhere/runs",
-                  env={"STORAGE_EMULATOR_HOST": closed}), "gs://nowhere/runs", "cannot access storage")
+    cases = [  # (arguments, environment, what stderr must name)
+        (["--config", write("bb", model={"backbone": "resnet9000"})], {}, ("model.backbone", "resnet9000")),
+        (["--config", write("res", ray={"num_workers": 8})], {}, ("cannot be placed", "CPU: need 8")),
+        (["--config", write("gpu", ray={"use_gpu": True})], {}, ("GPU",)),
+        (["--config", write("leak", data={"train": leaky}, model={"tags": {"categorical": ["glc_trigger"]}})], {},
+         ("tags leak the label", "glc_trigger")),
+        (["--config", write("data", data={"train": str(tmp_path / "missing.csv")})], {}, ("missing.csv", "not found")),
+        (["--config", write("bucket"), "--storage-path", "gs://nowhere/runs"], {"STORAGE_EMULATOR_HOST": closed},
+         ("gs://nowhere/runs", "cannot access storage")),
+    ]
+    loop = [{"argv": ["--address", ray_cluster["gcs_address"], *argv], "env": env} for argv, env, _ in cases]
+    proc = subprocess.run([sys.executable, "-c", _ENTRY_POINT_LOOP, json.dumps(loop)], env=ray_cluster["env"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "RESULTS " in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(proc.stdout.rsplit("RESULTS ", 1)[1])
+    assert len(results) == len(cases)
+    for (argv, _, needles), result in zip(cases, results):
+        text = result["stderr"] + result["stdout"]
+        assert result["returncode"] == 2, (argv, text[-3000:])
+        assert "Traceback" not in text
+        assert "preflight ok" not in text and "RayTrainWorker" not in text
+        for needle in needles:
+            assert needle in result["stderr"], (argv, result["stderr"][-2000:])
     assert not any(tmp_path.glob("*/checkpoint_epoch_*"))
 
 
