@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
-from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
 from landslide.errors import ConfigError
 from landslide.models.classifier import LandslideClassifier
 
-CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
+CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM"}
+"""Method name -> its pytorch-grad-cam class. The package is imported when a map is made, not with this
+module: it pulls in torchvision's detection ops and scikit-learn (~5 s), which a replica that only classifies
+should not pay at start-up."""
 
 
 class _WithTags(nn.Module):
@@ -41,7 +41,10 @@ class CamExplainer:
         self.model = model.eval()
         self.method = method
         self._bound = _WithTags(self.model)
-        self._cam = CAM_METHODS[method](model=self._bound, target_layers=[model.cam_target_layer()])
+        import pytorch_grad_cam
+
+        cam_class = getattr(pytorch_grad_cam, CAM_METHODS[method])
+        self._cam = cam_class(model=self._bound, target_layers=[model.cam_target_layer()])
 
     def __call__(self, images: torch.Tensor, classes: list[int] | None = None,
                  tags: torch.Tensor | None = None) -> np.ndarray:
@@ -50,6 +53,8 @@ class CamExplainer:
         if classes is None:
             with torch.no_grad():
                 classes = (self._bound(images).squeeze(1) > 0).long().tolist()
+        from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
         targets = [BinaryClassifierOutputTarget(int(c)) for c in classes]
         # an input that requires grad makes every activation differentiable, also in frozen backbones
         images = images.detach().requires_grad_(True)
@@ -64,4 +69,6 @@ class CamExplainer:
 
 def overlay(rgb01: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """Blend a heat map over an RGB image (floats in [0, 1]) -> uint8 RGB."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
     return show_cam_on_image(rgb01.astype(np.float32), cam, use_rgb=True, image_weight=1 - alpha)
