@@ -29,6 +29,20 @@ def ray_storage(uri: str) -> tuple[str, object | None]:
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
+def connect(address: str | None):
+    """``ray.init(address, log_to_driver=True)`` for a job's driver, with Ray's autoscaler modules imported first.
+
+    Ray 2.52's log-printing thread imports ``ray.autoscaler`` when the first worker log line arrives; if the main
+    thread is importing it at that moment, one of them fails with a circular ``ImportError`` and the job dies
+    (ray-project/ray#63317, fixed after 2.52 by ray-project/ray#63410). Importing the chain here, before any log
+    thread exists, closes the race.
+    """
+    import ray
+    import ray.autoscaler.v2.utils  # noqa: F401  (see the docstring)
+
+    return ray.init(address=address, log_to_driver=True)
+
+
 TRAIN_FIX = ("lower ray.num_workers / ray.resources_per_worker, or set ray.wait_for_resources: true on an "
              "autoscaling cluster")
 

@@ -40,7 +40,7 @@ from landslide.inference.predictor import Predictor
 from landslide.models.checkpoint import read_card
 from landslide.inventory.adapt import adapted_model
 from landslide.inventory.sweep import TileReader, finalize, infer_tiles, plan_sweep, read_tiles, summary_lines
-from ray_jobs.common import check_resources, job_parser, run_main
+from ray_jobs.common import check_resources, connect, job_parser, run_main
 
 log = logging.getLogger("ray_jobs.sweep")
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         footprints = read_card(cfg.model).task == "segmentation"
         import ray
 
-        ray.init(address=args.address, log_to_driver=True)
+        connect(args.address)
         ray.data.DataContext.get_current().enable_progress_bars = False
         print(f"landslide: Ray {ray.__version__}, cluster {ray.cluster_resources()}; output {cfg.output}",
               flush=True)

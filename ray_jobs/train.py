@@ -33,7 +33,7 @@ from landslide.training.summary import RunSummary
 from landslide.experiments.plan import plan
 from landslide.experiments.report import format_summary
 from landslide.experiments.runner import run_experiment
-from ray_jobs.common import check_resources, job_parser, ray_storage, run_main
+from ray_jobs.common import check_resources, connect, job_parser, ray_storage, run_main
 
 STATE_SUBDIR = "state"
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         import ray
 
-        ray.init(address=args.address, log_to_driver=True)
+        connect(args.address)
         print(f"landslide: Ray {ray.__version__}, cluster {ray.cluster_resources()}; run folder {cfg.output_dir}",
               flush=True)
         preflight(cfg)
