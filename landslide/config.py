@@ -768,13 +768,21 @@ class ServeAppConfig(_Strict):
     """The footprint model's pixel threshold; default: the one in its card (chosen on validation masks)."""
     max_footprints: int = Field(1000, ge=1)
     """At most this many footprints per answer, the largest first (``truncated`` says when some were left out)."""
-    classifier: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=32)
+    classifier: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=64, max_queued_requests=256)
+    """The ingress replicas, which also classify (HTTP routes, checks and the batched classifier in one
+    deployment: one hop per classify request). Requests beyond ``max_queued_requests`` get Ray Serve's 503."""
     explainer: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.5, max_ongoing_requests=2,
                                                              max_queued_requests=16)
-    ingress: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.25, max_ongoing_requests=64,
-                                                           max_queued_requests=256)
     segmenter: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=4, max_queued_requests=32)
     """The footprint model's replicas (``footprint_model``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_separate_ingress(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "ingress" in data:
+            raise ValueError("ingress: the ingress and the classifier are one deployment now (one hop per classify "
+                             "request); move its settings into classifier and remove ingress")
+        return data
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

@@ -3,10 +3,11 @@
     serve run serve/config.yaml                        # one machine
     serve deploy serve/config.yaml --address http://HEAD:8265   # a cluster (KubeRay: a RayService)
 
-Three deployments: ``Api`` (FastAPI ingress: validation, auth, errors), ``Classifier`` (dynamic request
-batching over the library's ``Predictor``) and ``Explainer`` (Grad-CAM in its own replicas: its hooks are not
+Two deployments: ``Api`` (FastAPI ingress: validation, auth, errors, and classification itself, with dynamic
+request batching over the library's ``Predictor``: a classify request makes one hop, proxy -> Api, and the
+replica that decodes an upload batches it) and ``Explainer`` (Grad-CAM in its own replicas: its hooks are not
 safe under concurrent requests, and explanations must not slow classification down); with a
-``footprint_model``, a fourth, ``Segmenter``, answers ``POST /v1/segment`` (footprints: mask PNG and polygons in
+``footprint_model``, a third, ``Segmenter``, answers ``POST /v1/segment`` (footprints: mask PNG and polygons in
 pixel coordinates, or GeoJSON in lon/lat when the request gives the image's ``bounds`` and ``crs``). Bad input never
 yields a 500: 400 bad parameters, 401 missing/wrong token, 413 too large, 415 not an image, 422 undecodable
 or too many pixels, 503 + Retry-After when the queues are full, 504 past the request time-out.
@@ -43,10 +44,10 @@ from landslide.errors import ConfigError, ImageError
 from landslide.explain.gradcam import CAM_METHODS
 from landslide.inference.footprints import FootprintPredictor
 from landslide.inference.predictor import Predictor, prepare_image
-from landslide.models.card import ModelCard
 from landslide.models.checkpoint import read_card
 
 RETRY_AFTER_S = 1
+INLINE_DECODE_BYTES = 256 * 1024
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
@@ -61,30 +62,6 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
 
 
 # ------------------------------------------------------------------------------------------ model replicas
-@serve.deployment
-class Classifier:
-    """Landslide probabilities with dynamic batching: concurrent requests share one forward pass."""
-
-    def __init__(self, cfg: dict):
-        settings = ServeAppConfig.model_validate(cfg)
-        # torch takes its thread count from the OMP_NUM_THREADS Ray sets for the replica's CPUs
-        self.predictor = Predictor(settings.model, settings.device, settings.threshold, tta=settings.tta)
-        self.predict_batch.set_max_batch_size(settings.max_batch_size)
-        self.predict_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict_batch(self, items: list[tuple[np.ndarray, dict | None]]) -> list[float]:
-        tags = [t for _, t in items]
-        probs = self.predictor.predict(np.stack([image for image, _ in items]), tags if any(tags) else None)
-        return [float(p) for p in probs]
-
-    async def __call__(self, image: np.ndarray, tags: dict | None = None) -> float:
-        return await self.predict_batch((image, tags))
-
-    def model(self) -> dict:
-        return {"info": self.predictor.info, "card": self.predictor.card.to_json()}
-
-
 @serve.deployment
 class Explainer:
     """Grad-CAM overlays; one request at a time per replica (hooks are per model)."""
@@ -155,22 +132,33 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 @serve.deployment
 @serve.ingress(app)
 class Api:
-    def __init__(self, classifier: DeploymentHandle, explainer: DeploymentHandle, cfg: dict, input_size: int,
-                 input_gsd_m: float | None = None, segmenter: DeploymentHandle | None = None,
+    """The HTTP routes, and the classifier: concurrent ``/v1/classify`` requests share one forward pass
+    (``@serve.batch``); torch takes its thread count from the OMP_NUM_THREADS Ray sets for the replica's CPUs.
+
+    The forward pass runs in the event loop, as Ray's batching guide has it: in a worker thread it would
+    overlap with the loop's request handling, but a timm model's forward is Python module by module and
+    needs the GIL between kernels, so the two threads contend for it; measured on 2 cores that cost a third
+    of the throughput (docs/benchmarks.md)."""
+
+    def __init__(self, explainer: DeploymentHandle, cfg: dict, segmenter: DeploymentHandle | None = None,
                  footprint_input_size: int | None = None):
         self.cfg = ServeAppConfig.model_validate(cfg)
-        self.classifier, self.explainer, self.segmenter = classifier, explainer, segmenter
+        self.explainer, self.segmenter = explainer, segmenter
         self.footprint_input_size = footprint_input_size
+        self.predictor = Predictor(self.cfg.model, self.cfg.device, self.cfg.threshold, tta=self.cfg.tta)
+        self.predict_batch.set_max_batch_size(self.cfg.max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self.token = None
         if self.cfg.auth_token_env:
             self.token = os.environ.get(self.cfg.auth_token_env, "")
             if not self.token:
                 raise ConfigError(f"auth_token_env: environment variable {self.cfg.auth_token_env} is not set or "
                                   "empty; set it (e.g. from a Kubernetes Secret) or unset auth_token_env")
-        self.input_size = input_size
-        self.input_gsd_m = input_gsd_m
-        self._model: dict | None = None
-        self._schema: TagSchema | None = None  # the model's tag schema, read from its card once
+        self.input_size = self.predictor.input_size
+        self.input_gsd_m = (self.predictor.card.input_gsd or {}).get("median_m")
+        self._model = {"info": self.predictor.info, "card": self.predictor.card.to_json()}
+        card_tags = self.predictor.card.tags
+        self._schema = TagSchema.from_json(card_tags.tag_schema) if card_tags is not None else None
 
     # -- helpers
     def _authorize(self, request: Request) -> None:
@@ -326,10 +314,28 @@ class Api:
         except asyncio.TimeoutError:
             raise HttpError(504, f"no answer within {self.cfg.request_timeout_s:g} s") from None
 
-    async def _model_info(self) -> dict:
-        if self._model is None:
-            self._model = await self._call(self.classifier.model)
-        return self._model
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def predict_batch(self, items: list[tuple[np.ndarray, dict | None]]) -> list[float]:
+        tags = [t for _, t in items]
+        images = np.stack([image for image, _ in items])
+        probs = self.predictor.predict(images, tags if any(tags) else None)
+        return [float(p) for p in probs]
+
+    async def _classify(self, image: np.ndarray, tags: dict | None) -> float:
+        """The landslide probability of one prepared image, batched with concurrent requests; 504 past the
+        request time-out."""
+        try:
+            return await asyncio.wait_for(self.predict_batch((image, tags)), timeout=self.cfg.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise HttpError(504, f"no answer within {self.cfg.request_timeout_s:g} s") from None
+
+    async def _prepared(self, name: str, data: bytes, gsd_m: float | None = None) -> np.ndarray:
+        """:meth:`_prepare`: in the event loop for an upload of up to ``INLINE_DECODE_BYTES`` (a chip decodes in
+        about a millisecond, less than a thread hand-off costs under load), in a worker thread above that, so a
+        large upload's decode does not hold up the other requests."""
+        if len(data) <= INLINE_DECODE_BYTES:
+            return self._prepare(name, data, gsd_m)
+        return await asyncio.to_thread(self._prepare, name, data, gsd_m)
 
     async def _tags(self, request: Request, query: str | None) -> dict | None:
         """The request's tags (JSON object in the multipart field or the ``tags`` query parameter), checked
@@ -344,10 +350,7 @@ class Api:
         if not isinstance(tags, dict):
             raise HttpError(400, f"tags: expected a JSON object of tag names to values, got {type(tags).__name__}")
         if self._schema is None:
-            card = ModelCard.from_json((await self._model_info())["card"])
-            if card.tags is None:
-                raise HttpError(400, "tags: this model is image-only and takes no tags")
-            self._schema = TagSchema.from_json(card.tags.tag_schema)
+            raise HttpError(400, "tags: this model is image-only and takes no tags")
         try:
             self._schema.encode_records([tags])
         except ConfigError as exc:
@@ -367,25 +370,21 @@ class Api:
 
     @app.get("/readyz")
     async def readyz(self):
-        try:
-            info = await self._model_info()
-        except HttpError as exc:
-            return error_response(503, f"model not ready: {exc.message}", {"Retry-After": str(RETRY_AFTER_S)})
-        return {"status": "ready", "model": info["info"]}
+        return {"status": "ready", "model": self._model["info"]}  # the replica holds the loaded model
 
     @app.get("/v1/model")
     async def model(self, request: Request):
         self._authorize(request)
-        return (await self._model_info())["card"]
+        return self._model["card"]
 
     @app.post("/v1/classify")
     async def classify(self, request: Request, tags: str | None = None, gsd_m: str | None = None):
         self._authorize(request)
         (name, data), = await self._images(request, many=False)
         gsd, gsd_info = self._gsd(gsd_m)
-        image = self._prepare(name, data, gsd)
         given = await self._tags(request, tags)
-        result = self._result(await self._call(self.classifier, image, given), await self._model_info())
+        image = await self._prepared(name, data, gsd)
+        result = self._result(await self._classify(image, given), self._model)
         return {**result, "tags_used": given or {}, **({"gsd": gsd_info} if gsd_info else {})}
 
     @app.post("/v1/classify:batch")
@@ -395,12 +394,11 @@ class Api:
         uploads = await self._images(request, many=True)
         gsd, gsd_info = self._gsd(gsd_m)
         given = await self._tags(request, tags)
-        info = await self._model_info()
 
         async def one(name: str, data: bytes) -> dict:
             try:
                 return {"name": name, **self._result(
-                    await self._call(self.classifier, self._prepare(name, data, gsd), given), info)}
+                    await self._classify(await self._prepared(name, data, gsd), given), self._model)}
             except HttpError as exc:
                 if exc.status in (503, 504):
                     raise
@@ -419,9 +417,10 @@ class Api:
             raise HttpError(400, f"method={method!r}: use one of {self.cfg.cam_methods}")
         (name, data), = await self._images(request, many=False)
         gsd, gsd_info = self._gsd(gsd_m)
-        image = self._prepare(name, data, gsd)
-        out = await self._call(self.explainer, image, method, await self._tags(request, tags))
-        result = self._result(out["probability"], await self._model_info())
+        given = await self._tags(request, tags)
+        image = await self._prepared(name, data, gsd)
+        out = await self._call(self.explainer, image, method, given)
+        result = self._result(out["probability"], self._model)
         if format == "png":
             return Response(out["png"], media_type="image/png",
                             headers={"X-Landslide-Label": result["label"],
@@ -455,10 +454,10 @@ class Api:
         if (simplify or min_area) and geo is None:
             raise HttpError(400, "simplify_m and min_area_m2 are in metres: they need the image's bounds and crs")
         (name, data), = await self._images(request, many=False)
-        image = self._decode(name, data)
+        image = await asyncio.to_thread(self._decode, name, data)
         height, width = image.shape[:2]
-        out = await self._call(self.segmenter, prepare_image(image, self.footprint_input_size), height, width, gsd,
-                               geo, simplify, min_area)
+        small = await asyncio.to_thread(prepare_image, image, self.footprint_input_size)
+        out = await self._call(self.segmenter, small, height, width, gsd, geo, simplify, min_area)
         model = {"name": out["model"]["name"], "version": out["model"]["version"]}
         if format == "png":
             return Response(out["mask_png"], media_type="image/png",
@@ -504,7 +503,6 @@ def build_app(args: dict) -> serve.Application:
         raise ConfigError(f"{cfg.model} holds a {card.task} (footprint) model; the endpoint classifies chips and "
                           "needs a classification model")
     raw = cfg.model_dump(mode="json")
-    classifier = Classifier.options(**_options(cfg.classifier)).bind(raw)
     explainer = Explainer.options(**_options(cfg.explainer)).bind(raw)
     segmenter, footprint_size = None, None
     if cfg.footprint_model:
@@ -514,5 +512,4 @@ def build_app(args: dict) -> serve.Application:
                               "needs a footprint (segmentation) model")
         segmenter = Segmenter.options(**_options(cfg.segmenter)).bind(raw)
         footprint_size = footprints.input_size
-    return Api.options(**_options(cfg.ingress)).bind(classifier, explainer, raw, card.input_size,
-                                                      (card.input_gsd or {}).get("median_m"), segmenter, footprint_size)
+    return Api.options(**_options(cfg.classifier)).bind(explainer, raw, segmenter, footprint_size)

@@ -37,7 +37,7 @@ def test_serve_config_args_are_valid():
     (app,) = config["applications"]
     assert app["import_path"] == "serve.app:build_app"
     cfg = parse_config(app["args"], "serve/config.yaml", schema=ServeAppConfig)
-    budget = cfg.classifier.num_cpus + cfg.explainer.num_cpus + cfg.ingress.num_cpus
+    budget = cfg.classifier.num_cpus + cfg.explainer.num_cpus
     assert budget <= 2, "the sample config must fit a 2-core laptop"
 
 

@@ -33,7 +33,7 @@ def _app(name: str, prefix: str, model: str, auth: bool, **extra) -> dict:
             "runtime_env": {"env_vars": {"LANDSLIDE_API_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}},
             "args": {"model": model, "device": "cpu", "max_request_bytes": 200_000, "max_image_pixels": 1_000_000,
                      "max_batch_images": 4, "auth_token_env": "LANDSLIDE_API_TOKEN" if auth else None,
-                     "classifier": small, "explainer": small, "ingress": small}}
+                     "classifier": small, "explainer": small}}
     for key, value in extra.items():
         app["args"][key] = {**app["args"].get(key, {}), **value} if isinstance(value, dict) else value
     return app
