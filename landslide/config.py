@@ -770,7 +770,8 @@ class ServeAppConfig(_Strict):
     """At most this many footprints per answer, the largest first (``truncated`` says when some were left out)."""
     classifier: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=64, max_queued_requests=256)
     """The ingress replicas, which also classify (HTTP routes, checks and the batched classifier in one
-    deployment: one hop per classify request). Requests beyond ``max_queued_requests`` get Ray Serve's 503."""
+    deployment: one hop per classify request). A replica holds at most ``max_ongoing_requests +
+    max_queued_requests`` images being classified or waiting for a batch; more get 503 + Retry-After."""
     explainer: ServeDeploymentConfig = ServeDeploymentConfig(num_cpus=0.5, max_ongoing_requests=2,
                                                              max_queued_requests=16)
     segmenter: ServeDeploymentConfig = ServeDeploymentConfig(max_ongoing_requests=4, max_queued_requests=32)

@@ -48,6 +48,7 @@ from landslide.models.checkpoint import read_card
 
 RETRY_AFTER_S = 1
 INLINE_DECODE_BYTES = 256 * 1024
+INGRESS_HEADROOM = 16  # requests an ingress replica takes beyond its classify limit (explain, segment, health)
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
@@ -148,6 +149,11 @@ class Api:
         self.predictor = Predictor(self.cfg.model, self.cfg.device, self.cfg.threshold, tta=self.cfg.tta)
         self.predict_batch.set_max_batch_size(self.cfg.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        # at most this many images being classified or waiting for a batch in this replica; the rest are refused
+        # at once with our 503 + Retry-After (as the explainer's queue is), before Ray Serve's own limits apply
+        queued = self.cfg.classifier.max_queued_requests
+        self._admit_limit = None if queued < 0 else self.cfg.classifier.max_ongoing_requests + queued
+        self._admitted = 0
         self.token = None
         if self.cfg.auth_token_env:
             self.token = os.environ.get(self.cfg.auth_token_env, "")
@@ -321,13 +327,25 @@ class Api:
         probs = self.predictor.predict(images, tags if any(tags) else None)
         return [float(p) for p in probs]
 
-    async def _classify(self, image: np.ndarray, tags: dict | None) -> float:
-        """The landslide probability of one prepared image, batched with concurrent requests; 504 past the
-        request time-out."""
+    def _admit(self) -> None:
+        """Count one image in for classification; 503 + Retry-After when the replica already holds
+        ``classifier.max_ongoing_requests + max_queued_requests`` of them."""
+        if self._admit_limit is not None and self._admitted >= self._admit_limit:
+            raise HttpError(503, "busy: too many images waiting to be classified; retry shortly",
+                            {"Retry-After": str(RETRY_AFTER_S)})
+        self._admitted += 1
+
+    async def _classify(self, name: str, data: bytes, gsd_m: float | None, tags: dict | None) -> float:
+        """The landslide probability of one uploaded image: admitted (:meth:`_admit`), decoded and prepared,
+        then batched with concurrent requests; 504 past the request time-out."""
+        self._admit()
         try:
+            image = await self._prepared(name, data, gsd_m)
             return await asyncio.wait_for(self.predict_batch((image, tags)), timeout=self.cfg.request_timeout_s)
         except asyncio.TimeoutError:
             raise HttpError(504, f"no answer within {self.cfg.request_timeout_s:g} s") from None
+        finally:
+            self._admitted -= 1
 
     async def _prepared(self, name: str, data: bytes, gsd_m: float | None = None) -> np.ndarray:
         """:meth:`_prepare`: in the event loop for an upload of up to ``INLINE_DECODE_BYTES`` (a chip decodes in
@@ -383,8 +401,7 @@ class Api:
         (name, data), = await self._images(request, many=False)
         gsd, gsd_info = self._gsd(gsd_m)
         given = await self._tags(request, tags)
-        image = await self._prepared(name, data, gsd)
-        result = self._result(await self._classify(image, given), self._model)
+        result = self._result(await self._classify(name, data, gsd, given), self._model)
         return {**result, "tags_used": given or {}, **({"gsd": gsd_info} if gsd_info else {})}
 
     @app.post("/v1/classify:batch")
@@ -398,7 +415,7 @@ class Api:
         async def one(name: str, data: bytes) -> dict:
             try:
                 return {"name": name, **self._result(
-                    await self._classify(await self._prepared(name, data, gsd), given), self._model)}
+                    await self._classify(name, data, gsd, given), self._model)}
             except HttpError as exc:
                 if exc.status in (503, 504):
                     raise
@@ -512,4 +529,11 @@ def build_app(args: dict) -> serve.Application:
                               "needs a footprint (segmentation) model")
         segmenter = Segmenter.options(**_options(cfg.segmenter)).bind(raw)
         footprint_size = footprints.input_size
-    return Api.options(**_options(cfg.classifier)).bind(explainer, raw, segmenter, footprint_size)
+    api = _options(cfg.classifier)
+    if cfg.classifier.max_queued_requests >= 0:
+        # the replica queues classify requests itself (our 503 + Retry-After past the limit: Api._admit), so Serve
+        # lets that many in, plus room for explain, segment and health requests; Serve's own queue counts requests
+        # waiting to be routed, which a burst fills for a moment: it gets the same size
+        api["max_ongoing_requests"] = api["max_queued_requests"] = (
+            cfg.classifier.max_ongoing_requests + cfg.classifier.max_queued_requests + INGRESS_HEADROOM)
+    return Api.options(**api).bind(explainer, raw, segmenter, footprint_size)

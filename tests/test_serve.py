@@ -90,8 +90,10 @@ def endpoint(ray_cluster, trained_run, multimodal_run, footprint_run, tmp_path_f
                   _app("slow", "/slow", trained_run["model_dir"], False, request_timeout_s=0.001),
                   # one explanation at a time and one waiting: the rest is refused with 503
                   # (its model records an input GSD: gsd_m requests are resampled)
+                  # likewise two images being classified (each waits up to 1 s for a batch) and the rest refused
                   _app("busy", "/busy", str(gsd_model), False,
-                       explainer={"max_ongoing_requests": 1, "max_queued_requests": 1}),
+                       explainer={"max_ongoing_requests": 1, "max_queued_requests": 1},
+                       classifier={"max_ongoing_requests": 1, "max_queued_requests": 1}, batch_wait_timeout_s=1.0),
                   # a model that does not exist: the application must fail to deploy, saying why
                   _app("broken", "/broken", str(tmp_path_factory.mktemp("nomodel")), False)]}
     path = tmp_path_factory.mktemp("serve") / "serve.yaml"
@@ -337,6 +339,20 @@ def test_timeouts_backpressure_and_a_broken_model(endpoint):
     assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
     refused = next(a for a in answers if a.status_code == 503)
     assert refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]["message"]
+
+    # classification queues in the ingress replica itself: two images in, the rest refused the same way
+    def classify(_: int) -> requests.Response:
+        return requests.post(f"{base}/busy/v1/classify", data=good, headers={"Content-Type": "image/jpeg"},
+                             timeout=120)
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(classify, range(8)))
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers.get("retry-after") == "1" and "busy" in refused.json()["error"]["message"], refused.text
+    assert requests.post(f"{base}/busy/v1/classify", data=good, headers={"Content-Type": "image/jpeg"},
+                         timeout=120).status_code == 200  # the limit is released as answers go out
 
     deadline = time.time() + 120
     while time.time() < deadline:
