@@ -138,7 +138,7 @@ class Api:
 
     The forward pass runs in the event loop, as Ray's batching guide has it: in a worker thread it would
     overlap with the loop's request handling, but a timm model's forward is Python module by module and
-    needs the GIL between kernels, so the two threads contend for it; measured on 2 cores that cost a third
+    needs the GIL between kernels, so the two threads contend for it; measured on 2 cores that cost 20-35 %
     of the throughput (docs/benchmarks.md)."""
 
     def __init__(self, explainer: DeploymentHandle, cfg: dict, segmenter: DeploymentHandle | None = None,
