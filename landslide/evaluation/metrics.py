@@ -13,10 +13,6 @@ POINT_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", 
 RANK_METRICS = ("roc_auc", "pr_auc")
 
 
-def _safe_div(a: float, b: float) -> float:
-    return a / b if b else math.nan
-
-
 def confusion(y: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     """TP/FP/FN/TN counts."""
     y, pred = np.asarray(y).astype(int), np.asarray(pred).astype(int)
@@ -25,17 +21,10 @@ def confusion(y: np.ndarray, pred: np.ndarray) -> dict[str, int]:
 
 
 def _from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
-    precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
-    specificity = _safe_div(tn, tn + fp)
-    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return {
-        "accuracy": _safe_div(tp + tn, tp + fp + fn + tn),
-        "precision": precision, "recall": recall, "specificity": specificity,
-        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
-        "mcc": (tp * tn - fp * fn) / denom if denom else 0.0,
-        "balanced_accuracy": (recall + specificity) / 2 if not (math.isnan(recall) or math.isnan(specificity))
-        else math.nan,
-    }
+    """Every metric of :data:`POINT_METRICS` from one confusion matrix (:func:`_from_count_arrays` on scalars)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = _from_count_arrays(*(np.float64(c) for c in (tp, fp, fn, tn)))
+    return {k: float(v) for k, v in values.items()}
 
 
 def _rank(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -139,7 +128,8 @@ def resample_metrics(y: np.ndarray, pred: np.ndarray, p: np.ndarray, counts: np.
 
 
 def _from_count_arrays(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`_from_counts` on arrays of counts (NaN where a ratio is 0/0; MCC 0 where undefined)."""
+    """Point metrics from (arrays of) confusion counts as floats: NaN where a ratio is 0/0 (no row of its
+    denominator), MCC 0 where undefined; the caller silences numpy's 0/0 warnings."""
     precision, recall, specificity = tp / (tp + fp), tp / (tp + fn), tn / (tn + fp)
     denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     return {"accuracy": (tp + tn) / (tp + fp + fn + tn), "precision": precision, "recall": recall,
