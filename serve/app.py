@@ -471,9 +471,11 @@ class Api:
         if (simplify or min_area) and geo is None:
             raise HttpError(400, "simplify_m and min_area_m2 are in metres: they need the image's bounds and crs")
         (name, data), = await self._images(request, many=False)
-        image = await asyncio.to_thread(self._decode, name, data)
-        height, width = image.shape[:2]
-        small = await asyncio.to_thread(prepare_image, image, self.footprint_input_size)
+        def decode() -> tuple[tuple[int, int], np.ndarray]:  # the upload's size, and the model's input
+            image = self._decode(name, data)
+            return image.shape[:2], prepare_image(image, self.footprint_input_size)
+
+        (height, width), small = await asyncio.to_thread(decode)
         out = await self._call(self.segmenter, small, height, width, gsd, geo, simplify, min_area)
         model = {"name": out["model"]["name"], "version": out["model"]["version"]}
         if format == "png":
