@@ -689,13 +689,19 @@ class SweepRayConfig(_Strict):
     """CPUs reserved per read task (fractions let reads share cores with the actors)."""
     inference_actors: int = Field(1, ge=1)
     """Model replicas in the actor pool."""
-    fuse_reads: bool = False
+    fuse_reads: bool | Literal["auto"] = "auto"
     """Read and decode tiles inside the inference actors (one stage, ``read_threads`` threads per actor)
-    instead of separate read tasks. Separate reads (the default) scale I/O and decoding apart from the model
-    and overlap them with inference, which GPU actors need; on CPU-only nodes fused reads with all cores for
-    the actors were 1.55x faster (benchmarks/results/ray_sweep_reads.json, 2 cores)."""
+    instead of separate read tasks. ``auto`` (the default): fused when the actors have no GPU, separate when
+    they have. Separate reads scale I/O and decoding apart from the model and overlap them with inference, which
+    GPU actors need; on CPU-only nodes fused reads with all cores for the actors were 1.55x faster
+    (benchmarks/results/ray_sweep_reads.json, 2 cores)."""
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
+
+    @property
+    def reads_fused(self) -> bool:
+        """Whether reads run inside the inference actors (``fuse_reads``, with ``auto`` resolved)."""
+        return self.gpus_per_actor == 0 if self.fuse_reads == "auto" else bool(self.fuse_reads)
 
 
 class SweepConfig(_Strict):

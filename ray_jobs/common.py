@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Callable
 
@@ -76,17 +77,58 @@ def job_parser(prog: str, description: str, config_help: str, set_example: str) 
     return p
 
 
+_REMOTE_ERROR = re.compile(r"^landslide\.errors\.(\w+): (.+)$", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def landslide_error(exc: BaseException) -> LandslideError | None:
+    """The LandslideError behind an exception from a Ray worker, or None.
+
+    A task's error reaches the driver as a ``RayTaskError`` that is also an instance of the original class but
+    whose text is the remote traceback; an actor that fails in ``__init__`` (a Ray Data actor loading a bad
+    checkpoint) reaches it as ``ActorDiedError``, which keeps only that traceback as text. Either way the user
+    should read the one line the library wrote, so this returns a fresh error of the same class with that line.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        if isinstance(cause, LandslideError):
+            return type(cause)(*cause.args)
+        if isinstance(current, LandslideError) and not hasattr(current, "cause"):
+            return current
+        current = current.__cause__ or (cause if isinstance(cause, BaseException) else None) or current.__context__
+    current, found = exc, None
+    for _ in range(8):  # the remote traceback's last "landslide.errors.X: message" line
+        matches = _REMOTE_ERROR.findall(_ANSI.sub("", str(current)))
+        if matches:
+            found = matches[-1]
+            break
+        current = current.__cause__ or current.__context__
+        if current is None:
+            break
+    if found is None:
+        return None
+    from landslide import errors
+
+    cls = getattr(errors, found[0], None)
+    return cls(found[1].strip()) if isinstance(cls, type) and issubclass(cls, LandslideError) else None
+
+
 def run_main(body: Callable[[], int], debug: bool = False) -> int:
-    """Run an entry point: a LandslideError becomes one ``error:`` line and exit code 2."""
+    """Run an entry point: a LandslideError, raised here or in a Ray worker, becomes one ``error:`` line and exit
+    code 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return body()
-    except LandslideError as exc:
-        if debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept in storage; submit the same config again to resume",
               file=sys.stderr)
         return 130
+    except Exception as exc:
+        error = landslide_error(exc)
+        if error is None or debug:
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2

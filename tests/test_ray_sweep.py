@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -63,7 +64,7 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     raw = {"name": "gcs-sweep", "model": f"gs://{bucket}/model",
            "tiles": {"source": f"gs://{bucket}/region/xyz", "zoom": 19}, "region": {"bbox": bbox},
            "output": f"gs://{bucket}/sweeps/a", "batch_size": 2, "shard_size": 1, "threshold": 0.01,
-           "ray": {"inference_actors": 1, "read_concurrency": 1}}
+           "ray": {"inference_actors": 1, "read_concurrency": 1, "fuse_reads": False}}
     fs.pipe(f"{bucket}/configs/sweep.yaml", yaml.safe_dump(raw).encode())
     env_vars = {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
     args = ("--config", f"gs://{bucket}/configs/sweep.yaml")
@@ -91,7 +92,8 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
     assert f"resuming: {done_before} of 36 shards already written" in again.stdout
     assert "36 tiles in" in again.stdout and "34 ok, 2 failed" in again.stdout
-    # reads ran as their own operator (Ray's optimizer would fuse them into the actors with these resources)
+    # reads ran as their own operator, as asked (Ray's optimizer would fuse them into the actors with these
+    # resources)
     assert "Ray Data operators: FromPandas | MapBatches(read_batch) | MapBatches(InferenceActor)" in again.stdout
 
     inv = _parquet(fs, f"{bucket}/sweeps/a/inventory.parquet")
@@ -120,9 +122,9 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     pd.testing.assert_frame_equal(ref.drop(columns="geometry"), inv.drop(columns="geometry"), atol=1e-6)
 
     # adapted without labels (AdaBN on the driver, actors load the adapted model from the bucket; prior shift
-    # when the inventory is written), with reads fused into the actors on purpose (ray.fuse_reads: one
-    # operator): the same inventory as the local sweep with the same options
-    adapt = ["--set", "ray.fuse_reads=true", "--set", "adapt.batchnorm=true", "--set", "adapt.batchnorm_tiles=12", "--set", "adapt.prior=true",
+    # when the inventory is written), with reads fused into the actors (ray.fuse_reads: auto, CPU-only actors:
+    # one operator): the same inventory as the local sweep with the same options
+    adapt = ["--set", "ray.fuse_reads=auto", "--set", "adapt.batchnorm=true", "--set", "adapt.batchnorm_tiles=12", "--set", "adapt.prior=true",
              "--set", "threshold=null", "--set", f"output=gs://{bucket}/sweeps/adapted"]
     adapted = ray_submit(ray_cluster, "ray_jobs.sweep", *args, *adapt, env_vars=env_vars)
     assert adapted.returncode == 0, adapted.stdout[-4000:] + adapted.stderr[-2000:]
@@ -152,16 +154,50 @@ def test_sweep_job_fails_fast_on_impossible_resources(ray_cluster, trained_run, 
 
     from conftest import REPO
 
+    # a checkpoint whose card names another backbone than its weights were trained as: the driver finds out
+    # (building the model on the meta device) before any actor starts
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(trained_run["model_dir"], mismatched)
+    card = json.loads((mismatched / "model_card.json").read_text())
+    card["backbone"] = "tf_efficientnet_lite0" if card["backbone"] != "tf_efficientnet_lite0" else "mobilenetv2_100"
+    (mismatched / "model_card.json").write_text(json.dumps(card))
     cfg = {"model": trained_run["model_dir"], "tiles": {"source": str(tmp_path / "none")}, "output": str(tmp_path / "o")}
-    for name, ray_cfg, needle in (("gpu", {"gpus_per_actor": 1}, "GPU: need 1, cluster has 0"),
-                                  ("cpu", {"inference_actors": 2}, "no room for a read task")):
+    for name, extra, needle in (("gpu", {"ray": {"gpus_per_actor": 1}}, "GPU: need 1, cluster has 0"),
+                                ("cpu", {"ray": {"inference_actors": 2, "fuse_reads": False}},
+                                 "no room for a read task"),
+                                ("card", {"model": str(mismatched)}, "weights do not match the model its card")):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**cfg, "ray": ray_cfg}))
+        path.write_text(yaml.safe_dump({**cfg, **extra}))
         proc = subprocess.run([sys.executable, "-m", "ray_jobs.sweep", "--address", ray_cluster["gcs_address"],
                                "--config", str(path)], env=ray_cluster["env"], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+
+
+def test_errors_raised_in_ray_workers_become_the_library_s_one_line():
+    """A task's error (RayTaskError, also an instance of the original class) and an actor that died in its
+    constructor (ActorDiedError, which keeps only the remote traceback as text) both give back the library's
+    error, its class and its one line; anything else is left alone."""
+    import ray.exceptions
+
+    from landslide.errors import CheckpointError, DataError
+    from ray_jobs.common import landslide_error
+
+    task = ray.exceptions.RayTaskError("read_batch", "Traceback ...", DataError("tile 19/1/2: truncated JPEG"))
+    found = landslide_error(task.as_instanceof_cause())
+    assert type(found) is DataError and str(found) == "tile 19/1/2: truncated JPEG"
+    died = ray.exceptions.ActorDiedError()
+    died.error_msg = ("The actor died because of an error raised in its creation task, \x1b[36mray::MapWorker("
+                      "MapBatches(InferenceActor)).__init__()\x1b[39m (pid=1)\nTraceback (most recent call last):\n"
+                      '  File "checkpoint.py", line 191\nlandslide.errors.CheckpointError: gs://b/m/model.safetensors:'
+                      " weights do not match\n")
+    wrapped = RuntimeError("execution failed")
+    wrapped.__cause__ = died
+    found = landslide_error(wrapped)
+    assert type(found) is CheckpointError and str(found) == "gs://b/m/model.safetensors: weights do not match"
+    assert landslide_error(RuntimeError("landslide.errors.NoSuchError: x")) is None
+    assert landslide_error(ValueError("plain")) is None
 
 
 def test_footprint_sweep_job_of_an_xyz_tree_in_gcs(ray_cluster, gcs_emulator, footprint_run, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from landslide.errors import ConfigError
 
@@ -30,6 +29,8 @@ def _from_counts(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
 def _rank(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     if len(np.unique(y)) < 2:
         return {"roc_auc": math.nan, "pr_auc": math.nan}
+    from sklearn.metrics import average_precision_score, roc_auc_score  # lazily: sweeps' actors import this module
+
     return {"roc_auc": float(roc_auc_score(y, p)), "pr_auc": float(average_precision_score(y, p))}
 
 
@@ -227,6 +228,8 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, method: str = "f1", fixed: fl
     if method == "fixed" or len(np.unique(y)) < 2:
         return float(fixed)
     if method == "youden":
+        from sklearn.metrics import roc_curve
+
         fpr, tpr, thr = roc_curve(y, p)
         finite = np.isfinite(thr)
         best = np.argmax((tpr - fpr)[finite])

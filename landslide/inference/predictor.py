@@ -62,9 +62,7 @@ class Predictor:
     @property
     def info(self) -> dict:
         """Model identity recorded with every prediction: name, backbone and version (weights hash)."""
-        return {"name": self.card.name, "backbone": self.card.backbone, "version": self.card.version,
-                "input_size": self.input_size, "threshold": self.threshold, "inputs": self.card.inputs,
-                "tta": self.tta, "input_gsd_m": (self.card.input_gsd or {}).get("median_m")}
+        return self.card.prediction_info(self.threshold, self.tta)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 ``(H, W, 3)`` -> uint8 ``(S, S, 3)`` at the model's input size (as evaluation resizes)."""

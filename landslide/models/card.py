@@ -158,6 +158,16 @@ class ModelCard(_Section):
         """The temperature fitted on validation (1.0: none)."""
         return float((self.calibration or {}).get("temperature") or 1.0)
 
+    def prediction_info(self, threshold: float | None = None, tta: str | None = None) -> dict:
+        """The model identity recorded with every prediction (``Predictor.info``): name, backbone, version,
+        input size (px), decision threshold (default: the validation one for ``tta``), inputs, test-time
+        augmentation mode (default: the card's) and training GSD (m per input pixel, or None)."""
+        tta = tta or self.tta
+        return {"name": self.name, "backbone": self.backbone, "version": self.version,
+                "input_size": self.input_size, "threshold": float(self.threshold_for(tta) if threshold is None
+                                                                  else threshold),
+                "inputs": self.inputs, "tta": tta, "input_gsd_m": (self.input_gsd or {}).get("median_m")}
+
     @property
     def version(self) -> str:
         """Short model version: the first 12 hex digits of the weights' SHA-256 (``unknown`` before saving)."""

@@ -117,35 +117,56 @@ def load_checkpoint(model_dir: str, device: str | torch.device = "cpu", task: st
     returned carries the weights' SHA-256 (cards of format 1 did not record it); CheckpointError when the card
     records another digest than the weights have, or when the model does another ``task`` than the caller
     needs (a footprint model given where a chip classifier is expected, or the reverse)."""
-    card = read_card(model_dir)
-    if card.task != task:
-        raise CheckpointError(f"{model_dir} holds a {card.task} model ({_TASK_WORDS[card.task]}); this needs a "
-                              f"{task} model ({_TASK_WORDS[task]})")
+    card = _card_for(model_dir, task)
+    return _load_weights(_build(card, model_dir, task), card, model_dir, device)
+
+
+def check_checkpoint(model_dir: str, task: str = "classification") -> ModelCard:
+    """The card of the checkpoint in ``model_dir``, after the checks :func:`load_checkpoint` makes (card, task,
+    weights readable as safetensors, their SHA-256, every tensor's name and shape against the architecture)
+    without allocating the model: it is built on PyTorch's ``meta`` device, which holds shapes, not data. For
+    drivers that plan work and leave the model to workers. The card returned carries the weights' SHA-256.
+    CheckpointError as :func:`load_checkpoint`."""
+    card = _card_for(model_dir, task)
+    with torch.device("meta"):
+        model = _build(card, model_dir, task)
+    return _load_weights(model, card, model_dir, None)[1]
+
+
+def _build(card: ModelCard, model_dir: str, task: str):
+    """The untrained model the card describes (no weights downloaded); CheckpointError for an unknown backbone
+    or a malformed card section."""
     try:
         spec = get_spec(card.backbone)
     except LandslideError as exc:
         raise CheckpointError(f"{model_dir}: {exc}") from exc
     if task == "segmentation":
-        model = LandslideSegmenter(spec, card.architecture or "unet", pretrained="none")
-        return _load_weights(model, card, model_dir, device)
+        return LandslideSegmenter(spec, card.architecture or "unet", pretrained="none")
     try:
         tags = card.tags
         schema = TagSchema.from_json(tags.tag_schema) if tags else None
-        model = LandslideClassifier(spec, dropout=card.dropout, pretrained="none", tags=schema,
-                                    tag_options=tags.options() if tags else None,
-                                    size_classes=card.size_head.classes if card.size_head else None)
+        return LandslideClassifier(spec, dropout=card.dropout, pretrained="none", tags=schema,
+                                   tag_options=tags.options() if tags else None,
+                                   size_classes=card.size_head.classes if card.size_head else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{model_dir}: model card has a malformed tags or size_head section ({exc})") from exc
-    return _load_weights(model, card, model_dir, device)
 
 
 _TASK_WORDS = {"classification": "one landslide probability per chip",
                "segmentation": "footprints: a landslide probability per pixel"}
 
 
-def _load_weights(model, card: ModelCard, model_dir: str, device):
-    spec = model.spec
-    model.weights_info = card.pretrained
+def _card_for(model_dir: str, task: str) -> ModelCard:
+    card = read_card(model_dir)
+    if card.task != task:
+        raise CheckpointError(f"{model_dir} holds a {card.task} model ({_TASK_WORDS[card.task]}); this needs a "
+                              f"{task} model ({_TASK_WORDS[task]})")
+    return card
+
+
+def _read_weights(card: ModelCard, model_dir: str) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict, SHA-256 of the weights file); CheckpointError when unreadable, not safetensors or not the
+    weights the card records."""
     uri = storage.join(model_dir, WEIGHTS_FILE)
     try:
         raw = storage.read_bytes(uri)
@@ -154,16 +175,26 @@ def _load_weights(model, card: ModelCard, model_dir: str, device):
         raise CheckpointError(f"model weights: {exc}") from exc
     except Exception as exc:
         raise CheckpointError(f"{uri}: not a valid safetensors file ({exc})") from exc
+    digest = hashlib.sha256(raw).hexdigest()  # identifies this exact model in inventories
+    if card.weights_sha256 and card.weights_sha256 != digest:
+        raise CheckpointError(f"{uri}: the weights' SHA-256 {digest[:12]}... is not the {card.weights_sha256[:12]}... "
+                              "its model card records: weights and card come from different models")
+    return state, digest
+
+
+def _load_weights(model, card: ModelCard, model_dir: str, device):
+    spec = model.spec
+    model.weights_info = card.pretrained
+    uri = storage.join(model_dir, WEIGHTS_FILE)
+    state, digest = _read_weights(card, model_dir)
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        # a model on the meta device (check_checkpoint) takes the tensors as they are: same checks, no copy
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=device is None)
     except RuntimeError as exc:  # shape mismatches: the card describes another model than the weights
         raise CheckpointError(f"{uri}: weights do not match the model its card describes "
                               f"({str(exc).splitlines()[-1].strip()[:200]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{uri}: weights do not match backbone {spec.name!r} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    digest = hashlib.sha256(raw).hexdigest()  # identifies this exact model in inventories
-    if card.weights_sha256 and card.weights_sha256 != digest:
-        raise CheckpointError(f"{uri}: the weights' SHA-256 {digest[:12]}... is not the {card.weights_sha256[:12]}... "
-                              "its model card records: weights and card come from different models")
-    return model.to(device).eval(), card.model_copy(update={"weights_sha256": digest})
+    card = card.model_copy(update={"weights_sha256": digest})
+    return (model if device is None else model.to(device).eval()), card
