@@ -5,11 +5,14 @@
 
 Pipeline (streaming, so memory stays flat as the region grows): the driver plans the sweep with the library
 (tile index built once and cached, pruned to the region, cut into shards; finished shards of an earlier run
-are skipped) -> ``read_batch`` tasks read bytes and decode/resize to uint8 (spread over the nodes) -> an
-actor pool of :class:`InferenceActor` (one shared ``Predictor`` each, GPU when configured) predicts and writes
-Grad-CAM overlays of positives -> the driver collects the small result rows and writes each shard as soon as all its
-tiles are in -> the library merges the shards into GeoParquet/GeoJSON and the summary. Killing the job loses
-only unfinished shards; submitting it again completes the sweep with no gaps and no duplicates.
+are skipped; no model is loaded there: :func:`~landslide.models.checkpoint.check_checkpoint`); the pending
+*shards*, each with its index rows (:func:`shard_items`), are Ray Data's items -> the shards' tiles
+are read and decoded/resized to uint8, inside the actors (fused, the default for CPU-only actors) or by
+``read_shards`` tasks spread over the nodes (the default for GPU actors) -> an actor pool of
+:class:`InferenceActor` (one ``Predictor`` each, GPU when configured) predicts and writes Grad-CAM overlays of
+positives -> the driver collects the small result rows and writes each shard as soon as all its tiles are in ->
+the library merges the shards into GeoParquet/GeoJSON and the summary. Killing the job loses only unfinished
+shards; submitting it again completes the sweep with no gaps and no duplicates.
 
 With a footprint model (card ``task: segmentation``) the unit is a scene (a GeoTIFF, an XYZ metatile or a listed
 tile): :func:`footprints_on_ray` sweeps the pending ones in an actor pool, each actor stitching, tracing and writing
@@ -33,15 +36,18 @@ import logging
 import math
 import sys
 import time
+from typing import Iterator
 
 import pandas as pd
+import pyarrow as pa
 
 from landslide.config import SweepConfig, load_config, parse_set
 from landslide.errors import ConfigError
 from landslide.inference.predictor import Predictor
 from landslide.models.checkpoint import check_checkpoint, read_card
 from landslide.inventory.adapt import adapted_model
-from landslide.inventory.sweep import TileReader, finalize, infer_tiles, plan_sweep, read_tiles, summary_lines
+from landslide.inventory.sweep import (TileReader, finalize, infer_tiles, plan_sweep, read_tiles, scored_batches,
+                                      shard_batches, summary_lines)
 from ray_jobs.common import check_resources, connect, job_parser, run_main
 
 log = logging.getLogger("ray_jobs.sweep")
@@ -49,37 +55,75 @@ log = logging.getLogger("ray_jobs.sweep")
 TILE_COLUMNS = ["tile_id", "uri", "window", "west", "south", "east", "north", "shard"]
 
 
-def read_batch(batch: pd.DataFrame, reader: TileReader, threads: int) -> dict:
-    """Ray Data task: index rows -> the same rows plus ``image`` (uint8, model input size), ``status``,
-    ``reason`` and ``nodata_fraction``."""
-    with cf.ThreadPoolExecutor(threads) as pool:  # overlap object-store latency within a task
-        loaded = read_tiles(batch, reader, pool)
-    out = {c: batch[c].to_numpy() for c in TILE_COLUMNS}
-    out.update(loaded)
-    out["status"] = loaded["status"].astype(str)
-    out["reason"] = loaded["reason"].astype(str)
-    return out
+MAX_BLOCKS = 1000
+"""Ray Data blocks of pending shards at most (each block costs the driver about 1 ms to create)."""
+
+
+def shard_items(tiles: pd.DataFrame, shards: list[int], shard_size: int) -> list[dict]:
+    """One Ray Data item per shard: ``{"shard": s, "rows": its index rows (TILE_COLUMNS) as Arrow IPC bytes}``.
+    The rows travel with the shard numbers (about 150 bytes a tile, serialised in one vectorised pass), so the
+    driver creates one small block per group of shards instead of one pandas block per batch of tiles. Shard
+    ``s`` is rows ``s * shard_size`` up to the next shard (the plan numbers shards in row order)."""
+    table = pa.Table.from_pandas(tiles[TILE_COLUMNS], preserve_index=False)
+    items = []
+    for shard in shards:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table.slice(shard * shard_size, shard_size))
+        items.append({"shard": shard, "rows": sink.getvalue().to_pybytes()})
+    return items
+
+
+def shard_rows(batch: dict) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``(shard, index rows)`` for each item of a batch of :func:`shard_items`."""
+    for shard, blob in zip(batch["shard"], batch["rows"]):
+        yield int(shard), pa.ipc.open_stream(blob).read_all().to_pandas()
+
+
+def read_shards(batch: dict, reader: TileReader, threads: int, batch_size: int) -> Iterator[dict]:
+    """Ray Data task (separate reads): for each shard of ``batch`` (:func:`shard_items`), its index rows in batches of
+    ``batch_size``, each with ``image`` (uint8, model input size), ``status``, ``reason`` and
+    ``nodata_fraction`` (:func:`~landslide.inventory.sweep.read_tiles`; ``threads`` overlap object-store
+    latency)."""
+    with cf.ThreadPoolExecutor(threads) as pool:
+        for _, rows in shard_batches(shard_rows(batch), batch_size):
+            loaded = read_tiles(rows, reader, pool)
+            out = {c: rows[c].to_numpy() for c in TILE_COLUMNS}
+            out.update(loaded)
+            out["status"] = loaded["status"].astype(str)
+            out["reason"] = loaded["reason"].astype(str)
+            yield out
 
 
 class InferenceActor:
-    """Ray Data actor: holds one Predictor (loaded once) and turns read batches into result rows; with a
-    ``reader`` (``ray.fuse_reads``) it reads the index rows itself first, in ``read_threads`` threads."""
+    """Ray Data actor: holds one Predictor (loaded once) and turns batches into result rows (with ``shard``).
+
+    Separate reads: its batches come from :func:`read_shards`. Fused reads (``reader`` given): its batches are
+    shards (:func:`shard_items`); it reads each shard's tiles itself, ``read_threads`` threads reading and decoding
+    the next batches while the model scores this one (:func:`~landslide.inventory.sweep.scored_batches`, the
+    local sweep's loop)."""
 
     def __init__(self, model: str, device: str, threshold: float | None, cam_method: str, output: str,
-                 explain: bool, threads: int, tta: str | None = None, reader: TileReader | None = None,
-                 read_threads: int = 1):
+                 explain: bool, threads: int, batch_size: int, tta: str | None = None,
+                 reader: TileReader | None = None, read_threads: int = 1):
         # Ray sets OMP_NUM_THREADS to the integer part of num_cpus; use what the actor reserved
         self.predictor = Predictor(model, device, threshold, cam_method, num_threads=threads, tta=tta)
-        self.output, self.explain = output, explain
-        self.reader, self.read_threads = reader, read_threads
+        self.output, self.explain, self.batch_size = output, explain, batch_size
+        self.reader = reader
+        self.pool = cf.ThreadPoolExecutor(read_threads) if reader is not None else None
 
-    def __call__(self, batch) -> pd.DataFrame:
-        if self.reader is not None:
-            batch = read_batch(batch, self.reader, self.read_threads)
-        rows = pd.DataFrame({c: batch[c] for c in TILE_COLUMNS})
-        result = infer_tiles(self.predictor, rows, batch, self.output, self.explain)
-        result["shard"] = rows["shard"].to_numpy()
-        return result
+    def __call__(self, batch: dict) -> pd.DataFrame:
+        if self.reader is None:
+            rows = pd.DataFrame({c: batch[c] for c in TILE_COLUMNS})
+            result = infer_tiles(self.predictor, rows, batch, self.output, self.explain)
+            result["shard"] = rows["shard"].to_numpy()
+            return result
+        parts = []
+        for (shard, _), result in scored_batches(self.predictor, shard_batches(shard_rows(batch), self.batch_size),
+                                                 self.reader, self.pool, self.output, self.explain):
+            result["shard"] = shard
+            parts.append(result)
+        return pd.concat(parts, ignore_index=True)
 
 
 def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
@@ -113,31 +157,32 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
         progress(f"AdaBN: scoring with {model_uri}")
     if len(pending) < plan.n_shards:
         progress(f"resuming: {plan.n_shards - len(pending)} of {plan.n_shards} shards already written")
-    rows = plan.tiles[plan.tiles["shard"].isin(pending)][TILE_COLUMNS]
-    expected = rows.groupby("shard").size().to_dict()
-    progress(f"{len(plan.tiles)} tiles in the region, {len(rows)} to sweep in {len(pending)} shard(s)")
+    expected = {shard: len(plan.shard_rows(shard)) for shard in pending}
+    n_tiles = sum(expected.values())
+    progress(f"{len(plan.tiles)} tiles in the region, {n_tiles} to sweep in {len(pending)} shard(s)")
     processed = 0
-    if len(rows):
-        blocks = max(1, min(math.ceil(len(rows) / cfg.batch_size), 10_000))
-        ds = ray.data.from_pandas(rows, override_num_blocks=blocks)
+    if pending:
+        # shards, not tiles, are the pipeline's items: the driver's cost grows with shards
+        ds = ray.data.from_items(shard_items(plan.tiles, pending, cfg.shard_size),
+                                 override_num_blocks=min(len(pending), MAX_BLOCKS))
         reader = TileReader.for_sweep(cfg, size)
         actor_kwargs = {"model": model_uri, "device": "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu",
                         "threshold": cfg.threshold, "cam_method": cfg.explain.method, "output": cfg.output,
-                        "explain": cfg.explain.enabled, "tta": cfg.tta,
+                        "explain": cfg.explain.enabled, "tta": cfg.tta, "batch_size": cfg.batch_size,
                         "threads": max(1, math.ceil(ray_cfg.cpus_per_actor))}
         if ray_cfg.reads_fused:
             actor_kwargs.update(reader=reader, read_threads=cfg.read_threads)
         else:
             # separate tasks, SPREAD over the nodes: I/O and decoding scale apart from the (GPU) actors and
             # overlap with inference
-            ds = ds.map_batches(read_batch, batch_size=cfg.batch_size, batch_format="pandas",
-                                fn_kwargs={"reader": reader, "threads": cfg.read_threads},
+            ds = ds.map_batches(read_shards, batch_size=1, batch_format="numpy",
+                                fn_kwargs={"reader": reader, "threads": cfg.read_threads,
+                                           "batch_size": cfg.batch_size},
                                 compute=ray.data.TaskPoolStrategy(size=ray_cfg.read_concurrency),
                                 num_cpus=ray_cfg.read_cpus, scheduling_strategy="SPREAD")
         # the actors' own scheduling strategy keeps Ray's optimizer from fusing the read tasks into them
-        ds = ds.map_batches(InferenceActor, batch_size=cfg.batch_size,
-                            batch_format="pandas" if ray_cfg.reads_fused else "numpy",
-                            fn_constructor_kwargs=actor_kwargs,
+        ds = ds.map_batches(InferenceActor, batch_size=1 if ray_cfg.reads_fused else cfg.batch_size,
+                            batch_format="numpy", fn_constructor_kwargs=actor_kwargs,
                             compute=ray.data.ActorPoolStrategy(size=ray_cfg.inference_actors),
                             num_cpus=ray_cfg.cpus_per_actor, num_gpus=ray_cfg.gpus_per_actor or None,
                             scheduling_strategy="DEFAULT")
@@ -151,7 +196,7 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
                 if counts[shard] == expected[shard]:
                     plan.write_shard(shard, pd.concat(buffers.pop(shard), ignore_index=True))
                     processed += counts[shard]
-                    progress(f"shard {shard + 1}/{plan.n_shards} written ({processed}/{len(rows)} tiles this run)")
+                    progress(f"shard {shard + 1}/{plan.n_shards} written ({processed}/{n_tiles} tiles this run)")
         progress("Ray Data operators: " + " | ".join(operators(ds.stats())))
     return finalize(plan, time.perf_counter() - started, processed)
 
@@ -224,8 +269,8 @@ def footprints_on_ray(cfg: SweepConfig, progress=print) -> dict:
 
 
 def operators(stats: str) -> list[str]:
-    """The operators Ray Data ran, from ``Dataset.stats()`` (``MapBatches(read_batch)``, or
-    ``MapBatches(read_batch)->MapBatches(InferenceActor)`` where fused)."""
+    """The operators Ray Data ran, from ``Dataset.stats()`` (``MapBatches(read_shards)``, or
+    ``MapBatches(read_shards)->MapBatches(InferenceActor)`` had Ray's optimizer fused them)."""
     import re
 
     return [m.group(1) for m in re.finditer(r"^Operator \d+ (.+?): ", stats, re.MULTILINE)]

@@ -94,7 +94,7 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
     assert "36 tiles in" in again.stdout and "34 ok, 2 failed" in again.stdout
     # reads ran as their own operator, as asked (Ray's optimizer would fuse them into the actors with these
     # resources)
-    assert "Ray Data operators: FromPandas | MapBatches(read_batch) | MapBatches(InferenceActor)" in again.stdout
+    assert "Ray Data operators: FromItems | MapBatches(read_shards) | MapBatches(InferenceActor)" in again.stdout
 
     inv = _parquet(fs, f"{bucket}/sweeps/a/inventory.parquet")
     assert len(inv) == 36 and inv["tile_id"].is_unique and set(inv["tile_id"]) == set(inside["tile_id"])
@@ -128,7 +128,7 @@ def test_sweep_job_in_gcs_survives_corrupt_tiles_and_a_stop(ray_cluster, gcs_emu
              "--set", "threshold=null", "--set", f"output=gs://{bucket}/sweeps/adapted"]
     adapted = ray_submit(ray_cluster, "ray_jobs.sweep", *args, *adapt, env_vars=env_vars)
     assert adapted.returncode == 0, adapted.stdout[-4000:] + adapted.stderr[-2000:]
-    assert "Ray Data operators: FromPandas | MapBatches(InferenceActor)" in adapted.stdout
+    assert "Ray Data operators: FromItems | MapBatches(InferenceActor)" in adapted.stdout
     card = json.loads(fs.cat(f"{bucket}/sweeps/adapted/adapted_model/model_card.json"))
     # 12 tiles drawn, the corrupt ones among them unreadable
     assert card["adaptation"]["sample_tiles"] == 12 and 10 <= card["adaptation"]["images"] <= 12

@@ -33,7 +33,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -621,14 +621,38 @@ def _reason(reason: str) -> str:
     return re.split(r"[:(]", reason, maxsplit=1)[0].strip() or reason
 
 
+def scored_batches(predictor: Predictor, batches: Iterable[tuple[Any, pd.DataFrame]], reader: TileReader,
+                   tile_pool: cf.Executor, output: str | None, explain: bool, prefetch: int = 2
+                   ) -> Iterator[tuple[Any, pd.DataFrame]]:
+    """``(key, result rows)`` for each ``(key, index rows)`` batch, in order, reading and decoding the next
+    ``prefetch`` batches (:func:`read_tiles`, in ``tile_pool``'s threads) while the model scores this one: the
+    loop of the local sweep and of a Ray actor that reads its own tiles."""
+    batches = iter(batches)
+    ahead: collections.deque = collections.deque()
+    with cf.ThreadPoolExecutor(prefetch) as batch_pool:
+
+        def submit() -> None:
+            nxt = next(batches, None)
+            if nxt is not None:
+                ahead.append((nxt[0], nxt[1], batch_pool.submit(read_tiles, nxt[1], reader, tile_pool)))
+
+        for _ in range(prefetch):
+            submit()
+        while ahead:
+            key, rows, future = ahead.popleft()
+            submit()
+            yield key, infer_tiles(predictor, rows, future.result(), output, explain)
+
+
 # ----------------------------------------------------------------------------------------------- local runner
-def _batches(plan: SweepPlan, shards: list[int], size: int) -> Iterator[tuple[int, pd.DataFrame, bool]]:
-    """(shard, rows, last batch of the shard) in order."""
-    for shard in shards:
-        rows = plan.shard_rows(shard)
+def shard_batches(shards: Iterable[tuple[int, pd.DataFrame]], size: int
+                  ) -> Iterator[tuple[tuple[int, bool], pd.DataFrame]]:
+    """``((shard, last batch of the shard), rows)`` in order, ``size`` rows at most, for each ``(shard, its
+    index rows)``."""
+    for shard, rows in shards:
         starts = list(range(0, len(rows), size))
         for i, start in enumerate(starts):
-            yield shard, rows.iloc[start:start + size], i == len(starts) - 1
+            yield (shard, i == len(starts) - 1), rows.iloc[start:start + size]
 
 
 def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
@@ -653,30 +677,18 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] | None = None,
         processed, parts = 0, []
         reader = TileReader.for_sweep(cfg, predictor.input_size)
         prefetch = 2  # batches read ahead of the model
-        with cf.ThreadPoolExecutor(cfg.read_threads) as tile_pool, cf.ThreadPoolExecutor(prefetch) as batch_pool:
+        with cf.ThreadPoolExecutor(cfg.read_threads) as tile_pool:
             if pending:
                 uri = adapted_model(cfg.output, predictor, plan.tiles, cfg.adapt, cfg.batch_size,
                                     lambda rows: read_tiles(rows, reader, tile_pool))
                 if uri != predictor.model_uri:
                     predictor.close()
                     predictor = Predictor(uri, cfg.device, cfg.threshold, cfg.explain.method, tta=cfg.tta)
-            batches = _batches(plan, pending, cfg.batch_size)
-            ahead: collections.deque = collections.deque()
-
-            def submit() -> None:
-                nxt = next(batches, None)
-                if nxt is not None:
-                    shard, rows, last = nxt
-                    ahead.append((shard, rows, last, batch_pool.submit(read_tiles, rows, reader, tile_pool)))
-
-            for _ in range(prefetch):
-                submit()
-            while ahead:
-                shard, rows, last, future = ahead.popleft()
-                submit()
-                batch = future.result()
-                parts.append(infer_tiles(predictor, rows, batch, cfg.output, cfg.explain.enabled))
-                processed += len(rows)
+            batches = shard_batches(((shard, plan.shard_rows(shard)) for shard in pending), cfg.batch_size)
+            for (shard, last), results in scored_batches(predictor, batches, reader, tile_pool, cfg.output,
+                                                         cfg.explain.enabled, prefetch):
+                parts.append(results)
+                processed += len(results)
                 if last:
                     plan.write_shard(shard, pd.concat(parts, ignore_index=True))
                     parts = []
