@@ -10,7 +10,8 @@ Arms, on the same model, batch size and tiles (an XYZ tree on local disk):
 Rounds interleave the arms and ratios are taken within a round (machines are noisy). Memory: the local sweep
 runs in a child process over ``--memory-tiles`` (default 1000 and 10000 tiles) and reports its peak RSS.
 
-    python -m benchmarks.sweep_throughput [--tiles 512] [--backbone tf_efficientnet_lite0] [--ray] [--gpu]
+    python -m benchmarks.sweep_throughput [--tiles 4096] [--backbone tf_efficientnet_lite0] [--ray] [--gpu]
+    python -m benchmarks.sweep_throughput --ray-only --tiles 16384 --rounds 1   # where start-up is amortised
 """
 
 from __future__ import annotations
@@ -88,13 +89,18 @@ def local_sweep(model: str, tiles: str, out: str, args) -> float:
     return summary["tiles_ok"] / (time.perf_counter() - start)
 
 
-def ray_sweep(model: str, tiles: str, out: str, args) -> tuple[float, float | None]:
-    """(end-to-end tiles/s, steady-state tiles/s after the first shard is committed): Ray's start-up (actor
-    processes importing torch, loading the model) is a fixed cost that only large sweeps amortise."""
+def ray_sweep(model: str, tiles: str, out: str, args) -> dict:
+    """End-to-end tiles/s (the call of ``sweep_on_ray``: preflight, plan, actor start-up, all tiles, inventory),
+    steady tiles/s (after the first shard is committed) and the seconds to the first committed shard: Ray's
+    start-up (actor processes importing torch, loading the model) is a fixed cost that only large sweeps
+    amortise."""
+    import ray
+
     from landslide.config import SweepConfig, parse_config
     from ray_jobs.sweep import sweep_on_ray
 
-    ray_cfg = {"inference_actors": 1, "cpus_per_actor": args.actor_cpus, "read_cpus": args.read_cpus,
+    cpus = args.actor_cpus or ray.cluster_resources()["CPU"]  # fused reads (CPU-only default): all the cores
+    ray_cfg = {"inference_actors": 1, "cpus_per_actor": cpus, "read_cpus": args.read_cpus,
                "gpus_per_actor": 1 if args.gpu else 0}
     cfg = parse_config(sweep_config(model, tiles, out, args, ray=ray_cfg), "bench", schema=SweepConfig)
     commits: list[float] = []
@@ -104,7 +110,9 @@ def ray_sweep(model: str, tiles: str, out: str, args) -> tuple[float, float | No
     steady = None
     if len(commits) > 1:
         steady = (summary["tiles_ok"] - cfg.shard_size) / (commits[-1] - commits[0])
-    return summary["tiles_ok"] / (end - start), steady
+    return {"ray_sweep": summary["tiles_ok"] / (end - start), "ray_sweep_steady": steady,
+            "ray_first_shard_s": commits[0] - start if commits else None,
+            "ray_after_last_shard_s": end - commits[-1] if commits else None}
 
 
 def naive_loop(model: str, tiles: str, n: int, args) -> float:
@@ -136,7 +144,7 @@ def peak_rss_child(model: str, n: int, work: Path, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tiles", type=int, default=1024)
+    p.add_argument("--tiles", type=int, default=4096)
     p.add_argument("--backbone", default="tf_efficientnet_lite0")
     p.add_argument("--image-size", type=int, default=128, help="tile and model input size")
     p.add_argument("--batch-size", type=int, default=32)
@@ -144,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--naive-tiles", type=int, default=128)
     p.add_argument("--ray", action="store_true", help="also the Ray Data sweep")
-    p.add_argument("--actor-cpus", type=float, default=1.5)
-    p.add_argument("--read-cpus", type=float, default=0.5)
+    p.add_argument("--ray-only", action="store_true", help="the Ray sweep and the ceiling only (large --tiles)")
+    p.add_argument("--ceiling-images", type=int, default=4096, help="images per ceiling measurement (at most)")
+    p.add_argument("--actor-cpus", type=float, help="default: every CPU of the local Ray instance (reads are "
+                   "fused into the actor on CPU-only machines)")
+    p.add_argument("--read-cpus", type=float, default=0.5, help="read tasks' CPUs, where reads are separate (GPU)")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--memory-tiles", type=int, nargs="*", default=[1000, 10000])
     p.add_argument("--memory-backbone", default="baseline_cnn", help="a small model keeps the 10k-tile run short")
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     tiles, desc = make_tiles(work / "tiles", args.tiles, args.image_size)
     model = make_model(work / "model", args.backbone, args.image_size)
-    if args.ray:
+    if args.ray or args.ray_only:
         import ray
 
         ray.init(num_cpus=None, log_to_driver=False, include_dashboard=False)
@@ -164,16 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     for r in range(args.rounds):
         # the ceiling brackets the other arms (measured before and after, averaged): it drifts on shared machines
-        before = model_only(model, args.tiles, args)
-        row = {"local_sweep": local_sweep(model, tiles, str(work / f"local{r}"), args),
-               "naive_loop": naive_loop(model, tiles, args.naive_tiles, args)}
-        if args.ray:
-            row["ray_sweep"], row["ray_sweep_steady"] = ray_sweep(model, tiles, str(work / f"ray{r}"), args)
-        after = model_only(model, args.tiles, args)
+        before = model_only(model, min(args.tiles, args.ceiling_images), args)
+        row = {} if args.ray_only else {"local_sweep": local_sweep(model, tiles, str(work / f"local{r}"), args),
+                                        "naive_loop": naive_loop(model, tiles, args.naive_tiles, args)}
+        if args.ray or args.ray_only:
+            row.update(ray_sweep(model, tiles, str(work / f"ray{r}"), args))
+        after = model_only(model, min(args.tiles, args.ceiling_images), args)
         row["model_only"] = (before + after) / 2
         row["model_only_spread"] = abs(before - after) / row["model_only"]
         row["ratios"] = {k: row[k] / row["model_only"] for k in row
-                         if not k.startswith("model_only") and row[k] is not None}
+                         if not k.startswith("model_only") and not k.endswith("_s") and row[k] is not None}
         print(f"round {r}: " + json.dumps({k: v if v is None else round(v, 2) for k, v in row.items()
                                            if k != "ratios"}), flush=True)
         rounds.append(row)
@@ -184,19 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     mem_args = argparse.Namespace(**{**vars(args), "backbone": args.memory_backbone,
                                      "image_size": args.memory_image_size})
     mem_model = make_model(work / "mem-model", args.memory_backbone, args.memory_image_size)
-    memory = {str(n): peak_rss_child(mem_model, n, work, mem_args) for n in args.memory_tiles}
+    memory = {str(n): peak_rss_child(mem_model, n, work, mem_args) for n in ([] if args.ray_only
+                                                                             else args.memory_tiles)}
 
     result = {
         "data": desc, "tiles": args.tiles, "backbone": args.backbone, "image_size": args.image_size,
         "batch_size": args.batch_size, "device": "cuda" if args.gpu else "cpu", "rounds": rounds,
         "median_tiles_per_s": median, "median_ratio_to_model_only": ratios,
         "targets": {"local_sweep_ratio": ">= 0.8"},
-        "notes": "ray_sweep is end to end (driver plan + actor start-up + all tiles); ray_sweep_steady counts the "
-                 "tiles after the first committed shard over the time after it",
+        "notes": "ray_sweep is end to end (preflight, plan, actor start-up, all tiles, inventory); ray_sweep_steady "
+                 "counts the tiles after the first committed shard over the time after it; ray_first_shard_s is the "
+                 "time to the first committed shard, ray_after_last_shard_s the inventory merge after the last",
         "memory": {"backbone": args.memory_backbone, "image_size": args.memory_image_size, "runs": memory},
         "peak_rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    suffix = "_gpu" if args.gpu else ""
+    suffix = ("_gpu" if args.gpu else "") + (f"_ray_{args.tiles}" if args.ray_only else "")
     write_result(f"sweep_throughput{suffix}", result, args.out)
     return 0
 

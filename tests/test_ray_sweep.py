@@ -240,3 +240,23 @@ def test_footprint_sweep_job_of_an_xyz_tree_in_gcs(ray_cluster, gcs_emulator, fo
     again = ray_submit(ray_cluster, "ray_jobs.sweep", *args, env_vars=env_vars)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
     assert "resuming: 3 of 3 scenes already swept" in again.stdout and "0 to sweep" in again.stdout
+
+
+def test_shard_items_carry_each_shard_s_rows_and_nothing_else():
+    """The Ray pipeline's items: one per pending shard, its index rows intact (types, order, the short last
+    shard), whatever shards are skipped."""
+    from ray_jobs.sweep import TILE_COLUMNS, shard_items, shard_rows
+
+    n, size = 1030, 256
+    tiles = pd.DataFrame({"tile_id": [f"19/{i}/7" for i in range(n)], "uri": [f"gs://b/19/{i}/7.jpg" for i in range(n)],
+                          "window": [""] * n, "west": np.linspace(-180, 179, n), "south": -1.0, "east": 0.5,
+                          "north": 1.0, "shard": np.arange(n) // size})
+    pending = [0, 2, 4]  # 1 and 3 finished in an earlier run; 4 is the short last shard
+    items = shard_items(tiles, pending, size)
+    batch = {"shard": np.array([i["shard"] for i in items]), "rows": np.array([i["rows"] for i in items], object)}
+    got = dict(shard_rows(batch))
+    assert sorted(got) == pending
+    for shard, rows in got.items():
+        expected = tiles[tiles["shard"] == shard][TILE_COLUMNS].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, expected)
+    assert len(got[4]) == n - 4 * size

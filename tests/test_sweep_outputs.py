@@ -216,3 +216,31 @@ def test_xyz_cams_drape_in_web_mercator(trained_run, tmp_path):
     with rasterio.open(storage.join(out, row["cam"][:-4] + ".tif")) as cam:
         assert cam.crs.to_epsg() == 3857
         np.testing.assert_allclose(cam.bounds, mercantile.xy_bounds(x, y, z), atol=1e-3)
+
+
+def test_growing_union_equals_the_union_of_every_tile_at_once():
+    """The swept area's union, grown shard by shard (binary-counter merges, coverage union where the tiles form a
+    coverage, near-collinear vertices dropped), is the union of all the tiles: for a grid of XYZ-like tiles
+    with a ragged last row and for overlapping windows, in 37 batches of uneven size."""
+    import shapely
+
+    from landslide.inventory import geo
+
+    rng = np.random.default_rng(3)
+    step = 128 / 111_320
+    n, side = 2_000, 47
+    r, c = np.divmod(np.arange(n), side)
+    grid = pd.DataFrame({"west": 10 + c * step, "south": 1 - (r + 1) * step, "east": 10 + (c + 1) * step,
+                         "north": 1 - r * step})
+    offsets = rng.random((300, 2)) * 0.01  # windows overlapping at random
+    windows = pd.DataFrame({"west": 20 + offsets[:, 0], "south": offsets[:, 1], "east": 20 + offsets[:, 0] + 0.002,
+                            "north": offsets[:, 1] + 0.002})
+    for tiles in (grid, windows):
+        union = geo.GrowingUnion()
+        cuts = np.sort(rng.choice(np.arange(1, len(tiles)), size=36, replace=False))
+        for part in np.split(np.arange(len(tiles)), cuts):
+            union.add(tiles.iloc[part])
+        grown, whole = union.result(), shapely.union_all(geo.tile_boxes(tiles))
+        assert abs(grown.area - whole.area) < 1e-9 * whole.area
+        assert shapely.symmetric_difference(grown, whole).area < 1e-9 * whole.area
+    assert geo.GrowingUnion().result() is None
