@@ -72,12 +72,9 @@ class _ScorePredictor:
 
 def _collect(plan, shards: list[int], batch_size: int, seed: int) -> tuple[int, float]:
     """Result rows of ``shards`` arrive in batches, shards interleaved as several actors would send them, and
-    are written as ``sweep_on_ray`` does; (tiles, seconds of the driver's grouping and writing)."""
-    import collections
-
-    import pandas as pd
-
+    are written by ``sweep_on_ray``'s :class:`~ray_jobs.sweep.ShardCommitter`; (tiles, seconds it took)."""
     from landslide.inventory.sweep import infer_tiles, shard_batches
+    from ray_jobs.sweep import ShardCommitter
 
     rng = np.random.default_rng(seed)
     predictor = _ScorePredictor(seed)
@@ -97,19 +94,11 @@ def _collect(plan, shards: list[int], batch_size: int, seed: int) -> tuple[int, 
         result = infer_tiles(predictor, rows, loaded, None, False)
         result["shard"] = shard
         batches.append(result)
-    expected = {s: len(plan.shard_rows(s)) for s in shards}
+    committer = ShardCommitter(plan, shards, progress=lambda _: None)
     started = time.perf_counter()
-    buffers: dict = collections.defaultdict(list)
-    counts: collections.Counter = collections.Counter()
-    tiles = 0
-    for batch in batches:  # sweep_on_ray's loop
-        for shard, part in batch.groupby("shard"):
-            shard = int(shard)
-            buffers[shard].append(part)
-            counts[shard] += len(part)
-            if counts[shard] == expected[shard]:
-                plan.write_shard(shard, pd.concat(buffers.pop(shard), ignore_index=True))
-                tiles += counts[shard]
+    for batch in batches:
+        committer.add(batch)
+    tiles = committer.processed
     return tiles, time.perf_counter() - started
 
 
@@ -185,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(runs, key=int)
     growth = {f"{a}->{b}": {"tiles_x": int(b) / int(a),
                             "plan_x": runs[b]["index_and_plan_s"] / runs[a]["index_and_plan_s"],
+                            "finalize_x": runs[b]["finalize_s"] / runs[a]["finalize_s"],
                             "peak_rss_x": runs[b]["peak_rss_mib"] / runs[a]["peak_rss_mib"]}
               for a, b in zip(sizes, sizes[1:])}
     write_result("plan_scale", {

@@ -126,6 +126,31 @@ class InferenceActor:
         return pd.concat(parts, ignore_index=True)
 
 
+class ShardCommitter:
+    """The driver's share of a Ray sweep: result rows (with ``shard``) arrive in batches, shards in any order
+    and interleaved; each shard is written whole (:meth:`SweepPlan.write_shard`) as soon as its last tile is in,
+    and only unfinished shards are held. How many tiles a second it absorbs: benchmarks/plan_scale.py."""
+
+    def __init__(self, plan, shards: list[int], progress=print):
+        self.plan, self.progress = plan, progress
+        self.expected = {shard: len(plan.shard_rows(shard)) for shard in shards}
+        self.tiles = sum(self.expected.values())
+        self.processed = 0
+        self._buffers: dict[int, list[pd.DataFrame]] = collections.defaultdict(list)
+        self._counts: collections.Counter = collections.Counter()
+
+    def add(self, batch: pd.DataFrame) -> None:
+        for shard, part in batch.groupby("shard"):
+            shard = int(shard)
+            self._buffers[shard].append(part)
+            self._counts[shard] += len(part)
+            if self._counts[shard] == self.expected[shard]:
+                self.plan.write_shard(shard, pd.concat(self._buffers.pop(shard), ignore_index=True))
+                self.processed += self._counts[shard]
+                self.progress(f"shard {shard + 1}/{self.plan.n_shards} written "
+                              f"({self.processed}/{self.tiles} tiles this run)")
+
+
 def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     """Run a sweep through Ray Data on the connected cluster; returns the library's summary."""
     import ray
@@ -157,10 +182,9 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
         progress(f"AdaBN: scoring with {model_uri}")
     if len(pending) < plan.n_shards:
         progress(f"resuming: {plan.n_shards - len(pending)} of {plan.n_shards} shards already written")
-    expected = {shard: len(plan.shard_rows(shard)) for shard in pending}
-    n_tiles = sum(expected.values())
+    committer = ShardCommitter(plan, pending, progress)
+    n_tiles = committer.tiles
     progress(f"{len(plan.tiles)} tiles in the region, {n_tiles} to sweep in {len(pending)} shard(s)")
-    processed = 0
     if pending:
         # shards, not tiles, are the pipeline's items: the driver's cost grows with shards
         ds = ray.data.from_items(shard_items(plan.tiles, pending, cfg.shard_size),
@@ -186,19 +210,10 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
                             compute=ray.data.ActorPoolStrategy(size=ray_cfg.inference_actors),
                             num_cpus=ray_cfg.cpus_per_actor, num_gpus=ray_cfg.gpus_per_actor or None,
                             scheduling_strategy="DEFAULT")
-        buffers: dict[int, list[pd.DataFrame]] = collections.defaultdict(list)
-        counts: collections.Counter = collections.Counter()
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            for shard, part in batch.groupby("shard"):
-                shard = int(shard)
-                buffers[shard].append(part)
-                counts[shard] += len(part)
-                if counts[shard] == expected[shard]:
-                    plan.write_shard(shard, pd.concat(buffers.pop(shard), ignore_index=True))
-                    processed += counts[shard]
-                    progress(f"shard {shard + 1}/{plan.n_shards} written ({processed}/{n_tiles} tiles this run)")
+            committer.add(batch)
         progress("Ray Data operators: " + " | ".join(operators(ds.stats())))
-    return finalize(plan, time.perf_counter() - started, processed)
+    return finalize(plan, time.perf_counter() - started, committer.processed)
 
 
 class FootprintActor:

@@ -219,9 +219,9 @@ def test_xyz_cams_drape_in_web_mercator(trained_run, tmp_path):
 
 
 def test_growing_union_equals_the_union_of_every_tile_at_once():
-    """The swept area's union, grown shard by shard (binary-counter merges, coverage union where the tiles form a
-    coverage, near-collinear vertices dropped), is the union of all the tiles: for a grid of XYZ-like tiles
-    with a ragged last row and for overlapping windows, in 37 batches of uneven size."""
+    """The swept area's union, grown shard by shard (binary-counter merges, snap-rounded to 1e-9 degrees,
+    collinear vertices dropped), is the union of all the tiles: for a grid of tiles whose shared edges were
+    computed one by one, with a ragged last row, and for overlapping windows, in 37 batches of uneven size."""
     import shapely
 
     from landslide.inventory import geo
@@ -241,6 +241,6 @@ def test_growing_union_equals_the_union_of_every_tile_at_once():
         for part in np.split(np.arange(len(tiles)), cuts):
             union.add(tiles.iloc[part])
         grown, whole = union.result(), shapely.union_all(geo.tile_boxes(tiles))
-        assert abs(grown.area - whole.area) < 1e-9 * whole.area
-        assert shapely.symmetric_difference(grown, whole).area < 1e-9 * whole.area
+        assert abs(grown.area - whole.area) < 1e-7 * whole.area  # snapped outline moves <= 1e-9 degrees
+        assert shapely.symmetric_difference(grown, whole).area < 1e-7 * whole.area
     assert geo.GrowingUnion().result() is None
