@@ -99,7 +99,9 @@ def ray_sweep(model: str, tiles: str, out: str, args) -> dict:
     from landslide.config import SweepConfig, parse_config
     from ray_jobs.sweep import sweep_on_ray
 
-    cpus = args.actor_cpus or ray.cluster_resources()["CPU"]  # fused reads (CPU-only default): all the cores
+    # CPU-only, reads are fused into the actor (the default): give it all the cores; a GPU actor needs a couple
+    # of host threads and leaves the rest to the read tasks
+    cpus = args.actor_cpus or (2.0 if args.gpu else ray.cluster_resources()["CPU"])
     ray_cfg = {"inference_actors": 1, "cpus_per_actor": cpus, "read_cpus": args.read_cpus,
                "gpus_per_actor": 1 if args.gpu else 0}
     cfg = parse_config(sweep_config(model, tiles, out, args, ray=ray_cfg), "bench", schema=SweepConfig)
