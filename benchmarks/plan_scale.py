@@ -138,7 +138,7 @@ def child(manifest: str, bbox: list[float], out: str, batch_size: int) -> dict:
 
     ids = pq.read_table(Path(out) / "inventory.parquet", columns=["tile_id"]).column("tile_id").to_pandas()
     hwm = int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1))
-    return {**timings, "tiles_in_manifest": None, "tiles_in_region": n_region, "shards": n_shards,
+    return {**timings, "tiles_in_region": n_region, "shards": n_shards,
             "shards_before_kill": len(first), "pending_after_kill_exact": resumed_exactly,
             "inventory_rows": len(ids), "inventory_unique": bool(ids.is_unique),
             "inventory_equals_region": bool(ids.is_unique and len(ids) == n_region == summary["tiles_in"]),

@@ -156,8 +156,8 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     import ray
 
     started = time.perf_counter()
-    # preflight on the driver: the cluster can place the actors and a read task, the checkpoint loads, the
-    # output is writable, the region has tiles
+    # preflight on the driver: the cluster can place the actors and a read task, the checkpoint fits its card,
+    # the output is writable, the region has tiles
     ray_cfg = cfg.ray
     fix = "lower ray.inference_actors / cpus_per_actor / gpus_per_actor / read_cpus"
     check_resources(ray_cfg.inference_actors, {"CPU": ray_cfg.cpus_per_actor, "GPU": ray_cfg.gpus_per_actor},
@@ -169,12 +169,11 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
     # no model on the driver: the card (checked against its weights) says all that planning needs
     card = check_checkpoint(cfg.model)
     plan = plan_sweep(cfg, card.prediction_info(cfg.threshold, cfg.tta))
-    size = card.input_size
+    reader = TileReader.for_sweep(cfg, card.input_size)
     pending = plan.pending()
     model_uri = cfg.model
     if pending and cfg.adapt.batchnorm:  # AdaBN once, on the driver; the actors load the adapted model
         driver_model = Predictor(cfg.model, "cpu", cfg.threshold, cfg.explain.method, tta=cfg.tta)
-        reader = TileReader.for_sweep(cfg, size)
         with cf.ThreadPoolExecutor(cfg.read_threads) as pool:
             model_uri = adapted_model(cfg.output, driver_model, plan.tiles, cfg.adapt, cfg.batch_size,
                                       lambda part: read_tiles(part, reader, pool))
@@ -189,7 +188,6 @@ def sweep_on_ray(cfg: SweepConfig, progress=print) -> dict:
         # shards, not tiles, are the pipeline's items: the driver's cost grows with shards
         ds = ray.data.from_items(shard_items(plan.tiles, pending, cfg.shard_size),
                                  override_num_blocks=min(len(pending), MAX_BLOCKS))
-        reader = TileReader.for_sweep(cfg, size)
         actor_kwargs = {"model": model_uri, "device": "cuda" if ray_cfg.gpus_per_actor > 0 else "cpu",
                         "threshold": cfg.threshold, "cam_method": cfg.explain.method, "output": cfg.output,
                         "explain": cfg.explain.enabled, "tta": cfg.tta, "batch_size": cfg.batch_size,
